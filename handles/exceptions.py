@@ -1,0 +1,35 @@
+"""Domain errors. Each has a stable machine `code` for the API and a sentence for people."""
+
+
+class HandleServiceError(Exception):
+    code = "invalid"
+    http_status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class HandleExists(HandleServiceError):
+    """The suffix is taken, or was taken and deleted: a handle is never reused."""
+
+    code = "handle_exists"
+    http_status = 409
+
+
+class HandleNotFoundError(HandleServiceError):
+    code = "handle_not_found"
+    http_status = 404
+
+
+class HandleStateError(HandleServiceError):
+    """The change does not fit the handle's status (e.g. redirecting a deleted handle)."""
+
+    code = "invalid_state"
+    http_status = 409
+
+
+class PrefixError(HandleServiceError):
+    code = "invalid_prefix"

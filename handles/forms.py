@@ -1,0 +1,52 @@
+"""Forms for the admin's handle desk. Validation reuses handles.validators; writes go to services."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from handles.models import Asset, Prefix
+from handles.validators import validate_suffix, validate_target_url
+
+URL_WIDGET = forms.URLInput(attrs={"size": 90, "placeholder": "https://..."})
+
+
+class MintForm(forms.Form):
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)
+    suffix = forms.CharField(
+        required=False, max_length=255, validators=[validate_suffix],
+        help_text="Leave empty to let the prefix's suffix policy choose (random opaque, or the asset's id).",
+        widget=forms.TextInput(attrs={"size": 40}),
+    )
+    target_url = forms.CharField(label="Target URL", max_length=2000, validators=[validate_target_url],
+                                 widget=URL_WIDGET)
+    asset = forms.ModelChoiceField(queryset=Asset.objects.all(), required=False,
+                                   help_text="The digital object this handle identifies (optional).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        default = Prefix.objects.filter(is_default=True).first()
+        if default is not None:
+            self.fields["prefix"].initial = default.pk
+
+
+class RedirectForm(forms.Form):
+    target_url = forms.CharField(label="New target URL", max_length=2000, validators=[validate_target_url],
+                                 widget=URL_WIDGET)
+
+
+class TombstoneForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000,
+                             help_text="Shown on the public tombstone page.")
+    successor_url = forms.CharField(label="Successor link", required=False, max_length=2000,
+                                    validators=[validate_target_url], widget=URL_WIDGET,
+                                    help_text="Optional: where the object, or its replacement, now lives.")
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise ValidationError("Give the reason; the tombstone page shows it.")
+        return reason
+
+
+class ConfirmForm(forms.Form):
+    reason = forms.CharField(required=False, max_length=2000, widget=forms.TextInput(attrs={"size": 80}),
+                             help_text="Optional note kept in the request log.")

@@ -1,0 +1,20 @@
+"""Test settings: the real settings, pointed at PostgreSQL (the suite runs on real parts)."""
+
+import os
+
+os.environ.setdefault("HANDLES_DEV", "1")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/handles")
+
+from handles_project.settings import *  # noqa: E402,F403
+from handles_project.settings import DATABASES  # noqa: E402
+
+# Several suites may share this machine's PostgreSQL: HANDLES_TEST_DB names the test database.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("HANDLES_TEST_DB", "test_handles")}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+HANDLES_BACKOFF_BASE_SECONDS = 0.0
+HANDLES_SERVER_TIMEOUT = 3.0
+
+# Tasks run inline when enqueued, so a test drives the whole flow with django_capture_on_commit_callbacks.
+# Tests of real worker processes start `manage.py qcluster` with their own environment.
+Q_CLUSTER = {**Q_CLUSTER, "sync": os.environ.get("HANDLES_Q_SYNC", "1") == "1"}  # noqa: F405
