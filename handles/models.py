@@ -74,6 +74,21 @@ class Prefix(models.Model):
     suffix_alphabet = models.CharField(max_length=100, default=UNAMBIGUOUS_ALPHABET)
     asset_delete_action = models.CharField(max_length=10, choices=AssetDeleteAction.choices,
                                            default=AssetDeleteAction.TOMBSTONE)
+    url_template = models.CharField(
+        max_length=2000, blank=True,
+        help_text="Optional target URL template for imports and repairs, e.g. "
+        "https://grinnell.primo.exlibrisgroup.com/discovery/fulldisplay/alma{external_id}/01GCL_INST:GCL",
+    )
+    vendor_suffix_pattern = models.CharField(
+        max_length=200, blank=True,
+        help_text=r"Regular expression of suffixes minted by a vendor's sequence (e.g. ^\d{10}$); such handles "
+        "are flagged on import and in reconciliation.",
+    )
+
+    # What the worker last learned about this prefix's server (dashboard).
+    last_contact_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_contact_ok = models.BooleanField(null=True, editable=False)
+    last_contact_error = models.TextField(blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -176,6 +191,9 @@ class Handle(models.Model):
     tombstoned_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, null=True, blank=True, related_name="handles")
+    is_primary = models.BooleanField(
+        default=False, help_text="The handle to cite for its asset, when the asset has several."
+    )
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
@@ -294,6 +312,8 @@ class HandleRequest(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                      related_name="+")
     requested_via = models.CharField(max_length=100, blank=True, help_text="admin, api:<token>, command, sweep ...")
+    # An API client's Idempotency-Key: the same key from the same client returns the same request.
+    idempotency_key = models.CharField(max_length=200, blank=True, db_index=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

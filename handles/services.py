@@ -401,3 +401,13 @@ def asset_save(*, asset: Asset) -> Asset:
     asset.full_clean()
     asset.save()
     return asset
+
+
+def prefix_record_contact(*, prefix_id: int, ok: bool, error: str = "", now: datetime | None = None) -> None:
+    """Remember the last contact with a prefix's server for the dashboard. Written at most every few
+    seconds per prefix, so many workers do not queue up on one row."""
+    now = now or timezone.now()
+    recent = now - timedelta(seconds=5)
+    Prefix.objects.filter(pk=prefix_id).filter(
+        Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=recent) | ~Q(last_contact_ok=ok)
+    ).update(last_contact_at=now, last_contact_ok=ok, last_contact_error=error[:2000])

@@ -32,6 +32,9 @@ def push_request(request_id: int) -> str:
     prefix = Prefix.objects.get(pk=claim.prefix_id)
     outcome = push(claim, prefix, client_for(prefix.server_config()))
     finished = services.request_finish(claim, outcome)
+    # Only transient failures (outage, timeout, 5xx) say the server is unreachable.
+    services.prefix_record_contact(prefix_id=prefix.pk, ok=outcome.kind != "transient",
+                                   error=outcome.error if outcome.kind == "transient" else "")
     return outcome.kind if finished is not None else "lease lost"
 
 

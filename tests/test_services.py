@@ -1,0 +1,172 @@
+"""The service layer: every write, its guards, and the request it records."""
+
+from __future__ import annotations
+
+import pytest
+
+from handles import services
+from handles.exceptions import HandleExists, HandleServiceError, HandleStateError
+from handles.models import Handle, HandleRequest, Prefix
+from tests.factories import AssetFactory, HandleFactory, PrefixFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def offline_prefix():
+    return PrefixFactory()
+
+
+def mint(prefix, **kwargs):
+    kwargs.setdefault("target_url", "https://example.org/a")
+    return services.handle_mint(prefix=prefix, **kwargs)
+
+
+def test_mint_records_a_pending_handle_and_a_queued_create(offline_prefix, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        req = mint(offline_prefix, suffix="Abc-1")
+    handle = req.handle
+    assert handle.status == Handle.Status.PENDING
+    assert (handle.suffix, handle.suffix_key, handle.version, handle.synced_version) == ("Abc-1", "ABC-1", 1, 0)
+    assert (req.op, req.action, req.status, req.full_handle, req.url) == (
+        "create", "mint", "queued", "20.500.12345/Abc-1", "https://example.org/a")
+    assert len(callbacks) == 1  # the task is handed over only after commit
+
+
+def test_random_suffix_uses_the_prefix_alphabet_and_length(offline_prefix):
+    suffixes = {mint(offline_prefix).handle.suffix for _ in range(20)}
+    assert len(suffixes) == 20
+    assert all(len(s) == 8 and set(s) <= set(offline_prefix.suffix_alphabet) for s in suffixes)
+
+
+def test_asset_id_policy_takes_the_external_id(offline_prefix):
+    offline_prefix.suffix_policy = Prefix.SuffixPolicy.ASSET_ID
+    asset = AssetFactory(external_id="node-4711")
+    assert mint(offline_prefix, asset=asset).handle.suffix == "node-4711"
+    with pytest.raises(HandleServiceError, match="asset"):
+        mint(offline_prefix)
+
+
+def test_given_policy_requires_a_suffix(offline_prefix):
+    offline_prefix.suffix_policy = Prefix.SuffixPolicy.GIVEN
+    with pytest.raises(HandleServiceError) as caught:
+        mint(offline_prefix)
+    assert caught.value.code == "suffix_required"
+
+
+def test_existing_suffix_is_refused_case_insensitively(offline_prefix):
+    mint(offline_prefix, suffix="x7kq2m")
+    with pytest.raises(HandleExists, match="already exists"):
+        mint(offline_prefix, suffix="X7KQ2M")
+    assert Handle.objects.count() == 1
+
+
+def test_non_ascii_case_is_a_different_handle(offline_prefix):
+    mint(offline_prefix, suffix="été")
+    assert mint(offline_prefix, suffix="éTé").handle.suffix_key == "éTé"
+
+
+def test_deleted_suffix_is_never_reused(offline_prefix):
+    handle = mint(offline_prefix, suffix="gone").handle
+    services.handle_delete(handle=handle)
+    with pytest.raises(HandleExists, match="was deleted .* never reused"):
+        mint(offline_prefix, suffix="GONE")
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "/relative", "data:text/html,x", "ftp://x.org/"])
+def test_mint_refuses_bad_urls_and_writes_nothing(offline_prefix, url):
+    with pytest.raises(HandleServiceError):
+        mint(offline_prefix, suffix="bad", target_url=url)
+    assert not Handle.objects.exists() and not HandleRequest.objects.exists()
+
+
+def test_redirect_bumps_the_version_and_records_before_and_after(offline_prefix):
+    handle = HandleFactory(prefix=offline_prefix, target_url="https://example.org/old")
+    req = services.handle_redirect(handle=handle, target_url="https://example.org/new")
+    handle.refresh_from_db()
+    assert (handle.target_url, handle.version) == ("https://example.org/new", 2)
+    assert (req.op, req.from_url, req.url, req.handle_version) == ("update", "https://example.org/old",
+                                                                  "https://example.org/new", 2)
+
+
+def test_redirect_to_the_same_url_is_refused(offline_prefix):
+    handle = HandleFactory(prefix=offline_prefix, target_url="https://example.org/same")
+    with pytest.raises(HandleStateError) as caught:
+        services.handle_redirect(handle=handle, target_url="https://example.org/same")
+    assert caught.value.code == "no_change"
+
+
+def test_tombstone_points_the_server_at_the_tombstone_page(offline_prefix, settings):
+    settings.HANDLES_PUBLIC_BASE_URL = "https://handles.example.edu"
+    handle = HandleFactory(prefix=offline_prefix, suffix="a/b")
+    req = services.handle_tombstone(handle=handle, reason="Withdrawn at the donor's request",
+                                    successor_url="https://example.org/successor")
+    handle.refresh_from_db()
+    assert handle.status == Handle.Status.TOMBSTONED
+    assert req.url == "https://handles.example.edu/tombstone/20.500.12345/a/b" == handle.resolver_target
+    assert (req.action, req.reason, req.to_status) == ("tombstone", "Withdrawn at the donor's request", "tombstoned")
+
+
+def test_tombstone_needs_a_reason_and_a_live_handle(offline_prefix):
+    handle = HandleFactory(prefix=offline_prefix)
+    with pytest.raises(HandleServiceError, match="reason"):
+        services.handle_tombstone(handle=handle, reason="  ")
+    services.handle_tombstone(handle=handle, reason="gone")
+    with pytest.raises(HandleStateError):
+        services.handle_tombstone(handle=handle, reason="again")
+    with pytest.raises(HandleStateError, match="restore"):
+        services.handle_redirect(handle=handle, target_url="https://example.org/x")
+
+
+def test_restore_returns_to_the_target(offline_prefix):
+    handle = HandleFactory(prefix=offline_prefix, synced_version=1)
+    services.handle_tombstone(handle=handle, reason="gone")
+    req = services.handle_restore(handle=handle)
+    handle.refresh_from_db()
+    assert handle.status == Handle.Status.ACTIVE and req.url == handle.target_url
+    with pytest.raises(HandleStateError):
+        services.handle_restore(handle=handle)
+
+
+def test_delete_keeps_the_row_and_refuses_further_changes(offline_prefix):
+    handle = HandleFactory(prefix=offline_prefix)
+    req = services.handle_delete(handle=handle, reason="asset deleted")
+    handle.refresh_from_db()
+    assert handle.status == Handle.Status.DELETED and handle.deleted_at is not None
+    assert (req.op, req.url) == ("delete", "")
+    for change in (lambda: services.handle_delete(handle=handle),
+                   lambda: services.handle_redirect(handle=handle, target_url="https://example.org/z"),
+                   lambda: services.handle_tombstone(handle=handle, reason="r")):
+        with pytest.raises(HandleStateError):
+            change()
+    assert Handle.objects.filter(pk=handle.pk).exists()
+
+
+def test_retry_only_failed_requests_and_grants_new_attempts(offline_prefix, staff_user):
+    req = services.handle_verify(handle=HandleFactory(prefix=offline_prefix))
+    with pytest.raises(HandleStateError):
+        services.request_retry(request=req)
+    HandleRequest.objects.filter(pk=req.pk).update(status="error", attempts=10, max_attempts=10, error="boom")
+    retried = services.request_retry(request=req, actor=staff_user)
+    assert (retried.status, retried.attempts, retried.max_attempts) == ("queued", 10, 20)
+    assert "retried by staff" in retried.server_output
+
+
+def test_claim_follows_request_order_per_handle(offline_prefix):
+    handle = HandleFactory(prefix=offline_prefix)
+    first = services.handle_redirect(handle=handle, target_url="https://example.org/1")
+    second = services.handle_redirect(handle=handle, target_url="https://example.org/2")
+    assert services.request_claim(second.pk) == "waiting"
+    claim = services.request_claim(first.pk)
+    assert claim.url == "https://example.org/2"  # the push carries the current state
+    assert services.request_claim(first.pk) == "running"
+    assert services.request_claim(second.pk) == "waiting"
+
+
+def test_only_one_default_prefix(offline_prefix):
+    other = services.prefix_save(prefix=Prefix(
+        prefix="11084", site_name="Legacy", is_default=True, server_url="https://h.example.edu:8000",
+        auth_identity="300:0.NA/11084", secret_env_var="HS_11084", tls_mode=Prefix.TLS.VERIFY,
+        hs_admin_handle="0.NA/11084"))
+    offline_prefix.refresh_from_db()
+    assert other.is_default and not offline_prefix.is_default
