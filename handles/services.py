@@ -251,12 +251,12 @@ def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | st
 
     Returns a Claim, or a short reason why not. The handle row lock serialises claims across workers.
     """
-    now = now or timezone.now()
     with transaction.atomic():
         handle_id = HandleRequest.objects.filter(pk=request_id).values_list("handle_id", flat=True).first()
         if handle_id is None:
             return "missing"
         handle = Handle.objects.select_for_update().select_related("prefix").get(pk=handle_id)
+        now = now or timezone.now()  # after the lock: a claim waiting on it starts when the lock is ours
         request = HandleRequest.objects.get(pk=request_id)
         if request.finished:
             return "finished"
@@ -295,9 +295,9 @@ def _next_request_of(handle_id: int) -> int | None:
 
 def request_finish(claim: Claim, outcome: Outcome, *, now: datetime | None = None) -> HandleRequest | None:
     """Record what a push achieved. Ignored if the lease was lost (another worker took the request over)."""
-    now = now or timezone.now()
     with transaction.atomic():
         handle = Handle.objects.select_for_update().get(pk=claim.handle_id)
+        now = now or timezone.now()
         request = HandleRequest.objects.get(pk=claim.request_id)
         if request.status != RStatus.RUNNING or request.lease_token != claim.lease_token:
             return None
@@ -369,7 +369,7 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
                 request.error = f"Gave up after {request.attempts} attempts: the worker stopped each time."
             else:
                 request.status = RStatus.QUEUED
-                request.next_attempt_at = now
+                request.next_attempt_at = None  # due at once
             request.save()
             reclaimed += 1
 

@@ -63,7 +63,7 @@ def test_existing_suffix_is_refused_case_insensitively(offline_prefix):
 
 def test_non_ascii_case_is_a_different_handle(offline_prefix):
     mint(offline_prefix, suffix="été")
-    assert mint(offline_prefix, suffix="éTé").handle.suffix_key == "éTé"
+    assert mint(offline_prefix, suffix="ÉTÉ").handle.suffix_key == "ÉTÉ"  # not folded, as on the server
 
 
 def test_deleted_suffix_is_never_reused(offline_prefix):
