@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,8 @@ class WorkerProcess:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "handles_project.settings",
             "HANDLES_DEV": "1",
-            "DJANGO_SECRET_KEY": "worker-test-key",
+            # django-q2 signs queued tasks with the secret key: the worker must share the test process's.
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
             "HANDLES_Q_WORKERS": str(self.workers),
             "HANDLES_SERVER_TIMEOUT": "2",
