@@ -51,7 +51,7 @@ class WorkerProcess:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=3)  # django-q2 may linger over its broker; tests need no grace
             except subprocess.TimeoutExpired:
                 self.kill()
 
