@@ -30,6 +30,15 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen, seconds: flo
     raise CommandError(f"nothing listens on {host}:{port} after {seconds:.0f} s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
 class Command(BaseCommand):
     help = "Run the Handle server simulator, the web app and a django-q2 worker together (development)."
 
@@ -42,6 +51,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         host, port, sim_port = options["host"], options["port"], options["simulator_port"]
+        # `kill` (SIGTERM) stops the three processes like Ctrl-C does, instead of orphaning them.
+        signal.signal(signal.SIGTERM, _interrupt)
+        busy = [p for p in ([port] + ([] if options["no_simulator"] else [sim_port])) if _port_in_use(host, p)]
+        if busy:
+            raise CommandError(f"port {busy[0]} is already in use (is another `make run` running?); "
+                               "choose others with HANDLES_PORT / HANDLES_SIMULATOR_PORT")
         secret = os.environ.get(demo.DEMO_SECRET_ENV)
         if not secret and not options["no_simulator"]:
             raise CommandError(f"Set {demo.DEMO_SECRET_ENV} (make run does) for the simulator's admin secret.")
