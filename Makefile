@@ -26,10 +26,11 @@ run: $(STAMP)
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py run_stack
 
-# The whole suite on PostgreSQL (127.0.0.1:5432, user postgres). `.ci/run` calls this target.
+# The whole suite on PostgreSQL (127.0.0.1:5432, user postgres), less the long fault runs (`make test-slow`).
+# `.ci/run` calls both.
 test: $(STAMP)
 	@$(PY) -m tests.services_ready
-	HANDLES_DEV= $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+	HANDLES_DEV= $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider -m "not slow"
 
 test-slow: $(STAMP)
 	@$(PY) -m tests.services_ready

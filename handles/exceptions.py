@@ -33,3 +33,10 @@ class HandleStateError(HandleServiceError):
 
 class PrefixError(HandleServiceError):
     code = "invalid_prefix"
+
+
+class PrefixForbidden(HandleServiceError):
+    """The caller may not change handles under this prefix (an API token restricted to other prefixes)."""
+
+    code = "prefix_forbidden"
+    http_status = 403

@@ -24,6 +24,18 @@ from handles.validators import ascii_upper, validate_prefix, validate_suffix, va
 UNAMBIGUOUS_ALPHABET = "23456789bcdfghjkmnpqrstvwxz"  # no 0/o, 1/l/i, no vowels (no accidental words)
 
 
+class HashIndexOnPostgres(models.Index):
+    """An equality-only hash index on PostgreSQL, a plain index elsewhere (SQLite in development).
+
+    A btree refuses keys over ~2.7 kB, which a 2000-character URL with non-ASCII characters can exceed;
+    a hash index takes values of any length, and reverse lookups by URL only ever ask for equality."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor == "postgresql":
+            using = " USING hash"
+        return super().create_sql(model, schema_editor, using=using, **kwargs)
+
+
 class Prefix(models.Model):
     class SuffixPolicy(models.TextChoices):
         RANDOM = "random", "Random opaque suffix"
@@ -112,6 +124,10 @@ class Prefix(models.Model):
                                                       "case-insensitive)."})
         if self.suffix_length < 4:
             raise ValidationError({"suffix_length": "Use at least 4 characters."})
+        try:
+            re.compile(self.vendor_suffix_pattern or "")
+        except re.error as exc:
+            raise ValidationError({"vendor_suffix_pattern": f"Not a valid regular expression: {exc}."}) from exc
 
     @property
     def secret(self) -> str:
@@ -211,7 +227,10 @@ class Handle(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["prefix", "suffix_key"], name="unique_handle_per_prefix"),
         ]
-        indexes = [models.Index(fields=["updated_at"], name="handle_updated_idx")]
+        indexes = [
+            models.Index(fields=["updated_at"], name="handle_updated_idx"),
+            HashIndexOnPostgres(fields=["target_url"], name="handle_target_url_idx"),  # reverse lookup by URL
+        ]
 
     def __str__(self) -> str:
         return self.full_handle

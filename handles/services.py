@@ -7,21 +7,24 @@ request is handed to the task queue only after the transaction commits. The task
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F, Min, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Min, Model, Q, QuerySet
 from django.utils import timezone
 
 from handles import tasks
-from handles.exceptions import HandleExists, HandleServiceError, HandleStateError
+from handles.exceptions import HandleExists, HandleServiceError, HandleStateError, PrefixForbidden
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.validators import ascii_upper, validate_suffix, validate_target_url
 
@@ -54,7 +57,9 @@ def _record_request(handle: Handle, *, op: str, action: str, actor: User, via: s
 
 
 def _locked(handle: Handle) -> Handle:
-    return Handle.objects.select_for_update().select_related("prefix").get(pk=handle.pk)
+    # of=("self",): lock the handle's row only. A join's FOR UPDATE would lock the prefix row too,
+    # making every change and claim of a prefix wait on each other and on an import holding that row.
+    return Handle.objects.select_for_update(of=("self",)).select_related("prefix").get(pk=handle.pk)
 
 
 def _save_change(handle: Handle, fields: list[str]) -> None:
@@ -94,10 +99,10 @@ def _choose_suffix(prefix: Prefix, suffix: str | None, asset: Asset | None) -> s
                              code="suffix_space_exhausted")
 
 
-@transaction.atomic
-def handle_mint(*, prefix: Prefix, target_url: str, suffix: str | None = None, asset: Asset | None = None,
-                actor: User = None, via: str = "admin") -> HandleRequest:
-    """Create a handle locally (status pending) and queue its creation on the server."""
+def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None = None,
+                        asset: Asset | None = None) -> str:
+    """The suffix handle_mint would use, refused exactly as handle_mint refuses it; changes nothing.
+    The admin's mint page shows it, then mints exactly that suffix."""
     try:
         validate_target_url(target_url)
         chosen = _choose_suffix(prefix, (suffix or "").strip() or None, asset)
@@ -107,6 +112,14 @@ def handle_mint(*, prefix: Prefix, target_url: str, suffix: str | None = None, a
     existing = Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).select_related("prefix").first()
     if existing is not None:
         raise HandleExists(_taken_message(existing))
+    return chosen
+
+
+@transaction.atomic
+def handle_mint(*, prefix: Prefix, target_url: str, suffix: str | None = None, asset: Asset | None = None,
+                actor: User = None, via: str = "admin") -> HandleRequest:
+    """Create a handle locally (status pending) and queue its creation on the server."""
+    chosen = handle_mint_preview(prefix=prefix, target_url=target_url, suffix=suffix, asset=asset)
     try:
         with transaction.atomic():  # a savepoint: a concurrent mint of the same suffix loses cleanly
             handle = Handle.objects.create(
@@ -255,7 +268,7 @@ def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | st
         handle_id = HandleRequest.objects.filter(pk=request_id).values_list("handle_id", flat=True).first()
         if handle_id is None:
             return "missing"
-        handle = Handle.objects.select_for_update().select_related("prefix").get(pk=handle_id)
+        handle = Handle.objects.select_for_update(of=("self",)).select_related("prefix").get(pk=handle_id)
         now = now or timezone.now()  # after the lock: a claim waiting on it starts when the lock is ours
         request = HandleRequest.objects.get(pk=request_id)
         if request.finished:
@@ -370,6 +383,7 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
             else:
                 request.status = RStatus.QUEUED
                 request.next_attempt_at = None  # due at once
+                request.enqueued_at = None  # so the hand-out below sends it now, not REENQUEUE_AFTER later
             request.save()
             reclaimed += 1
 
@@ -405,9 +419,403 @@ def asset_save(*, asset: Asset) -> Asset:
 
 def prefix_record_contact(*, prefix_id: int, ok: bool, error: str = "", now: datetime | None = None) -> None:
     """Remember the last contact with a prefix's server for the dashboard. Written at most every few
-    seconds per prefix, so many workers do not queue up on one row."""
+    seconds per prefix, so many workers do not queue up on one row; skipped while another transaction
+    holds the row (an import locks its prefix for its whole run), so a worker never waits for it."""
     now = now or timezone.now()
     recent = now - timedelta(seconds=5)
-    Prefix.objects.filter(pk=prefix_id).filter(
-        Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=recent) | ~Q(last_contact_ok=ok)
-    ).update(last_contact_at=now, last_contact_ok=ok, last_contact_error=error[:2000])
+    with transaction.atomic():
+        stale = Prefix.objects.select_for_update(skip_locked=True).filter(pk=prefix_id).filter(
+            Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=recent) | ~Q(last_contact_ok=ok))
+        Prefix.objects.filter(pk__in=stale.values("pk")).update(
+            last_contact_at=now, last_contact_ok=ok, last_contact_error=error[:2000])
+
+
+# --- Import and repair (bulk) -----------------------------------------------------------------------
+# Legacy imports and repairs touch up to a million handles at once, so these functions write in bulk
+# (COPY on PostgreSQL, bulk_create elsewhere; one transaction) instead of calling the per-handle services
+# in a loop. The per-handle rules still hold: every change the server must see is a HandleRequest, a
+# change bumps the handle's version, and the queue's worker pushes the handle's current state and reads
+# it back. The callers (handles.repair) hand the returned request ids to the queue after commit, in
+# background chunks; the minute sweep is the safety net for any id never handed over.
+BULK_BATCH_SIZE = 2000
+
+
+class AssetSpec(NamedTuple):
+    source_system: str
+    external_id: str
+    title: str = ""
+    url: str = ""
+
+
+class ImportItem(NamedTuple):
+    """One handle to record, with the id of its asset (from assets_get_or_create_bulk) if it has one."""
+
+    prefix_id: int
+    suffix: str
+    target_url: str
+    asset_id: int | None = None
+    is_primary: bool = False
+
+
+def _chunks(items: list, size: int = BULK_BATCH_SIZE):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def insert_rows(model: type[Model], columns: list[str], rows: list[tuple]) -> list[int]:
+    """Insert rows given as tuples of values for `columns` (field attnames); the model's other fields
+    take their defaults, evaluated once. Returns the new ids in order.
+
+    On PostgreSQL by COPY, several times faster than INSERT and without building model instances: the
+    ids are drawn from the table's sequence first, so nothing needs RETURNING. Values travel as Python
+    values (text, numbers, booleans, datetimes, None), so not for JSON fields. A unique violation raises
+    IntegrityError, as bulk_create does.
+    """
+    if not rows:
+        return []
+    meta = model._meta
+    now = timezone.now()
+    rest = [f for f in meta.concrete_fields if f.attname not in columns and not f.primary_key]
+    defaults = tuple(now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) else f.get_default()
+                     for f in rest)
+    names = [*columns, *(f.attname for f in rest)]
+    db = transaction.get_connection()
+    if db.vendor != "postgresql":
+        objects = [model(**dict(zip(names, (*row, *defaults), strict=True))) for row in rows]
+        model.objects.bulk_create(objects, batch_size=BULK_BATCH_SIZE)
+        return [obj.pk for obj in objects]
+    fields = {f.attname: f for f in meta.concrete_fields}
+    column_list = ", ".join(db.ops.quote_name(fields[name].column) for name in [meta.pk.attname, *names])
+    with db.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                       [meta.db_table, meta.pk.column, len(rows)])
+        ids = [pk for (pk,) in cursor.fetchall()]
+        with db.wrap_database_errors, cursor.cursor.copy(
+                f"COPY {db.ops.quote_name(meta.db_table)} ({column_list}) FROM STDIN") as copy:
+            for pk, row in zip(ids, rows, strict=True):
+                copy.write_row((pk, *row, *defaults))
+    return ids
+
+
+@transaction.atomic
+def assets_get_or_create_bulk(specs: list[AssetSpec]) -> tuple[dict[tuple[str, str], int], set[int]]:
+    """Ids of the assets named by (source_system, external_id), creating the missing ones, and the set of
+    ids created now. An existing asset keeps its title and URL: an import never rewrites what a source
+    system told us."""
+    wanted = {(s.source_system, s.external_id): s for s in specs}
+    ids: dict[tuple[str, str], int] = {}
+    by_source: dict[str, list[str]] = {}
+    for source, external_id in wanted:
+        by_source.setdefault(source, []).append(external_id)
+    for source, external_ids in by_source.items():
+        for chunk in _chunks(external_ids):
+            ids.update(((source, e), pk) for e, pk in Asset.objects.filter(
+                source_system=source, external_id__in=chunk).values_list("external_id", "pk"))
+    missing = [s for key, s in wanted.items() if key not in ids]
+    try:
+        with transaction.atomic():
+            created = insert_rows(Asset, ["source_system", "external_id", "title", "url"],
+                                  [(s.source_system, s.external_id, s.title[:1000], s.url) for s in missing])
+    except IntegrityError as exc:
+        raise HandleServiceError("An asset of this import was created meanwhile by someone else; run the dry "
+                                 "run again.", code="stale_dry_run") from exc
+    ids.update(((s.source_system, s.external_id), pk) for s, pk in zip(missing, created, strict=True))
+    return ids, set(created)
+
+
+@transaction.atomic
+def handles_import_bulk(*, items: list[ImportItem], adopt: bool, actor: User = None, via: str = "import",
+                        reason: str = "") -> dict[tuple[int, str], tuple[int, int | None]]:
+    """Record handles that already exist in the world (a legacy list, or orphans found on the server).
+
+    adopt=True: they already resolve, so they are recorded `active` and each gets a VERIFY request: the
+    handle counts as in sync only once the worker has read the server's record and found our URL there.
+    adopt=False: they are recorded `pending` with no request yet; the caller reads the server and queues
+    a create, update or verify for each (handles_queue_bulk).
+    All or nothing: a handle that exists already (a concurrent mint) fails the whole call with HandleExists.
+    Returns {(prefix_id, suffix_key): (handle_id, request_id or None)}.
+    """
+    now = timezone.now()
+    creator = _user(actor)
+    creator_id = creator.pk if creator is not None else None
+    status = HStatus.ACTIVE if adopt else HStatus.PENDING
+    prefixes = dict(Prefix.objects.filter(pk__in={i.prefix_id for i in items}).values_list("pk", "prefix"))
+    result: dict[tuple[int, str], tuple[int, int | None]] = {}
+    for chunk in _chunks(items):
+        keys = [ascii_upper(i.suffix) for i in chunk]
+        try:
+            with transaction.atomic():
+                handle_ids = insert_rows(
+                    Handle, ["prefix_id", "suffix", "suffix_key", "target_url", "asset_id", "is_primary", "status",
+                             "created_by_id", "created_at"],
+                    [(i.prefix_id, i.suffix, key, i.target_url, i.asset_id, i.is_primary, status, creator_id, now)
+                     for i, key in zip(chunk, keys, strict=True)])
+        except IntegrityError as exc:
+            taken = Handle.objects.filter(prefix_id__in={i.prefix_id for i in chunk}, suffix_key__in=keys)
+            names = ", ".join(h.full_handle for h in taken.select_related("prefix")[:3]) or "a handle"
+            raise HandleExists(f"Since the dry run, {names} was created here by someone else. Nothing was "
+                               "applied: run the dry run again.") from exc
+        request_ids: list[int | None] = [None] * len(chunk)
+        if adopt:
+            request_ids = insert_rows(
+                HandleRequest, ["handle_id", "op", "action", "full_handle", "url", "to_status", "reason",
+                                "handle_version", "requested_by_id", "requested_via", "max_attempts", "created_at"],
+                [(pk, Op.VERIFY, Action.VERIFY, f"{prefixes[i.prefix_id]}/{i.suffix}", i.target_url, status, reason,
+                  1, creator_id, via, settings.HANDLES_MAX_ATTEMPTS, now) for i, pk in zip(chunk, handle_ids, strict=True)])
+        for item, key, handle_id, request_id in zip(chunk, keys, handle_ids, request_ids, strict=True):
+            result[(item.prefix_id, key)] = (handle_id, request_id)
+    return result
+
+
+# What each repair op asks of the server, and the statuses it fits.
+_REPAIR_OPS = {Op.CREATE, Op.UPDATE, Op.DELETE, Op.VERIFY}
+
+
+@transaction.atomic
+def handles_queue_bulk(*, ops: list[tuple[int, str]], actor: User = None, via: str = "repair",
+                       reason: str = "", action: str = Action.REPAIR) -> dict[int, int]:
+    """Queue one request per (handle id, op) to bring the server to the handle's current state.
+
+    create: the handle is missing on the server; update: the server holds another URL (or not the
+    tombstone page); delete: deleted here but still on the server; verify: read and compare only.
+    The handle's intended state does not change, but a create/update/delete bumps its version, so the
+    handle shows as out of sync until the worker has pushed it and read it back. Rows are locked in id
+    order (no deadlock with a concurrent bulk call). All or nothing: an op that does not fit a handle's
+    status raises HandleStateError. Returns {handle_id: request_id}.
+    """
+    wanted = dict(ops)
+    if len(wanted) != len(ops):
+        raise HandleServiceError("A handle was named twice in one repair.", code="duplicate_handle")
+    unknown = set(wanted.values()) - _REPAIR_OPS
+    if unknown:
+        raise HandleServiceError(f"Unknown repair operation {sorted(unknown)[0]!r}.", code="invalid_op")
+    now = timezone.now()
+    requester = _user(actor)
+    result: dict[int, int] = {}
+    for chunk in _chunks(sorted(wanted)):
+        handles = list(Handle.objects.select_for_update().filter(pk__in=chunk).order_by("pk"))
+        if len(handles) != len(chunk):
+            raise HandleServiceError("A handle to repair no longer exists.", code="handle_not_found")
+        for handle in handles:
+            op = wanted[handle.pk]
+            if (op == Op.DELETE) != (handle.status == HStatus.DELETED) and op != Op.VERIFY:
+                raise HandleStateError(f"Cannot {op} {handle.suffix}: its status is now {handle.status}; "
+                                       "reconcile again to see its current state.")
+        changing = [h.pk for h in handles if wanted[h.pk] != Op.VERIFY]
+        if changing:
+            Handle.objects.filter(pk__in=changing).update(version=F("version") + 1, updated_at=now)
+        handles = list(Handle.objects.filter(pk__in=chunk).select_related("prefix").order_by("pk"))
+        request_ids = insert_rows(
+            HandleRequest, ["handle_id", "op", "action", "full_handle", "url", "from_status", "to_status", "reason",
+                            "handle_version", "requested_by_id", "requested_via", "max_attempts", "created_at"],
+            [(h.pk, wanted[h.pk], Action.VERIFY if wanted[h.pk] == Op.VERIFY else action, h.full_handle,
+              "" if wanted[h.pk] == Op.DELETE else h.resolver_target, h.status, h.status, reason, h.version,
+              requester.pk if requester else None, via, settings.HANDLES_MAX_ATTEMPTS, now) for h in handles])
+        result.update((h.pk, request_id) for h, request_id in zip(handles, request_ids, strict=True))
+    return result
+
+
+@transaction.atomic
+def handle_make_primary(*, handle: Handle, actor: User = None, via: str = "admin") -> list[HandleRequest]:
+    """Make this the handle to cite for its asset. The asset's other live handles keep resolving, to the
+    same target: any of them pointing elsewhere is redirected (queued) to the primary's target URL, so a
+    cited handle is never broken."""
+    handle = _locked(handle)
+    if handle.asset_id is None:
+        raise HandleStateError(f"{handle} belongs to no asset, so it cannot be its asset's primary handle.")
+    if handle.status not in (HStatus.ACTIVE, HStatus.PENDING):
+        raise HandleStateError(f"{handle} is {handle.status}; only a live handle can be the one to cite.")
+    siblings = list(Handle.objects.select_for_update().filter(asset_id=handle.asset_id).exclude(pk=handle.pk)
+                    .select_related("prefix").order_by("pk"))
+    Handle.objects.filter(pk__in=[s.pk for s in siblings], is_primary=True).update(is_primary=False)
+    if not handle.is_primary:
+        handle.is_primary = True
+        handle.save(update_fields=["is_primary", "updated_at"])
+    redirects = []
+    for sibling in siblings:
+        if sibling.status in (HStatus.ACTIVE, HStatus.PENDING) and sibling.target_url != handle.target_url:
+            redirects.append(handle_redirect(handle=sibling, target_url=handle.target_url, actor=actor, via=via))
+    return redirects
+
+
+# --- Asset lifecycle (DAMS) -----------------------------------------------------------------------
+# The DAMS tells us what happened to an asset and its handles follow (shared/context/002, "DAMS"). Each
+# call locks the asset's row and changes handles only through the handle services above, in one
+# transaction: a retried or concurrent call cannot mint twice, and a refused change leaves nothing behind.
+# `permitted_prefix_ids` is the set of prefixes the caller may change (None: all); a call that would touch
+# a handle under another prefix is refused whole.
+AssetState = Asset.State
+LIVE_STATUSES = (HStatus.PENDING, HStatus.ACTIVE)
+
+
+@dataclass(frozen=True)
+class AssetChange:
+    asset: Asset
+    requests: list[HandleRequest]  # the handle requests this call queued, in order; empty if nothing changed
+
+
+def _guard_prefixes(prefixes: Iterable[Prefix], permitted: Collection[int] | None) -> None:
+    if permitted is None:
+        return
+    refused = sorted({p.prefix for p in prefixes if p.pk not in permitted})
+    if refused:
+        raise PrefixForbidden(f"This change would touch handles under {', '.join(refused)}, which this caller "
+                              "may not change. Nothing was changed.")
+
+
+def _asset_locked(asset: Asset) -> Asset:
+    return Asset.objects.select_for_update().get(pk=asset.pk)
+
+
+def _asset_handles(asset: Asset) -> QuerySet[Handle]:
+    return Handle.objects.filter(asset=asset).select_related("prefix").order_by("pk")
+
+
+def _asset_saved(asset: Asset, fields: list[str]) -> None:
+    try:
+        asset.full_clean(validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        raise _validation(exc) from exc
+    asset.save(update_fields=[*fields, "updated_at"])
+
+
+def _follow(asset: Asset, old_url: str, *, permitted: Collection[int] | None, actor: User,
+            via: str) -> list[HandleRequest]:
+    """Redirect the asset's live handles that pointed at its old URL to the new one. A handle that points
+    elsewhere (another site's handle for the same object, or one staff redirected) is left alone."""
+    if not old_url or old_url == asset.url:
+        return []
+    followers = list(_asset_handles(asset).filter(status__in=LIVE_STATUSES, target_url=old_url))
+    _guard_prefixes((h.prefix for h in followers), permitted)
+    return [handle_redirect(handle=h, target_url=asset.url, actor=actor, via=via) for h in followers]
+
+
+def _asset_get_or_create(source_system: str, external_id: str, url: str, title: str) -> tuple[Asset, bool]:
+    asset = Asset.objects.select_for_update().filter(source_system=source_system, external_id=external_id).first()
+    if asset is not None:
+        return asset, False
+    asset = Asset(source_system=source_system, external_id=external_id, url=url, title=title)
+    try:
+        asset.full_clean(validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        raise _validation(exc) from exc
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent first publish of the same asset wins cleanly
+            asset.save()
+    except IntegrityError:
+        return Asset.objects.select_for_update().get(source_system=source_system, external_id=external_id), False
+    return asset, True
+
+
+@transaction.atomic
+def asset_publish(*, source_system: str, external_id: str, url: str, prefix: Prefix, title: str | None = None,
+                  suffix: str | None = None, permitted_prefix_ids: Collection[int] | None = None,
+                  actor: User = None, via: str = "api") -> AssetChange:
+    """Publish an asset: record it and give it a handle under `prefix` unless it has a live one there
+    (suffix by the prefix's policy; `suffix` is used only for a new handle).
+
+    Safe to repeat: publishing twice gives one handle. A changed URL makes the handles follow. Publishing
+    a deleted asset again restores the handles its deletion tombstoned; a deleted handle is never reused.
+    """
+    _guard_prefixes([prefix], permitted_prefix_ids)
+    try:
+        validate_target_url(url)
+    except ValidationError as exc:
+        raise _validation(exc) from exc
+    asset, created = _asset_get_or_create(source_system, external_id, url, title or "")
+    requests: list[HandleRequest] = []
+    if not created:
+        old_url = asset.url
+        deleted_at = asset.updated_at if asset.state == AssetState.DELETED else None
+        wanted = (url, asset.title if title is None else title, AssetState.PUBLISHED)
+        if (asset.url, asset.title, asset.state) != wanted:
+            asset.url, asset.title, asset.state = wanted
+            _asset_saved(asset, ["url", "title", "state"])
+        if deleted_at is not None:
+            # Only the tombstones the deletion made: one staff set earlier stays.
+            revived = list(_asset_handles(asset).filter(status=HStatus.TOMBSTONED, tombstoned_at__gte=deleted_at))
+            _guard_prefixes((h.prefix for h in revived), permitted_prefix_ids)
+            requests += [handle_restore(handle=h, actor=actor, via=via) for h in revived]
+        requests += _follow(asset, old_url, permitted=permitted_prefix_ids, actor=actor, via=via)
+    if not _asset_handles(asset).filter(prefix=prefix).exclude(status=HStatus.DELETED).exists():
+        requests.append(handle_mint(prefix=prefix, target_url=asset.url, suffix=suffix, asset=asset, actor=actor,
+                                    via=via))
+    return AssetChange(asset, requests)
+
+
+@transaction.atomic
+def asset_unpublish(*, asset: Asset, actor: User = None, via: str = "api") -> AssetChange:
+    """The asset left public view. Its handles stay exactly as they are."""
+    asset = _asset_locked(asset)
+    if asset.state == AssetState.DELETED:
+        raise HandleStateError(f"Asset {asset.source_system}:{asset.external_id} is deleted; publish it again first.")
+    if asset.state != AssetState.UNPUBLISHED:
+        asset.state = AssetState.UNPUBLISHED
+        _asset_saved(asset, ["state"])
+    return AssetChange(asset, [])
+
+
+@transaction.atomic
+def asset_change_url(*, asset: Asset, url: str, permitted_prefix_ids: Collection[int] | None = None,
+                     actor: User = None, via: str = "api") -> AssetChange:
+    """The asset moved: record its new URL, and the handles that pointed at the old one follow."""
+    asset = _asset_locked(asset)
+    try:
+        validate_target_url(url)
+    except ValidationError as exc:
+        raise _validation(exc) from exc
+    if asset.state == AssetState.DELETED:
+        raise HandleStateError(f"Asset {asset.source_system}:{asset.external_id} is deleted; publish it again "
+                               "with its new URL instead.")
+    old_url = asset.url
+    if url == old_url:
+        return AssetChange(asset, [])
+    asset.url = url
+    _asset_saved(asset, ["url"])
+    return AssetChange(asset, _follow(asset, old_url, permitted=permitted_prefix_ids, actor=actor, via=via))
+
+
+@transaction.atomic
+def asset_delete(*, asset: Asset, reason: str = "", permitted_prefix_ids: Collection[int] | None = None,
+                 actor: User = None, via: str = "api") -> AssetChange:
+    """The asset was deleted: each handle is tombstoned or deleted on the server as its prefix's
+    `asset_delete_action` says. Our records (asset and handles) stay. Deleting twice changes nothing more."""
+    asset = _asset_locked(asset)
+    if asset.state == AssetState.DELETED:
+        return AssetChange(asset, [])
+    handles = [h for h in _asset_handles(asset).exclude(status=HStatus.DELETED)
+               if h.prefix.asset_delete_action == Prefix.AssetDeleteAction.DELETE or h.status in LIVE_STATUSES]
+    _guard_prefixes((h.prefix for h in handles), permitted_prefix_ids)
+    asset.state = AssetState.DELETED
+    _asset_saved(asset, ["state"])  # before the tombstones: a later publish revives those made after this
+    reason = (reason or "").strip() or f"The object was deleted from {asset.source_system}."
+    requests = [
+        handle_delete(handle=h, reason=reason, actor=actor, via=via)
+        if h.prefix.asset_delete_action == Prefix.AssetDeleteAction.DELETE
+        else handle_tombstone(handle=h, reason=reason, actor=actor, via=via)
+        for h in handles
+    ]
+    return AssetChange(asset, requests)
+
+
+def _lock_idempotency_key(key: str) -> None:
+    """Serialise calls that carry the same key. SQLite needs nothing: its writers already queue up."""
+    if connection.vendor == "postgresql":
+        lock_id = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+
+
+@transaction.atomic
+def request_once(*, idempotency_key: str, perform: Callable[[], HandleRequest]) -> tuple[HandleRequest, bool]:
+    """Run `perform` once per key: a retried call with the same key gets the first call's request back.
+
+    Returns (request, replayed). A call that failed recorded nothing, so retrying it runs it again."""
+    _lock_idempotency_key(idempotency_key)
+    earlier = HandleRequest.objects.filter(idempotency_key=idempotency_key).order_by("pk").first()
+    if earlier is not None:
+        return earlier, True
+    request = perform()
+    request.idempotency_key = idempotency_key
+    request.save(update_fields=["idempotency_key", "updated_at"])
+    return request, False

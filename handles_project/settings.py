@@ -28,6 +28,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "handles",
+    "handles.repair",
+    "handles.api",
+    "handles.desk",
 ]
 
 MIDDLEWARE = [
@@ -97,6 +100,9 @@ SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEV)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading commits the whole registrable domain to HTTPS in browsers: the site owner opts in.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -115,7 +121,9 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
-    "save_limit": 1000,
+    # Successful task results are not kept: the request log is the record. Pruning a kept history
+    # (save_limit > 0) makes the monitor read that many rows FOR UPDATE per task, capping throughput.
+    "save_limit": -1,
     "label": "Background tasks",
     "poll": 0.2,
 }
@@ -142,6 +150,48 @@ HANDLES_REENQUEUE_AFTER_SECONDS = env.float("HANDLES_REENQUEUE_AFTER_SECONDS", d
 # Longest suffix we accept (bytes of UTF-8); the native protocol refuses handles over 2048 bytes.
 HANDLES_MAX_SUFFIX_BYTES = env.int("HANDLES_MAX_SUFFIX_BYTES", default=255)
 HANDLES_MAX_URL_LENGTH = env.int("HANDLES_MAX_URL_LENGTH", default=2000)
+
+# --- Import, reconciliation and resolution health (handles.repair) --------------------------------
+# Largest import file accepted (bytes) and most rows; a CSV field longer than the cell limit is refused.
+HANDLES_IMPORT_MAX_BYTES = env.int("HANDLES_IMPORT_MAX_BYTES", default=200 * 1024 * 1024)
+HANDLES_IMPORT_MAX_ROWS = env.int("HANDLES_IMPORT_MAX_ROWS", default=2_000_000)
+HANDLES_IMPORT_MAX_CELL = env.int("HANDLES_IMPORT_MAX_CELL", default=10_000)
+# Reconciliation: listing page size, and parallel reads of handle records (the client keeps 4 connections).
+HANDLES_RECONCILE_PAGE_SIZE = env.int("HANDLES_RECONCILE_PAGE_SIZE", default=1000)
+HANDLES_RECONCILE_WORKERS = env.int("HANDLES_RECONCILE_WORKERS", default=4)
+# Resolution health: following target pages over HTTP(S).
+HANDLES_HEALTH_TIMEOUT = env.float("HANDLES_HEALTH_TIMEOUT", default=10.0)
+HANDLES_HEALTH_TIMEOUT_RETRIES = env.int("HANDLES_HEALTH_TIMEOUT_RETRIES", default=2)
+HANDLES_HEALTH_MAX_REDIRECTS = env.int("HANDLES_HEALTH_MAX_REDIRECTS", default=10)
+HANDLES_HEALTH_HOST_INTERVAL = env.float("HANDLES_HEALTH_HOST_INTERVAL", default=1.0)
+HANDLES_HEALTH_WORKERS = env.int("HANDLES_HEALTH_WORKERS", default=4)
+HANDLES_HEALTH_ALLOW_PRIVATE = env.bool("HANDLES_HEALTH_ALLOW_PRIVATE", default=False)
+HANDLES_HEALTH_PROXY_BASE = env.str("HANDLES_HEALTH_PROXY_BASE", default="https://hdl.handle.net").rstrip("/")
+HANDLES_HEALTH_USER_AGENT = env.str("HANDLES_HEALTH_USER_AGENT",
+                                    default="handles-health-check/1.0 (+resolution check of persistent identifiers)")
+
+# --- JSON API (handles.api, /api/v1/) --------------------------------------------------------------
+# Throttling: per token (or staff user), and per client IP for calls without valid credentials.
+HANDLES_API_RATE = env.str("HANDLES_API_RATE", default="1200/minute")
+HANDLES_API_ANON_RATE = env.str("HANDLES_API_ANON_RATE", default="60/minute")
+# Behind a reverse proxy, the META key that carries the client's address (e.g. HTTP_X_REAL_IP).
+HANDLES_API_CLIENT_IP_HEADER = env.str("HANDLES_API_CLIENT_IP_HEADER", default="")
+HANDLES_API_MAX_BODY_BYTES = env.int("HANDLES_API_MAX_BODY_BYTES", default=64 * 1024)
+# Each process remembers a verified token this long: a revoked token stops working within it (0: never remember).
+HANDLES_API_TOKEN_CACHE_SECONDS = env.float("HANDLES_API_TOKEN_CACHE_SECONDS", default=10.0)
+# The throttle counters live in this cache: per process by default; redis://127.0.0.1:6379/1 shares them.
+CACHES = {"default": env.cache_url("HANDLES_CACHE_URL", default="locmemcache://")}
+
+# --- The handle desk (handles.desk: admin lists, bulk jobs, browsing, exports) -----------------------
+# An action over more handles than this runs as a background job with a progress bar, not in the request.
+HANDLES_DESK_INLINE_LIMIT = env.int("HANDLES_DESK_INLINE_LIMIT", default=200)
+# Lists count at most this many matches ("more than 1000") instead of counting a million rows per page.
+HANDLES_DESK_COUNT_LIMIT = env.int("HANDLES_DESK_COUNT_LIMIT", default=1000)
+# A bulk job works in chunks of this many handles, and hands over to a fresh task after this many seconds.
+HANDLES_DESK_JOB_CHUNK = env.int("HANDLES_DESK_JOB_CHUNK", default=100)
+HANDLES_DESK_JOB_SLICE_SECONDS = env.float("HANDLES_DESK_JOB_SLICE_SECONDS", default=30.0)
+# CSV exports read this many rows per query (keyset pagination on the primary key).
+HANDLES_DESK_EXPORT_CHUNK = env.int("HANDLES_DESK_EXPORT_CHUNK", default=2000)
 
 LOGGING = {
     "version": 1,

@@ -9,5 +9,7 @@ admin.site.index_title = "Handle desk"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("handles.api.urls")),
+    path("browse/", include("handles.desk.urls")),
     path("", include("handles.urls")),
 ]

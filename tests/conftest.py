@@ -6,15 +6,26 @@ import os
 import uuid
 
 import pytest
+from pytest_django.plugin import blocking_manager_key
 
 from handles import services
 from handles.models import HandleRequest, Prefix
 from tests.factories import UserFactory
+from tests.migration_data import reseed_migration_data, uses_transactional_db
 from tests.simulator_process import SimulatorProcess
 
 SIM_PREFIX = "20.500.12345"
 SIM_SECRET = "test-secret-key-123"
 SECRET_ENV = "HANDLE_SECRET_TEST"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a transactional test emptied the database, restore what the migrations made."""
+    yield
+    if nextitem is not None and uses_transactional_db(item):
+        with item.config.stash[blocking_manager_key].unblock():
+            reseed_migration_data()
 
 
 @pytest.fixture(scope="session")

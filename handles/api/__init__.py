@@ -1,0 +1,1 @@
+"""The JSON API for the DAMS, ArchivesSpace and staff scripts (mounted at /api/v1/)."""

@@ -1,0 +1,74 @@
+"""API tokens in the admin: superusers only. The plain token is shown once, on the page after creation."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+from handles.api import services
+from handles.api.models import ApiToken
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "scope", "prefix_list", "token_hint", "created_by", "created_at", "last_used_at",
+                    "revoked_at"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "lookup"]
+    fields = ["name", "scope", "prefixes", "token_hint", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["token_hint", "created_by", "created_at", "last_used_at", "revoked_at"]
+    filter_horizontal = ["prefixes"]
+    actions = ["revoke_selected"]
+
+    @admin.display(description="Prefixes")
+    def prefix_list(self, obj: ApiToken) -> str:
+        return ", ".join(p.prefix for p in obj.prefixes.all()) or "all"
+
+    @admin.display(description="Token")
+    def token_hint(self, obj: ApiToken) -> str:
+        return f"hdl_{obj.lookup}_…" if obj.lookup else "shown once, after saving"
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("created_by").prefetch_related("prefixes")
+
+    # --- Superusers only ---------------------------------------------------------------------------
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.has_module_permission(request) and not (obj and obj.is_revoked)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # revoke instead: the row says who used the API, and when
+
+    # --- Saving through the services ----------------------------------------------------------------
+    def save_model(self, request, obj, form, change):
+        prefixes = form.cleaned_data["prefixes"]
+        if change:
+            services.token_update(token=obj, prefixes=prefixes)
+        else:
+            request.api_token_plain = services.token_create(token=obj, prefixes=prefixes, created_by=request.user)
+
+    def save_related(self, request, form, formsets, change):
+        """The services saved the prefixes already."""
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue=None) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "title": "API token created", "token": obj,
+                   "plain": request.api_token_plain, "opts": self.model._meta,
+                   "change_url": reverse("admin:handles_api_apitoken_change", args=[obj.pk])}
+        response = render(request, "admin/handles_api/apitoken/created.html", context)
+        response["Cache-Control"] = "no-store"  # the only time the token is shown: keep it out of caches
+        return response
+
+    @admin.action(description="Revoke selected tokens (at once, for good)")
+    def revoke_selected(self, request, queryset):
+        revoked = sum(services.token_revoke(token=token) for token in queryset)
+        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)

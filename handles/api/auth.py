@@ -1,0 +1,170 @@
+"""Who is calling, what they may do, and how often.
+
+Two ways in: `Authorization: Bearer <token>` (scripts, the DAMS, ArchivesSpace), or a staff session
+(the browser, e.g. the docs page): staff with handles.view_handle read, and those with
+handles.change_handle also write, with Django's CSRF check. A read token never writes; a token
+restricted to some prefixes cannot read or change handles under others.
+
+Throttling counts calls per token (or staff user) and, for calls without valid credentials, per client
+IP, in fixed windows kept in Django's cache (see HANDLES_CACHE_URL for a cache shared by all processes).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.db import router
+from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
+
+from handles.api import services, token_cache
+from handles.api.errors import ApiError
+from handles.api.models import TOKEN_RE, ApiToken, hash_secret
+from handles.models import Prefix
+
+
+@dataclass(frozen=True)
+class Caller:
+    token: ApiToken | None
+    user: AbstractBaseUser | None
+    can_write: bool
+    prefix_ids: frozenset[int] | None  # None: every prefix
+
+    @property
+    def key(self) -> str:
+        """Names the caller for throttling and for scoping Idempotency-Keys."""
+        return f"token:{self.token.pk}" if self.token else f"user:{self.user.pk}"
+
+    @property
+    def via(self) -> str:
+        """The request log's `requested_via`."""
+        return f"api:token {self.token.name}"[:100] if self.token else "api:session"
+
+    def may_use(self, prefix: Prefix) -> bool:
+        return self.prefix_ids is None or prefix.pk in self.prefix_ids
+
+    def require_prefix(self, prefix: Prefix) -> None:
+        if not self.may_use(prefix):
+            raise ApiError(403, "prefix_forbidden", f"This token is not allowed to use prefix {prefix.prefix}.")
+
+
+def authenticate(request: HttpRequest) -> Caller:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header:
+        return _token_caller(request, header)
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        _refuse(request, "authentication_required",
+                "Send 'Authorization: Bearer <token>' (tokens are created by an administrator), or log in as staff.")
+    caller = Caller(token=None, user=user, can_write=user.has_perm("handles.change_handle"), prefix_ids=None)
+    throttle(caller.key, settings.HANDLES_API_RATE)
+    if not (user.is_active and user.is_staff and user.has_perm("handles.view_handle")):
+        raise ApiError(403, "permission_denied", "Your account may not use the handle API.")
+    return caller
+
+
+def _token_caller(request: HttpRequest, header: str) -> Caller:
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer":
+        _refuse(request, "invalid_token", "Use 'Authorization: Bearer <token>'.")
+    plain = credentials.strip()
+    cache_key = hash_secret(plain)
+    remembered = token_cache.get(cache_key)
+    if remembered is not None:
+        token, prefix_ids = remembered
+    else:
+        match = TOKEN_RE.match(plain)
+        token, prefix_ids = _token_and_prefixes(match["lookup"]) if match else (None, None)
+        if token is None or not token.secret_matches(match["secret"]):
+            _refuse(request, "invalid_token", "The token is not valid.")
+        if token.is_revoked:
+            _refuse(request, "token_revoked", "The token was revoked; ask an administrator for a new one.")
+        token_cache.put(cache_key, token, prefix_ids)
+    caller = Caller(token=token, user=None, can_write=token.can_write, prefix_ids=prefix_ids)
+    throttle(caller.key, settings.HANDLES_API_RATE)
+    services.token_touch(token=token)
+    return caller
+
+
+def _token_and_prefixes(lookup: str) -> tuple[ApiToken | None, frozenset[int] | None]:
+    """The token and the prefixes it is restricted to (None: all), in one query: every API call pays it."""
+    names = [f.attname for f in ApiToken._meta.concrete_fields]
+    rows = list(ApiToken.objects.filter(lookup=lookup).values_list(*names, "prefixes__id"))
+    if not rows:
+        return None, None
+    token = ApiToken.from_db(router.db_for_read(ApiToken), names, rows[0][:-1])
+    return token, frozenset(row[-1] for row in rows if row[-1] is not None) or None
+
+
+def _refuse(request: HttpRequest, code: str, message: str) -> None:
+    """401; failed attempts count against the client's IP, so guessing tokens is throttled too."""
+    throttle(f"ip:{client_ip(request)}", settings.HANDLES_API_ANON_RATE)
+    raise ApiError(401, code, message, headers={"WWW-Authenticate": 'Bearer realm="handles"'})
+
+
+def client_ip(request: HttpRequest) -> str:
+    header = settings.HANDLES_API_CLIENT_IP_HEADER
+    if header and request.META.get(header):
+        return request.META[header].split(",")[-1].strip()  # the hop our own proxy added
+    return request.META.get("REMOTE_ADDR", "")
+
+
+# --- Writes ---------------------------------------------------------------------------------------
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
+        return reason
+
+
+def require_write(request: HttpRequest, caller: Caller) -> None:
+    if not caller.can_write:
+        if caller.token:
+            raise ApiError(403, "insufficient_scope", "This token may only read; writing needs a write token.")
+        raise ApiError(403, "permission_denied", "Your account may not change handles.")
+    if caller.token is None:  # a browser session: cookies are sent automatically, so check CSRF
+        check = _CsrfCheck(lambda r: None)
+        check.process_request(request)
+        reason = check.process_view(request, None, (), {})
+        if reason:
+            raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}. Send the X-CSRFToken header.")
+
+
+# --- Throttling -----------------------------------------------------------------------------------
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+            "d": 86400, "day": 86400}
+
+
+@lru_cache
+def parse_rate(rate: str) -> tuple[int, int]:
+    """'1200/minute' -> (1200, 60)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*([a-z]+)\s*", rate)
+    if not match or match[2] not in _PERIODS:
+        raise ImproperlyConfigured(f"Invalid API rate {rate!r}; use e.g. '1200/minute'.")
+    return int(match[1]), _PERIODS[match[2]]
+
+
+def throttle(ident: str, rate: str) -> None:
+    """Count one call in the current window; over the limit, a 429 with Retry-After."""
+    limit, period = parse_rate(rate)
+    now = time.time()
+    window = int(now // period)
+    key = f"handles-api:rate:{ident}:{period}:{window}"
+    if cache.add(key, 1, period + 5):
+        count = 1
+    else:
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, period + 5)
+            count = 1
+    if count > limit:
+        retry_after = max(1, math.ceil((window + 1) * period - now))
+        raise ApiError(429, "throttled", f"Too many requests: at most {limit} per {period} s. "
+                       f"Retry in {retry_after} s.", headers={"Retry-After": str(retry_after)})

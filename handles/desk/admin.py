@@ -1,0 +1,115 @@
+"""Bulk jobs (progress page, JSON status, CSV report, cancel) and collections, in the admin."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from handles.desk import exports, services
+from handles.desk.models import BulkJob, BulkJobItem, Collection
+from handles.exceptions import HandleServiceError
+
+
+def job_status(job: BulkJob) -> dict:
+    """The progress page polls this."""
+    return {
+        "id": job.pk, "kind": job.kind, "status": job.status, "status_display": job.get_status_display(),
+        "finished": job.finished, "total": job.total, "processed": job.processed, "succeeded": job.succeeded,
+        "skipped": job.skipped, "failed": job.failed, "percent": job.percent, "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "report_url": reverse("admin:handles_desk_bulkjob_report", args=[job.pk]),
+    }
+
+
+@admin.register(BulkJob)
+class BulkJobAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "description", "status", "progress", "created_by", "created_at", "finished_at"]
+    list_filter = ["status", "kind"]
+    ordering = ["-pk"]
+    show_full_result_count = False
+    change_form_template = "admin/handles_desk/bulkjob/change_form.html"
+    view_on_site = False
+    readonly_fields = ["kind", "description", "parameters", "status", "total", "processed", "succeeded", "skipped",
+                       "failed", "error", "created_by", "created_at", "started_at", "finished_at"]
+    fields = readonly_fields
+
+    @admin.display(description="Progress")
+    def progress(self, obj: BulkJob) -> str:
+        total = obj.total if obj.total is not None else "?"
+        return format_html('<progress max="100" value="{}"></progress> {} / {}', obj.percent, obj.processed, total)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs are started by the handle list's actions
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a job's report is part of the history
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self.get_object(request, object_id)
+        context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
+                   "show_delete": False, **(extra_context or {})}
+        if job is not None:
+            context.update(
+                status=job_status(job),
+                may_cancel=not job.finished and request.user.has_perm("handles_desk.change_bulkjob"),
+                problems=list(job.items.exclude(outcome=BulkJobItem.Outcome.OK).order_by("key")[:20]),
+            )
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/status/", wrap(self.status_view), name="handles_desk_bulkjob_status"),
+            path("<int:pk>/report.csv", wrap(self.report_view), name="handles_desk_bulkjob_report"),
+            path("<int:pk>/cancel/", wrap(require_POST(self.cancel_view)), name="handles_desk_bulkjob_cancel"),
+        ] + super().get_urls()
+
+    def _job(self, request: HttpRequest, pk: int) -> BulkJob:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(BulkJob, pk=pk)
+
+    def status_view(self, request: HttpRequest, pk: int) -> JsonResponse:
+        return JsonResponse(job_status(self._job(request, pk)))
+
+    def report_view(self, request: HttpRequest, pk: int) -> StreamingHttpResponse:
+        job = self._job(request, pk)
+        return exports.csv_response(f"job-{job.pk}-{job.kind}.csv", exports.job_report_rows(job))
+
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = self._job(request, pk)
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        try:
+            services.bulk_job_cancel(job=job, actor=request.user)
+        except HandleServiceError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+        else:
+            self.message_user(request, f"{job} stops after its current chunk.", messages.SUCCESS)
+        return HttpResponseRedirect(job.get_absolute_url())
+
+
+@admin.register(Collection)
+class CollectionAdmin(admin.ModelAdmin):
+    list_display = ["name", "source_system", "external_id_prefix", "url_prefix", "browse_link"]
+    search_fields = ["name"]
+    fields = ["name", "source_system", "external_id_prefix", "url_prefix", "description"]
+
+    @admin.display(description="Handles")
+    def browse_link(self, obj: Collection) -> str:
+        return format_html('<a href="{}?collection={}">browse</a>', reverse("desk:browse"), obj.pk)
+
+    def save_model(self, request, obj, form, change):
+        services.collection_save(collection=obj)
+
+    def delete_model(self, request, obj):
+        services.collection_delete(collection=obj)
+
+    def delete_queryset(self, request, queryset):
+        for collection in queryset:
+            services.collection_delete(collection=collection)

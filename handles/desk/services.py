@@ -1,0 +1,310 @@
+"""Writes to the desk's models, and the bulk actions that call the per-handle services.
+
+A bulk action changes each handle through handles.services (one lock, one version bump, one
+HandleRequest per handle), never with a bulk UPDATE: the history and the queue must see every change.
+Small selections run in the request (bulk_apply); large ones become a BulkJob that a django-q2 task
+works through in chunks (bulk_job_run_slice), recording one BulkJobItem per handle in the same
+transaction as the change, so a job resumed after a crash neither repeats nor skips a handle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Max, Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from handles import services as handle_services
+from handles.desk import selectors, tasks
+from handles.desk.models import BulkJob, BulkJobItem, Collection
+from handles.exceptions import HandleServiceError, HandleStateError
+from handles.models import Handle, HandleRequest
+
+logger = logging.getLogger(__name__)
+User = AbstractBaseUser | AnonymousUser | None
+Kind = BulkJob.Kind
+Outcome = BulkJobItem.Outcome
+JStatus = BulkJob.Status
+
+
+def _user(actor: User) -> AbstractBaseUser | None:
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+
+
+# --- Collections ----------------------------------------------------------------------------------
+@transaction.atomic
+def collection_save(*, collection: Collection) -> Collection:
+    collection.full_clean()
+    collection.save()
+    return collection
+
+
+@transaction.atomic
+def collection_delete(*, collection: Collection) -> None:
+    """A collection is only a rule: deleting it leaves every asset and handle as it was."""
+    Collection.objects.filter(pk=collection.pk).delete()
+
+
+# --- One action on one handle -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ItemResult:
+    outcome: str
+    message: str = ""
+    request: HandleRequest | None = None
+    before: str = ""
+    after: str = ""
+
+
+def rewrite_url(url: str, find: str, replace: str) -> str:
+    """The find-and-replace rule: every occurrence, case-sensitive (URL paths are case-sensitive)."""
+    return url.replace(find, replace) if find else url
+
+
+def _validate_parameters(kind: str, parameters: dict[str, Any]) -> None:
+    if kind == Kind.REDIRECT_RULE and not parameters.get("find"):
+        raise HandleServiceError("Give the text to find in the URLs.", code="find_required")
+    if kind == Kind.TOMBSTONE and not (parameters.get("reason") or "").strip():
+        raise HandleServiceError("Give the reason for withdrawing the handles; the tombstone page shows it.",
+                                 code="reason_required")
+
+
+def _apply(kind: str, obj: Handle | HandleRequest, parameters: dict[str, Any], actor: User, via: str) -> ItemResult:
+    """Run one service for one object. A refusal (the handle's state does not allow it) is `skipped`;
+    invalid input (e.g. the rewritten URL is not a valid URL) is `failed`. Either leaves it unchanged."""
+    if kind == Kind.RETRY:
+        return ItemResult(Outcome.OK, request=handle_services.request_retry(request=obj, actor=actor))
+    if kind == Kind.REDIRECT_RULE:
+        # Read the URL under the row lock the service is about to take, so the rule rewrites what is there now.
+        current = Handle.objects.select_for_update().get(pk=obj.pk).target_url
+        rewritten = rewrite_url(current, parameters["find"], parameters.get("replace", ""))
+        if rewritten == current:
+            return ItemResult(Outcome.SKIPPED, f"The URL does not contain {parameters['find']!r}.", before=current)
+        request = handle_services.handle_redirect(handle=obj, target_url=rewritten, actor=actor, via=via)
+        return ItemResult(Outcome.OK, request=request, before=current, after=rewritten)
+    before = obj.resolver_target
+    if kind == Kind.TOMBSTONE:
+        request = handle_services.handle_tombstone(handle=obj, reason=parameters["reason"], actor=actor, via=via,
+                                                   successor_url=parameters.get("successor_url", ""))
+    elif kind == Kind.RESTORE:
+        request = handle_services.handle_restore(handle=obj, actor=actor, via=via)
+    elif kind == Kind.DELETE:
+        request = handle_services.handle_delete(handle=obj, reason=parameters.get("reason", ""), actor=actor,
+                                                via=via)
+    elif kind == Kind.VERIFY:
+        request = handle_services.handle_verify(handle=obj, actor=actor, via=via)
+    else:
+        raise HandleServiceError(f"Unknown bulk action {kind!r}.", code="invalid_kind")
+    return ItemResult(Outcome.OK, request=request, before=before, after=request.url)
+
+
+def bulk_apply_one(*, kind: str, obj: Handle | HandleRequest, parameters: dict[str, Any], actor: User = None,
+                   via: str = "admin") -> ItemResult:
+    try:
+        with transaction.atomic():
+            return _apply(kind, obj, parameters, actor, via)
+    except HandleStateError as exc:
+        return ItemResult(Outcome.SKIPPED, exc.message)
+    except HandleServiceError as exc:
+        return ItemResult(Outcome.FAILED, exc.message)
+
+
+def bulk_apply(*, kind: str, objects: Iterable[Handle | HandleRequest], parameters: dict[str, Any] | None = None,
+               actor: User = None, via: str = "admin") -> list[tuple[Handle | HandleRequest, ItemResult]]:
+    """A small selection, in the request: each object in its own transaction, like a job's items."""
+    parameters = parameters or {}
+    _validate_parameters(kind, parameters)
+    return [(obj, bulk_apply_one(kind=kind, obj=obj, parameters=parameters, actor=actor, via=via))
+            for obj in objects]
+
+
+# --- Selections -------------------------------------------------------------------------------------
+def _request_selection(selection: dict[str, Any]) -> QuerySet:
+    if "ids" in selection:
+        return HandleRequest.objects.filter(pk__in=selection["ids"], status=HandleRequest.Status.ERROR)
+    filters = selection.get("filters", {})
+    prefix = filters.get("prefix")
+    requests = selectors.failed_requests(
+        prefix_id=int(prefix) if str(prefix or "").isdigit() else None,
+        since=parse_datetime(filters["since"]) if filters.get("since") else None,
+        until=parse_datetime(filters["until"]) if filters.get("until") else None,
+    )
+    if filters.get("handle_ids") is not None:
+        requests = selectors.open_failures_of(Handle.objects.filter(pk__in=filters["handle_ids"]))
+    elif filters.get("handle_filters") is not None:
+        handles = selectors.HandleFilter.from_params(filters["handle_filters"]).apply(Handle.objects.all())
+        requests = selectors.open_failures_of(handles)
+    if filters.get("signature"):
+        requests = selectors.with_signature(requests, filters["signature"])
+    return requests
+
+
+def selection_queryset(*, kind: str, selection: dict[str, Any], parameters: dict[str, Any]) -> QuerySet:
+    """The objects a job works on, re-read chunk by chunk as the job goes (keyset on the primary key)."""
+    if kind == Kind.RETRY:
+        return _request_selection(selection)
+    if "ids" in selection:
+        handles = Handle.objects.filter(pk__in=selection["ids"])
+    else:
+        handles = selectors.HandleFilter.from_params(selection.get("filters", {})).apply(Handle.objects.all())
+    if kind == Kind.REDIRECT_RULE:
+        handles = selectors.redirect_rule_matches(handles, parameters["find"])
+    return handles.select_related("prefix")
+
+
+# --- Bulk jobs --------------------------------------------------------------------------------------
+@transaction.atomic
+def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[str, Any] | None = None,
+                    description: str = "", actor: User = None) -> BulkJob:
+    """Record a job and hand it to the task queue once the transaction commits."""
+    parameters = parameters or {}
+    if kind not in Kind.values:
+        raise HandleServiceError(f"Unknown bulk action {kind!r}.", code="invalid_kind")
+    if not ("ids" in selection or "filters" in selection):
+        raise HandleServiceError("A job needs a selection: ids or filters.", code="invalid_selection")
+    _validate_parameters(kind, parameters)
+    job = BulkJob(kind=kind, selection=selection, parameters=parameters, description=description[:500],
+                  created_by=_user(actor))
+    try:
+        job.full_clean()
+    except ValidationError as exc:
+        raise HandleServiceError(" ".join(exc.messages), code="invalid") from exc
+    job.save()
+    transaction.on_commit(partial(tasks.enqueue_bulk_job, job.pk))
+    return job
+
+
+@transaction.atomic
+def bulk_job_cancel(*, job: BulkJob, actor: User = None) -> BulkJob:
+    """Ask a job to stop after its current chunk. What it already did stays done (and in its report)."""
+    job = BulkJob.objects.select_for_update().get(pk=job.pk)
+    if job.finished:
+        raise HandleStateError(f"{job} is already {job.get_status_display().lower()}.")
+    job.cancel_requested = True
+    job.save(update_fields=["cancel_requested", "updated_at"])
+    if job.status == JStatus.QUEUED and job.lease_until is None:
+        # Not started yet: nothing to wait for.
+        _finish(job.pk, None, JStatus.CANCELLED)
+        job.refresh_from_db()
+    return job
+
+
+def bulk_jobs_mark_enqueued(job_ids: list[int], *, now: datetime | None = None) -> None:
+    BulkJob.objects.filter(pk__in=job_ids).update(enqueued_at=now or timezone.now())
+
+
+def bulk_jobs_stalled(*, now: datetime | None = None) -> list[int]:
+    """Jobs to hand to a task again: a lease ran out (the worker died mid-slice), or a queued job's task
+    seems lost. A duplicate hand-over is harmless: only one task can hold the lease."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.HANDLES_REENQUEUE_AFTER_SECONDS)
+    return list(BulkJob.objects.filter(status__in=[JStatus.QUEUED, JStatus.RUNNING]).filter(
+        Q(lease_until__lt=now)
+        | Q(lease_until__isnull=True) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+    ).values_list("pk", flat=True)[:100])
+
+
+def _lease_seconds() -> float:
+    return settings.HANDLES_DESK_JOB_SLICE_SECONDS + 120.0
+
+
+def _claim(job_id: int, now: datetime) -> uuid.UUID | None:
+    token = uuid.uuid4()
+    taken = BulkJob.objects.filter(pk=job_id, status__in=[JStatus.QUEUED, JStatus.RUNNING]).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    ).update(status=JStatus.RUNNING, lease_token=token, lease_until=now + timedelta(seconds=_lease_seconds()),
+             started_at=Coalesce("started_at", now), updated_at=now)
+    return token if taken else None
+
+
+def _finish(job_id: int, token: uuid.UUID | None, status: str, error: str = "") -> None:
+    changes: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "lease_token": None,
+                               "lease_until": None, "error": error, "updated_at": timezone.now()}
+    BulkJob.objects.filter(pk=job_id, lease_token=token).update(**changes)
+
+
+def _recount(job: BulkJob) -> None:
+    """Counters from the items themselves: exact after a crash between a chunk's items and its counters."""
+    counts = job.items.outcome_counts()
+    BulkJob.objects.filter(pk=job.pk).update(
+        processed=sum(counts.values()), succeeded=counts.get(Outcome.OK, 0),
+        skipped=counts.get(Outcome.SKIPPED, 0), failed=counts.get(Outcome.FAILED, 0))
+
+
+def _record_progress(job_id: int, token: uuid.UUID, counts: Counter) -> bool:
+    return bool(BulkJob.objects.filter(pk=job_id, lease_token=token).update(
+        processed=F("processed") + sum(counts.values()), succeeded=F("succeeded") + counts[Outcome.OK],
+        skipped=F("skipped") + counts[Outcome.SKIPPED], failed=F("failed") + counts[Outcome.FAILED],
+        lease_until=timezone.now() + timedelta(seconds=_lease_seconds()), updated_at=timezone.now()))
+
+
+def _process(job: BulkJob, obj: Handle | HandleRequest) -> str:
+    """One object: the change and its item row commit together, or neither does."""
+    via = f"job:{job.pk}"
+    with transaction.atomic():
+        result = bulk_apply_one(kind=job.kind, obj=obj, parameters=job.parameters, actor=job.created_by, via=via)
+        handle = obj.handle if isinstance(obj, HandleRequest) else obj
+        BulkJobItem.objects.create(
+            job=job, key=obj.pk, handle_id=handle.pk, full_handle=handle.full_handle, outcome=result.outcome,
+            message=result.message, before=result.before[:2000], after=result.after[:2000], request=result.request)
+    return result.outcome
+
+
+def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
+    """Work on a job for up to HANDLES_DESK_JOB_SLICE_SECONDS, chunk by chunk.
+
+    Returns "done", "cancelled", "failed", "continue" (the caller hands the rest to a new task) or why
+    nothing was done ("busy": another task holds the job; "lease lost").
+    """
+    now = now or timezone.now()
+    token = _claim(job_id, now)
+    if token is None:
+        return "busy"
+    job = BulkJob.objects.select_related("created_by").get(pk=job_id)
+    started = time.monotonic()
+    try:
+        objects = selection_queryset(kind=job.kind, selection=job.selection, parameters=job.parameters)
+        if job.on_requests:
+            objects = objects.select_related("handle__prefix")
+        if job.total is None:
+            BulkJob.objects.filter(pk=job.pk).update(total=objects.count())
+        _recount(job)
+        cursor = job.items.aggregate(last=Max("key"))["last"] or 0
+        while True:
+            state = BulkJob.objects.filter(pk=job.pk).values("cancel_requested", "lease_token").get()
+            if state["lease_token"] != token:
+                return "lease lost"
+            if state["cancel_requested"]:
+                _finish(job.pk, token, JStatus.CANCELLED)
+                return "cancelled"
+            chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
+            if not chunk:
+                BulkJob.objects.filter(pk=job.pk, lease_token=token).update(total=Coalesce("processed", 0))
+                _finish(job.pk, token, JStatus.DONE)
+                return "done"
+            counts: Counter = Counter()
+            for obj in chunk:
+                counts[_process(job, obj)] += 1
+                cursor = obj.pk
+            if not _record_progress(job.pk, token, counts):
+                return "lease lost"
+            if time.monotonic() - started > settings.HANDLES_DESK_JOB_SLICE_SECONDS:
+                BulkJob.objects.filter(pk=job.pk, lease_token=token).update(lease_token=None, lease_until=None)
+                return "continue"
+    except Exception as exc:  # a bug or a lost database must stop the job visibly, not leave it "running"
+        logger.exception("bulk job %s failed", job_id)
+        _finish(job_id, token, JStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
+        return "failed"

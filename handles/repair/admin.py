@@ -1,0 +1,440 @@
+"""Admin pages of imports, reconciliation, repairs, health checks and assets with several handles.
+
+Thin: each view parses a form, calls handles.repair.services (or handles.services) and shows the result.
+Long jobs run on the task queue; their pages poll a JSON status view and draw a progress bar. Staff
+(handles.change_handle) start jobs and apply changes; collection managers may look.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from handles import services as core
+from handles.exceptions import HandleServiceError
+from handles.models import Handle
+from handles.repair import selectors, services
+from handles.repair.csvfile import ImportFileError, csv_lines
+from handles.repair.forms import HealthCheckForm, MappingForm, ReconcileForm, RepairForm, UploadForm
+from handles.repair.models import (
+    MAPPING_FIELDS,
+    AssetWithSeveralHandles,
+    HandleCheck,
+    HealthOutcome,
+    HealthRun,
+    ImportBatch,
+    ImportPreset,
+    ImportRow,
+    ReconciliationRow,
+    ReconciliationRun,
+    RepairJob,
+)
+from handles.repair.trend import trend_svg
+
+ROWS_PER_PAGE = 100
+
+
+def may_write(request: HttpRequest) -> bool:
+    return request.user.has_perm("handles.change_handle")
+
+
+def _require_write(request: HttpRequest) -> None:
+    if not may_write(request):
+        raise PermissionDenied
+
+
+def job_status(job, **extra) -> JsonResponse:
+    """The JSON the progress bars poll: state, done/total, percent, counts, message, error."""
+    return JsonResponse({
+        "id": job.pk, "state": job.state, "finished": job.finished, "done": job.progress_done,
+        "total": job.progress_total, "percent": job.percent, "message": job.message, "counts": job.counts,
+        "error": job.error, **extra,
+    })
+
+
+def _csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class ReadOnlyJobAdmin(admin.ModelAdmin):
+    """Jobs are started from their own forms and never edited or deleted by hand."""
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def _require_view(self, request: HttpRequest) -> None:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+
+    def _page(self, request: HttpRequest, template: str, title: str, **context) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title,
+                   "may_write": may_write(request), **context}
+        return render(request, f"admin/handles_repair/{template}", context)
+
+
+# --- Presets ---------------------------------------------------------------------------------------------
+@admin.register(ImportPreset)
+class ImportPresetAdmin(admin.ModelAdmin):
+    list_display = ["name", "handle_column", "external_id_column", "url_column", "prefix", "source_system", "mode"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        try:
+            services.preset_save(preset=obj, actor=request.user)
+        except HandleServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+
+# --- Imports ---------------------------------------------------------------------------------------------
+@admin.register(ImportBatch)
+class ImportBatchAdmin(ReadOnlyJobAdmin):
+    list_display = ["__str__", "state", "mode", "summary", "requested_by", "created_at"]
+    list_filter = ["state", "mode"]
+
+    @admin.display(description="Lines")
+    def summary(self, obj: ImportBatch) -> str:
+        counts = obj.counts
+        if not counts:
+            return "—"
+        return ", ".join(f"{counts.get(o, 0):,} {o}" for o in ImportRow.Outcome.values if counts.get(o))
+
+    def has_add_permission(self, request) -> bool:
+        return may_write(request)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_importbatch_status"),
+            path("<int:pk>/report.csv", wrap(self.report_view), name="handles_repair_importbatch_report"),
+            path("<int:pk>/apply/", wrap(self.apply_view), name="handles_repair_importbatch_apply"),
+            path("<int:pk>/continue-push/", wrap(self.continue_push_view),
+                 name="handles_repair_importbatch_continue_push"),
+        ] + super().get_urls()
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Step 1: upload. A file whose header cannot be read is refused here, with the reason."""
+        _require_write(request)
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                batch = services.import_batch_create(
+                    file_name=upload.name, content=upload.read(), encoding=form.cleaned_data["encoding"],
+                    delimiter=form.cleaned_data["delimiter"], preset=form.cleaned_data["preset"], actor=request.user)
+            except ImportFileError as exc:
+                form.add_error("file", exc.message)
+            else:
+                return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[batch.pk]))
+        return self._page(request, "import_upload.html", "Import handles from a CSV file", form=form)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Step 2: map the columns and run the dry run; step 3: review the report and apply."""
+        self._require_view(request)
+        batch = get_object_or_404(ImportBatch.objects.select_related("prefix", "preset"), pk=object_id)
+        form = None
+        if batch.state in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+            initial = {f"column_{k}": v for k, v in batch.mapping.items()}
+            initial.update(prefix=batch.prefix, source_system=batch.source_system, url_template=batch.url_template,
+                           mode=batch.mode)
+            form = MappingForm(request.POST or None, header=batch.header, initial=initial)
+            if request.method == "POST":
+                _require_write(request)
+                if form.is_valid():
+                    try:
+                        batch = services.import_batch_configure(
+                            batch=batch, mapping=form.mapping(), prefix=form.cleaned_data["prefix"],
+                            source_system=form.cleaned_data["source_system"],
+                            url_template=form.cleaned_data["url_template"], mode=form.cleaned_data["mode"],
+                            save_preset_as=form.cleaned_data["save_preset_as"], actor=request.user)
+                        services.import_batch_start_analysis(batch=batch, actor=request.user)
+                    except HandleServiceError as exc:
+                        form.add_error(None, exc.message)
+                    else:
+                        return HttpResponseRedirect(request.path)
+        outcome = request.GET.get("outcome", "")
+        rows = batch.rows.select_related("prefix").order_by("line")
+        if outcome in ImportRow.Outcome.values:
+            rows = rows.filter(outcome=outcome)
+        page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        return self._page(
+            request, "import_batch.html", str(batch), batch=batch, form=form, page=page, outcome=outcome,
+            outcomes=[(o, label, batch.counts.get(o, 0)) for o, label in ImportRow.Outcome.choices],
+            verification=selectors.import_verification(batch) if batch.state == ImportBatch.State.APPLIED else None,
+            mapping_fields=MAPPING_FIELDS,
+        )
+
+    def status_view(self, request, pk):
+        self._require_view(request)
+        return job_status(get_object_or_404(ImportBatch, pk=pk))
+
+    def report_view(self, request, pk):
+        self._require_view(request)
+        batch = get_object_or_404(ImportBatch, pk=pk)
+        rows = batch.rows.order_by("line").values_list("line", "handle_text", "outcome", "reason", "target_url",
+                                                       "source_system", "external_id", "title", "vendor", "primary")
+        return _csv_response(f"import-{batch.pk}-report.csv", ["line", "handle", "outcome", "reason", "target_url",
+                                                               "source_system", "external_id", "title", "vendor",
+                                                               "primary"], rows.iterator(chunk_size=5000))
+
+    def apply_view(self, request, pk):
+        _require_write(request)
+        batch = get_object_or_404(ImportBatch, pk=pk)
+        if request.method == "POST":
+            try:
+                services.import_batch_start_apply(batch=batch, actor=request.user)
+            except HandleServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
+
+    def continue_push_view(self, request, pk):
+        _require_write(request)
+        batch = get_object_or_404(ImportBatch, pk=pk)
+        if request.method == "POST":
+            try:
+                services.import_batch_continue_push(batch=batch, actor=request.user)
+            except HandleServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
+
+
+# --- Reconciliation and repair ---------------------------------------------------------------------------
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyJobAdmin):
+    list_display = ["__str__", "state", "in_sync", "drift_display", "finished_at"]
+    list_filter = ["state", "prefix"]
+    list_select_related = ["prefix"]
+
+    @admin.display(description="In sync")
+    def in_sync(self, obj: ReconciliationRun) -> int:
+        return obj.counts.get("in_sync", 0)
+
+    @admin.display(description="Not in sync")
+    def drift_display(self, obj: ReconciliationRun) -> int:
+        return obj.drift
+
+    def has_add_permission(self, request) -> bool:
+        return may_write(request)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_reconciliationrun_status"),
+            path("<int:pk>/repair/", wrap(self.repair_view), name="handles_repair_reconciliationrun_repair"),
+            path("<int:pk>/rows.csv", wrap(self.rows_csv_view), name="handles_repair_reconciliationrun_rows"),
+            path("repair-status/<int:pk>.json", wrap(self.repair_status_view),
+                 name="handles_repair_repairjob_status"),
+        ] + super().get_urls()
+
+    def add_view(self, request, form_url="", extra_context=None):
+        _require_write(request)
+        form = ReconcileForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            run = services.reconciliation_start(prefix=form.cleaned_data["prefix"], actor=request.user)
+            return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[run.pk]))
+        return self._page(request, "reconcile_start.html", "Reconcile a prefix with its Handle server", form=form,
+                          latest=selectors.latest_reconciliations(), schedule=selectors.reconcile_schedule())
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._require_view(request)
+        run = get_object_or_404(ReconciliationRun.objects.select_related("prefix"), pk=object_id)
+        kind = request.GET.get("kind", "")
+        rows = run.rows.select_related("handle", "asset", "repair_request").order_by("kind", "pk")
+        if kind in ReconciliationRow.Kind.values:
+            rows = rows.filter(kind=kind)
+        page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        classes = [(k, label, run.counts.get(k, 0)) for k, label in ReconciliationRow.Kind.choices]
+        return self._page(request, "reconciliation.html", str(run), run=run, page=page, kind=kind, classes=classes,
+                          repairs=run.repairs.all()[:10], verification=selectors.repair_verification(run))
+
+    def status_view(self, request, pk):
+        self._require_view(request)
+        return job_status(get_object_or_404(ReconciliationRun, pk=pk))
+
+    def repair_status_view(self, request, pk):
+        self._require_view(request)
+        job = get_object_or_404(RepairJob, pk=pk)
+        return job_status(job, verification=selectors.repair_verification(job.run))
+
+    def repair_view(self, request, pk):
+        """Repairs: a dry run first (what would be queued), then the same choice confirmed."""
+        _require_write(request)
+        run = get_object_or_404(ReconciliationRun.objects.select_related("prefix"), pk=pk)
+        form = RepairForm(request.POST or None)
+        if request.method != "POST" or not form.is_valid():
+            for error in form.errors.get("__all__", []):
+                self.message_user(request, error, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[pk]))
+        kinds, row_ids = form.cleaned_data["kinds"], form.cleaned_data["row_ids"]
+        if "confirm" in request.POST:
+            try:
+                job = services.repair_start(run=run, kinds=kinds, row_ids=row_ids, actor=request.user)
+            except HandleServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, f"Repair #{job.pk} started; each request is verified on the server.",
+                                  messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[pk]))
+        plan = selectors.repair_plan(run, kinds=kinds, row_ids=row_ids)
+        return self._page(request, "repair_plan.html", f"Repair: dry run for {run}", run=run, plan=plan,
+                          kinds=kinds, rows=",".join(map(str, row_ids)))
+
+    def rows_csv_view(self, request, pk):
+        self._require_view(request)
+        run = get_object_or_404(ReconciliationRun, pk=pk)
+        rows = run.rows.order_by("kind", "pk").values_list("kind", "full_handle", "server_url", "our_url", "vendor",
+                                                           "note", "repair_request_id")
+        return _csv_response(f"reconciliation-{run.pk}.csv", ["class", "handle", "server_url", "our_url",
+                                                              "vendor", "note", "repair_request"],
+                             rows.iterator(chunk_size=5000))
+
+
+# --- Resolution health -----------------------------------------------------------------------------------
+@admin.register(HealthRun)
+class HealthRunAdmin(ReadOnlyJobAdmin):
+    """The changelist is the health page: shares, trend, failing handles, and the form to check again."""
+
+    def has_add_permission(self, request) -> bool:
+        return may_write(request)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_healthrun_status"),
+            path("failing.csv", wrap(self.failing_csv_view), name="handles_repair_healthrun_failing"),
+        ] + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        self._require_view(request)
+        form = HealthCheckForm(request.POST or None)
+        if request.method == "POST":
+            _require_write(request)
+            if form.is_valid():
+                run = services.health_start(filters=form.filters(), actor=request.user)
+                return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
+        trend = selectors.health_trend()
+        failing = Paginator(selectors.failing_checks(), ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        return self._page(request, "health.html", "Resolution health", form=form, summary=selectors.latest_health(),
+                          shares=selectors.health_shares(), trend=trend, trend_svg=trend_svg(trend),
+                          runs=HealthRun.objects.order_by("-pk")[:10], failing=failing)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_changelist"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._require_view(request)
+        run = get_object_or_404(HealthRun, pk=object_id)
+        checks = HandleCheck.objects.filter(run=run).failing().select_related("handle__prefix", "handle__asset")
+        page = Paginator(checks.order_by("outcome", "handle_id"), ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        return self._page(request, "health_run.html", str(run), run=run, page=page,
+                          outcomes=[(o, label, run.counts.get(o, 0)) for o, label in HealthOutcome.choices])
+
+    def status_view(self, request, pk):
+        self._require_view(request)
+        return job_status(get_object_or_404(HealthRun, pk=pk))
+
+    def failing_csv_view(self, request):
+        self._require_view(request)
+        rows = ((c.handle.full_handle, c.outcome, c.http_status, c.server_url, c.final_url, c.detail,
+                 c.handle.asset.source_system if c.handle.asset else "", c.handle.asset.external_id if c.handle.asset
+                 else "", c.handle.asset.title if c.handle.asset else "", c.checked_at.isoformat())
+                for c in selectors.failing_checks().iterator(chunk_size=2000))
+        return _csv_response("handles-not-resolving.csv", ["handle", "outcome", "http_status", "server_url",
+                                                            "final_url", "detail", "source_system", "external_id",
+                                                            "title", "checked_at"], rows)
+
+
+@admin.register(HandleCheck)
+class HandleCheckAdmin(admin.ModelAdmin):
+    """Every handle's last check; filter by outcome, prefix, source system."""
+
+    list_display = ["handle_link", "outcome", "http_status", "final_url", "detail", "checked_at"]
+    list_filter = ["outcome", "handle__prefix", "handle__asset__source_system", "handle__status"]
+    list_select_related = ["handle__prefix"]
+    search_fields = ["handle__suffix_key", "final_url"]
+    show_full_result_count = False
+    actions = ["recheck_selected"]
+
+    @admin.display(description="Handle", ordering="handle__suffix_key")
+    def handle_link(self, obj: HandleCheck) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("admin:handles_handle_change", args=[obj.handle_id]),
+                           obj.handle.full_handle)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_actions(self, request):
+        return super().get_actions(request) if may_write(request) else {}
+
+    @admin.action(description="Check the selected handles again")
+    def recheck_selected(self, request, queryset):
+        run = services.health_start(filters={"handle_ids": list(queryset.values_list("pk", flat=True)[:10000])},
+                                    actor=request.user)
+        return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
+
+
+# --- Assets with several handles -----------------------------------------------------------------------
+@admin.register(AssetWithSeveralHandles)
+class AssetWithSeveralHandlesAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "source_system", "handle_count", "primary_handle"]
+    list_filter = ["source_system"]
+    search_fields = ["external_id", "title"]
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return (super().get_queryset(request).annotate(handle_count=Count("handles"))
+                .filter(handle_count__gt=1).annotate(primaries=Count("handles", filter=Q(handles__is_primary=True))))
+
+    @admin.display(description="Handles", ordering="handle_count")
+    def handle_count(self, obj) -> int:
+        return obj.handle_count
+
+    @admin.display(description="Primary handle")
+    def primary_handle(self, obj) -> str:
+        primary = obj.handles.filter(is_primary=True).select_related("prefix").first()
+        return primary.full_handle if primary else "— choose one"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The asset's handles, primary first, vendor ones flagged; staff choose the primary."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        asset = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if request.method == "POST":
+            _require_write(request)
+            handle = get_object_or_404(Handle, pk=request.POST.get("primary"), asset=asset)
+            try:
+                redirects = core.handle_make_primary(handle=handle, actor=request.user)
+            except HandleServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, f"{handle} is now the primary handle."
+                                  + (f" {len(redirects)} other handle(s) queued to resolve to the same target."
+                                     if redirects else " The others already resolve to the same target."),
+                                  messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+        return render(request, "admin/handles_repair/asset_handles.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Handles of {asset}",
+            "asset": asset, "siblings": selectors.asset_handles(asset), "may_write": may_write(request)})
+

@@ -1,0 +1,167 @@
+"""Reads that span models, for the admin pages, the commands and the dashboard.
+
+For the dashboard: `latest_reconciliations()` (the last finished reconciliation of each prefix, with its
+counts) and `latest_health()` (the last finished health check and the current shares).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+
+from handles.models import Asset, Handle, HandleRequest, Prefix
+from handles.repair.models import (
+    HandleCheck,
+    HealthOutcome,
+    HealthRun,
+    ImportBatch,
+    ImportRow,
+    JobState,
+    ReconciliationRow,
+    ReconciliationRun,
+)
+from handles.repair.rules import vendor_matcher
+
+Kind = ReconciliationRow.Kind
+
+
+@dataclass(frozen=True)
+class ReconciliationSummary:
+    prefix: str
+    run_id: int
+    finished_at: object
+    state: str
+    in_sync: int
+    drift: int
+    counts: dict[str, int]
+    error: str
+
+
+def latest_reconciliations() -> list[ReconciliationSummary]:
+    """The latest finished reconciliation of each prefix (for the dashboard): drift = handles not in sync."""
+    latest = ReconciliationRun.objects.filter(prefix=OuterRef("pk"), state__in=[JobState.DONE, JobState.FAILED])
+    prefixes = Prefix.objects.annotate(run_id=Subquery(latest.order_by("-pk").values("pk")[:1])).filter(
+        run_id__isnull=False)
+    runs = ReconciliationRun.objects.in_bulk([p.run_id for p in prefixes])
+    summaries = []
+    for prefix in prefixes:
+        run = runs[prefix.run_id]
+        summaries.append(ReconciliationSummary(
+            prefix=prefix.prefix, run_id=run.pk, finished_at=run.finished_at, state=run.state,
+            in_sync=run.counts.get("in_sync", 0), drift=run.drift, counts=run.counts, error=run.error))
+    return summaries
+
+
+@dataclass
+class HealthSummary:
+    run: HealthRun | None
+    checked: int = 0
+    correct: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def share_correct(self) -> float | None:
+        return self.correct / self.checked if self.checked else None
+
+
+def latest_health() -> HealthSummary:
+    """Each handle's last check, summed; and the last finished health check run (for the dashboard)."""
+    run = HealthRun.objects.filter(state=JobState.DONE).order_by("-pk").first()
+    by_outcome = dict(HandleCheck.objects.values_list("outcome").annotate(n=Count("pk")).order_by())
+    return HealthSummary(run=run, checked=sum(by_outcome.values()),
+                         correct=by_outcome.get(HealthOutcome.CORRECT, 0), by_outcome=by_outcome)
+
+
+def health_shares() -> dict[str, list[dict]]:
+    """The share resolving correctly by prefix, source system and handle status."""
+    checks = HandleCheck.objects.all()
+    return {
+        "prefix": checks.shares_by("handle__prefix__prefix"),
+        "source system": checks.shares_by("handle__asset__source_system"),
+        "status": checks.shares_by("handle__status"),
+    }
+
+
+def health_trend(limit: int = 30) -> list[HealthRun]:
+    """Finished runs over whole prefixes (not re-checks of a few handles), oldest first: the trend's points."""
+    runs = HealthRun.objects.filter(state=JobState.DONE, progress_total__gt=0).order_by("-pk")
+    whole = [run for run in runs[:limit * 4] if not run.filters.get("handle_ids") and not run.filters.get("limit")]
+    return whole[:limit][::-1]
+
+
+def failing_checks() -> QuerySet[HandleCheck]:
+    return (HandleCheck.objects.failing().select_related("handle__prefix", "handle__asset")
+            .order_by("outcome", "handle__prefix__prefix", "handle__suffix_key"))
+
+
+# --- Imports -------------------------------------------------------------------------------------------
+def import_verification(batch: ImportBatch) -> dict[str, int]:
+    """What became of an applied import's requests: success means the worker read the server's record back."""
+    return dict(ImportRow.objects.filter(batch=batch, request__isnull=False)
+                .values_list("request__status").annotate(n=Count("pk")).order_by())
+
+
+def reconcile_schedule():
+    """The django-q2 schedule that reconciles every prefix nightly (made by migration), if still there."""
+    from django_q.models import Schedule
+
+    return Schedule.objects.filter(func="handles.repair.tasks.reconcile_all_prefixes").first()
+
+
+# --- Reconciliation and repair -------------------------------------------------------------------------
+REPAIR_ACTIONS = {
+    Kind.MISSING: "Create it on the server with our URL",
+    Kind.URL_DIFFERS: "Update the server's URL to ours",
+    Kind.TOMBSTONE_DRIFT: "Point it at its tombstone page",
+    Kind.DELETED_ON_SERVER: "Delete it from the server (our record stays)",
+    Kind.UNREADABLE: "Read it again (verify)",
+    Kind.ORPHAN: "Adopt it: record it here with the server's URL (and its asset, if known), then verify",
+}
+
+
+@dataclass
+class RepairPlan:
+    """The dry run of a repair: what would be queued, per class, before anything is."""
+
+    counts: dict[str, int]
+    sample: list[ReconciliationRow]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def lines(self) -> list[tuple[str, str, int]]:
+        return [(Kind(kind).label, REPAIR_ACTIONS[kind], n) for kind, n in sorted(self.counts.items()) if n]
+
+
+def repair_plan(run: ReconciliationRun, *, kinds: list[str] | None = None, row_ids: list[int] | None = None,
+                sample: int = 50) -> RepairPlan:
+    rows = ReconciliationRow.objects.filter(run=run).to_repair(kinds=kinds or [], row_ids=row_ids or [])
+    counts = dict(rows.values_list("kind").annotate(n=Count("pk")).order_by())
+    return RepairPlan(counts=counts, sample=list(rows.select_related("handle", "asset").order_by("kind", "pk")[:sample]))
+
+
+def repair_verification(run: ReconciliationRun) -> dict[str, int]:
+    """The state of the requests a run's repairs queued: only `success` is verified on the server."""
+    return dict(ReconciliationRow.objects.filter(run=run, repair_request__isnull=False)
+                .values_list("repair_request__status").annotate(n=Count("pk")).order_by())
+
+
+# --- Assets with several handles -------------------------------------------------------------------------
+def assets_with_several_handles() -> QuerySet[Asset]:
+    return Asset.objects.annotate(handle_count=Count("handles")).filter(handle_count__gt=1)
+
+
+@dataclass
+class SiblingHandle:
+    handle: Handle
+    vendor: bool
+    last_request: HandleRequest | None
+
+
+def asset_handles(asset: Asset) -> list[SiblingHandle]:
+    """An asset's handles (a few), primary first, each with its vendor flag and latest request."""
+    handles = list(Handle.objects.filter(asset=asset).select_related("prefix").order_by("-is_primary", "pk"))
+    matchers = {h.prefix_id: vendor_matcher(h.prefix) for h in handles}
+    return [SiblingHandle(h, matchers[h.prefix_id](h.suffix), h.requests.order_by("-pk").first()) for h in handles]

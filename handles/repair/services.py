@@ -1,0 +1,590 @@
+"""Every write to the repair app's models: presets, imports, reconciliations, repairs, health checks.
+
+Changes to handles and assets themselves are made by handles.services ("Import and repair (bulk)"): this
+module decides what to ask of it and records what came of it. A job is created here, handed to the task
+queue when its transaction commits, and reports progress through short updates that other connections
+(the admin's progress bar) see at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from functools import partial
+from itertools import islice
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from handles import services as core
+from handles.exceptions import HandleServiceError
+from handles.models import Handle, HandleRequest, Prefix
+from handles.repair import importer, rules, tasks
+from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
+from handles.repair.importer import ImportOptions, Verdict
+from handles.repair.models import (
+    HandleCheck,
+    HealthRun,
+    ImportBatch,
+    ImportMode,
+    ImportPreset,
+    ImportRow,
+    JobState,
+    ReconciliationRow,
+    ReconciliationRun,
+    RepairJob,
+)
+from handles.validators import ascii_upper
+
+logger = logging.getLogger(__name__)
+User = AbstractBaseUser | AnonymousUser | None
+Kind = ReconciliationRow.Kind
+Op = HandleRequest.Op
+CHUNK = 2000
+
+
+def _user(actor: User) -> AbstractBaseUser | None:
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+
+
+def chunked(iterable, size: int = CHUNK):
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def job_progress(job_model: type[Model], job_id: int, *, done: int | None = None, total: int | None = None,
+                 message: str | None = None, counts: dict[str, int] | None = None) -> None:
+    """Progress of a running job, committed at once so the status view sees it."""
+    fields: dict[str, Any] = {}
+    if done is not None:
+        fields["progress_done"] = done
+    if total is not None:
+        fields["progress_total"] = total
+    if message is not None:
+        fields["message"] = message[:500]
+    if counts is not None:
+        fields["counts"] = counts
+    job_model.objects.filter(pk=job_id).update(**fields)
+
+
+def job_claim(job_model: type[Model], job_id: int) -> bool:
+    """Take a queued job (a conditional UPDATE): the task queue delivers at least once, a job runs once."""
+    return bool(job_model.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+        state=JobState.RUNNING, started_at=timezone.now()))
+
+
+def _internal_error(exc: Exception) -> str:
+    return f"Internal error ({exc.__class__.__name__}: {exc}). Nothing was half-applied; the log has details."
+
+
+# --- Presets --------------------------------------------------------------------------------------
+@transaction.atomic
+def preset_save(*, preset: ImportPreset, actor: User = None) -> ImportPreset:
+    if preset.url_template and (problem := rules.template_error(preset.url_template)):
+        raise HandleServiceError(problem, code="invalid_template")
+    preset.source_system = preset.source_system.strip().lower()
+    if preset.created_by_id is None:
+        preset.created_by = _user(actor)
+    preset.full_clean()
+    preset.save()
+    return preset
+
+
+def _preset_from(batch: ImportBatch, name: str, actor: User) -> ImportPreset:
+    preset = ImportPreset.objects.filter(name=name).first() or ImportPreset(name=name)
+    for field, column in batch.mapping.items():
+        setattr(preset, f"{field}_column", column)
+    preset.prefix, preset.source_system = batch.prefix, batch.source_system
+    preset.url_template, preset.mode, preset.encoding = batch.url_template, batch.mode, batch.encoding
+    preset.delimiter = batch.delimiter
+    return preset_save(preset=preset, actor=actor)
+
+
+# --- Imports --------------------------------------------------------------------------------------
+def import_batch_create(*, file_name: str, content: bytes, encoding: str = "utf-8", delimiter: str = "auto",
+                        preset: ImportPreset | None = None, actor: User = None, via: str = "admin") -> ImportBatch:
+    """Keep an uploaded file once its header is readable. Raises ImportFileError for a file that is not."""
+    if len(content) > settings.HANDLES_IMPORT_MAX_BYTES:
+        raise ImportFileError(f"The file is {len(content):,} bytes; at most {settings.HANDLES_IMPORT_MAX_BYTES:,} "
+                              "are accepted. Split it into smaller files.")
+    if preset is not None:
+        encoding = preset.encoding
+        delimiter = delimiter if delimiter != "auto" else preset.delimiter
+    csv_layout = layout(decode(content, encoding), delimiter, encoding)
+    mapping = preset.mapping() if preset else importer.guess_mapping(csv_layout.header)
+    return ImportBatch.objects.create(
+        file_name=(file_name or "upload.csv")[:255], file_size=len(content),
+        file_sha256=hashlib.sha256(content).hexdigest(), content=content, encoding=encoding,
+        delimiter=csv_layout.delimiter, header=csv_layout.header,
+        mapping={k: v for k, v in mapping.items() if v in csv_layout.header},
+        prefix=preset.prefix if preset else None, source_system=preset.source_system if preset else "",
+        url_template=preset.url_template if preset else "", mode=preset.mode if preset else ImportMode.ADOPT,
+        preset=preset, requested_by=_user(actor), requested_via=via,
+    )
+
+
+@transaction.atomic
+def import_batch_configure(*, batch: ImportBatch, mapping: dict[str, str], prefix: Prefix | None,
+                           source_system: str = "", url_template: str = "", mode: str = ImportMode.ADOPT,
+                           save_preset_as: str = "", actor: User = None) -> ImportBatch:
+    """Set how the file is read. Refuses a mapping that cannot read it, with every reason at once."""
+    batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+        raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; it cannot be "
+                                 "changed now.", code="invalid_state")
+    options = ImportOptions(mapping=mapping, prefix=prefix, source_system=source_system.strip(),
+                            url_template=url_template.strip())
+    errors = importer.options_errors(options, batch.header)
+    if mode not in ImportMode.values:
+        errors.append(f"Unknown mode {mode!r}.")
+    if errors:
+        raise HandleServiceError(" ".join(errors), code="invalid_mapping")
+    batch.mapping = {k: v for k, v in mapping.items() if v}
+    batch.prefix, batch.source_system = prefix, options.source_system.lower()
+    batch.url_template, batch.mode = options.url_template, mode
+    batch.state = ImportBatch.State.UPLOADED
+    batch.save(update_fields=["mapping", "prefix", "source_system", "url_template", "mode", "state"])
+    if save_preset_as.strip():
+        batch.preset = _preset_from(batch, save_preset_as.strip(), actor)
+        batch.save(update_fields=["preset"])
+    return batch
+
+
+def _options(batch: ImportBatch) -> ImportOptions:
+    return ImportOptions(mapping=batch.mapping, prefix=batch.prefix, source_system=batch.source_system,
+                         url_template=batch.url_template)
+
+
+@transaction.atomic
+def import_batch_start_analysis(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
+    """Queue the dry run; the admin follows it on a progress bar."""
+    batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+        raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}.", code="invalid_state")
+    batch.state, batch.error, batch.message = ImportBatch.State.ANALYSING, "", "Waiting for a worker"
+    batch.progress_done = batch.progress_total = 0
+    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total"])
+    transaction.on_commit(partial(tasks.enqueue_job, "analyse_import", batch.pk, "import dry run"))
+    return batch
+
+
+IMPORT_ROW_COLUMNS = ["batch_id", "line", "handle_text", "prefix_id", "suffix", "suffix_key", "target_url",
+                      "source_system", "external_id", "title", "outcome", "reason", "vendor", "primary", "handle_id"]
+
+
+def _import_row(batch_id: int, v: Verdict) -> tuple:
+    return (batch_id, v.line, v.handle_text[:600], v.prefix_id, v.suffix[:255], v.suffix_key[:255], v.target_url[:2000],
+            v.source_system[:64], v.external_id[:255], v.title[:1000], v.outcome, v.reason[:1000], v.vendor,
+            v.primary, v.handle_id)
+
+
+def import_batch_analyse(batch_id: int) -> ImportBatch:
+    """The dry run: classify every line and keep the per-line report. Writes nothing but the report.
+
+    A failure (an unreadable file, a bug) leaves no partial report: the rows are removed and the import
+    shows the reason.
+    """
+    batch = ImportBatch.objects.select_related("prefix").get(pk=batch_id)
+    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSING, ImportBatch.State.ANALYSED,
+                           ImportBatch.State.FAILED):
+        return batch
+    ImportBatch.objects.filter(pk=batch.pk).update(state=ImportBatch.State.ANALYSING, started_at=timezone.now(),
+                                                   message="Reading the file", error="", counts={})
+    try:
+        ImportRow.objects.filter(batch_id=batch.pk).delete()
+        if errors := importer.options_errors(_options(batch), batch.header):
+            raise ImportFileError(" ".join(errors))
+        analysis = importer.Analysis(
+            decode(bytes(batch.content), batch.encoding),
+            CsvLayout(header=batch.header, delimiter=batch.delimiter, encoding=batch.encoding), _options(batch),
+            max_cell=settings.HANDLES_IMPORT_MAX_CELL, max_rows=settings.HANDLES_IMPORT_MAX_ROWS)
+        for chunk in analysis.chunks(progress=partial(_import_progress, batch.pk)):
+            with transaction.atomic():
+                core.insert_rows(ImportRow, IMPORT_ROW_COLUMNS, [_import_row(batch.pk, v) for v in chunk])
+        _apply_fixups(batch.pk, analysis)
+    except ImportFileError as exc:
+        return _import_failed(batch.pk, exc.message)
+    except Exception as exc:
+        logger.exception("dry run of import %s failed", batch.pk)
+        return _import_failed(batch.pk, _internal_error(exc))
+    rows = ImportRow.objects.filter(batch_id=batch.pk)
+    counts = rows.outcome_counts()
+    counts["rows"] = sum(counts.values())
+    counts["vendor"] = rows.filter(vendor=True).count()
+    ImportBatch.objects.filter(pk=batch.pk).update(
+        state=ImportBatch.State.ANALYSED, analysed_at=timezone.now(), counts=counts,
+        message=f"Dry run: {counts['rows']:,} lines classified", progress_done=counts["rows"],
+        progress_total=counts["rows"])
+    return ImportBatch.objects.get(pk=batch.pk)
+
+
+@transaction.atomic
+def _apply_fixups(batch_id: int, analysis: importer.Analysis) -> None:
+    """Mark what the pass learned late: every line of a handle the file names with different targets is a
+    conflict (the first one too), and a line that lost its asset's primary to a later line is not primary."""
+    rows = ImportRow.objects.filter(batch_id=batch_id)
+    for (prefix_id, suffix_key), lines in analysis.fixups.conflicts.items():
+        rows.filter(prefix_id=prefix_id, suffix_key=suffix_key).update(
+            outcome=ImportRow.Outcome.CONFLICT, reason=analysis.conflict_reason(lines), primary=False, handle=None)
+    for chunk in chunked(analysis.fixups.not_primary):
+        rows.filter(line__in=chunk).update(primary=False)
+
+
+def _import_progress(batch_id: int, done: int, total: int, message: str) -> None:
+    job_progress(ImportBatch, batch_id, done=done, total=total, message=message)
+
+
+def _import_failed(batch_id: int, error: str) -> ImportBatch:
+    ImportRow.objects.filter(batch_id=batch_id).delete()
+    ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.FAILED, error=error, message="",
+                                                   finished_at=timezone.now())
+    return ImportBatch.objects.get(pk=batch_id)
+
+
+@transaction.atomic
+def import_batch_start_apply(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
+    batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+    if batch.state != ImportBatch.State.ANALYSED:
+        raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; apply follows a "
+                                 "finished dry run.", code="invalid_state")
+    batch.state, batch.error, batch.message = ImportBatch.State.APPLYING, "", "Waiting for a worker"
+    batch.progress_done = batch.progress_total = 0  # one transaction: no steps to count until it commits
+    batch.requested_by = batch.requested_by or _user(actor)
+    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "requested_by"])
+    transaction.on_commit(partial(tasks.enqueue_job, "apply_import", batch.pk, "import apply"))
+    return batch
+
+
+def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "") -> ImportBatch:
+    """Record every `new` line in one transaction: all of them or, on any error, none.
+
+    Adopt mode: the handles are recorded active and a verification of each is queued. Push mode: they are
+    recorded pending; then a background job reads each from the server and queues a create, an update or
+    a verification. Lines that were `same`, `conflict`, `invalid` or `duplicate` change nothing, so
+    applying a file twice (or a second file with the same lines) changes nothing the second time.
+    """
+    try:
+        with transaction.atomic():
+            batch = ImportBatch.objects.select_for_update(of=("self",)).select_related("requested_by").get(pk=batch_id)
+            if batch.state not in (ImportBatch.State.ANALYSED, ImportBatch.State.APPLYING):
+                raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; apply "
+                                         "follows a finished dry run.", code="invalid_state")
+            request_ids = _record_new_rows(batch, actor or batch.requested_by, via or batch.requested_via or "import")
+            push = batch.mode == ImportMode.PUSH and batch.counts.get(ImportRow.Outcome.NEW, 0) > 0
+            batch.state = ImportBatch.State.APPLYING if push else ImportBatch.State.APPLIED
+            batch.applied_at = timezone.now()
+            batch.finished_at = None if push else batch.applied_at
+            batch.message = "Reading each handle from the server" if push else "Applied"
+            batch.save(update_fields=["state", "applied_at", "finished_at", "message"])
+            if push:
+                transaction.on_commit(partial(tasks.enqueue_job, "push_import", batch.pk, "import push"))
+            elif request_ids:
+                transaction.on_commit(partial(tasks.enqueue_request_ids, request_ids))
+    except HandleServiceError as exc:
+        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.ANALYSED, error=exc.message,
+                                                       message="Nothing was applied")
+    except Exception as exc:
+        logger.exception("apply of import %s failed", batch_id)
+        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.ANALYSED, error=_internal_error(exc),
+                                                       message="Nothing was applied")
+    return ImportBatch.objects.get(pk=batch_id)
+
+
+def _record_new_rows(batch: ImportBatch, actor: User, via: str) -> list[int]:
+    new_rows = ImportRow.objects.filter(batch=batch, outcome=ImportRow.Outcome.NEW)
+    prefix_ids = list(new_rows.values_list("prefix_id", flat=True).distinct())
+    list(Prefix.objects.select_for_update().filter(pk__in=prefix_ids).order_by("pk"))  # one import per prefix
+    adopt = batch.mode == ImportMode.ADOPT
+    request_ids: list[int] = []
+    fields = ("pk", "prefix_id", "suffix", "target_url", "source_system", "external_id", "title", "primary")
+    for chunk in chunked(new_rows.order_by("line").values_list(*fields).iterator(chunk_size=CHUNK)):
+        specs = [core.AssetSpec(source, external_id, title, url)
+                 for _, _, _, url, source, external_id, title, _ in chunk if external_id]
+        asset_ids, created = core.assets_get_or_create_bulk(specs) if specs else ({}, set())
+        older = [pk for pk in asset_ids.values() if pk not in created]
+        with_primary = set(Handle.objects.filter(asset_id__in=older, is_primary=True)
+                           .values_list("asset_id", flat=True)) if older else set()
+        items = []
+        for _, prefix_id, suffix, target_url, source, external_id, _, primary in chunk:
+            asset_id = asset_ids.get((source, external_id)) if external_id else None
+            items.append(core.ImportItem(prefix_id, suffix, target_url, asset_id, primary and asset_id not in with_primary))
+        created_handles = core.handles_import_bulk(items=items, adopt=adopt, actor=actor, via=via,
+                                                   reason=f"import #{batch.pk} ({batch.file_name})")
+        links = [(row[0], *created_handles[(row[1], ascii_upper(row[2]))]) for row in chunk]
+        _link_rows(links)
+        request_ids.extend(request_id for _, _, request_id in links if request_id)
+    return request_ids
+
+
+def _link_rows(links: list[tuple[int, int, int | None]]) -> None:
+    """Point each imported line at its handle and request: (row id, handle id, request id)."""
+    db = transaction.get_connection()
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {ImportRow._meta.db_table} AS r SET handle_id = v.handle_id, request_id = v.request_id "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, handle_id, request_id) "
+                "WHERE r.id = v.id", [[r for r, _, _ in links], [h for _, h, _ in links], [q for _, _, q in links]])
+        return
+    rows = [ImportRow(pk=r, handle_id=h, request_id=q) for r, h, q in links]
+    ImportRow.objects.bulk_update(rows, ["handle", "request"], batch_size=CHUNK)
+
+
+def import_batch_queue_push(batch_id: int, ops: dict[int, str], *, actor: User = None) -> int:
+    """Push mode, after reading the server: queue create (missing), update (other URL) or verify (same)
+    for the imported handles, and link each line to its request."""
+    with transaction.atomic():
+        batch = ImportBatch.objects.select_related("requested_by").get(pk=batch_id)
+        queued = core.handles_queue_bulk(ops=list(ops.items()), actor=actor or batch.requested_by,
+                                         via=batch.requested_via or "import", reason=f"import #{batch.pk} (push)")
+        rows = ImportRow.objects.filter(batch_id=batch_id, handle_id__in=list(queued)).values_list("pk", "handle_id")
+        _link_rows([(pk, handle_id, queued[handle_id]) for pk, handle_id in rows])
+        transaction.on_commit(partial(tasks.enqueue_request_ids, list(queued.values())))
+    return len(queued)
+
+
+@transaction.atomic
+def import_batch_continue_push(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
+    """Push mode, again: for the lines whose handle could not be read from the server last time."""
+    batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+    # APPLYING too: a worker that died mid-push leaves it there; lines that have their request are skipped.
+    if batch.mode != ImportMode.PUSH or batch.state not in (ImportBatch.State.APPLIED, ImportBatch.State.APPLYING) \
+            or batch.applied_at is None:
+        raise HandleServiceError("Only an applied import in push mode can continue pushing.", code="invalid_state")
+    batch.state, batch.error, batch.message = ImportBatch.State.APPLYING, "", "Waiting for a worker"
+    batch.save(update_fields=["state", "error", "message"])
+    transaction.on_commit(partial(tasks.enqueue_job, "push_import", batch.pk, "import push"))
+    return batch
+
+
+def import_batch_finish_push(batch_id: int, *, error: str = "") -> ImportBatch:
+    now = timezone.now()
+    if error:
+        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.APPLIED, error=error, finished_at=now,
+                                                       message="Applied; some handles could not be read")
+    else:
+        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.APPLIED, finished_at=now,
+                                                       message="Applied; requests queued")
+    return ImportBatch.objects.get(pk=batch_id)
+
+
+# --- Reconciliation ---------------------------------------------------------------------------------
+@transaction.atomic
+def reconciliation_start(*, prefix: Prefix, actor: User = None, via: str = "admin",
+                         enqueue: bool = True) -> ReconciliationRun:
+    """Record a reconciliation and hand it to the task queue (enqueue=False: the caller runs it itself)."""
+    run = ReconciliationRun.objects.create(prefix=prefix, requested_by=_user(actor), requested_via=via,
+                                           message="Waiting for a worker" if enqueue else "Starting")
+    if enqueue:
+        transaction.on_commit(partial(tasks.enqueue_job, "run_reconciliation", run.pk, "reconcile"))
+    return run
+
+
+def reconciliation_begin(run_id: int, *, total: int) -> ReconciliationRun:
+    ReconciliationRow.objects.filter(run_id=run_id).delete()
+    ReconciliationRun.objects.filter(pk=run_id).update(
+        state=JobState.RUNNING, started_at=timezone.now(), progress_done=0, progress_total=total, counts={},
+        error="", message="Reading the server's listing")
+    return ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
+
+
+def reconciliation_record(run_id: int, *, rows: list[ReconciliationRow]) -> None:
+    """Keep a page's findings. ignore_conflicts: a listing page that shifted repeats names, harmlessly."""
+    if rows:
+        ReconciliationRow.objects.bulk_create(rows, ignore_conflicts=True, batch_size=CHUNK)
+
+
+def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> ReconciliationRun:
+    ReconciliationRun.objects.filter(pk=run_id).update(
+        state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts,
+        error=error, message="" if error else "Done")
+    return ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
+
+
+# --- Repairs ---------------------------------------------------------------------------------------
+# What a repair asks of the server for each class of drift. Orphans are adopted: recorded here with the
+# server's URL (and the asset that URL belongs to), then verified.
+REPAIR_OPS = {Kind.MISSING: Op.CREATE, Kind.URL_DIFFERS: Op.UPDATE, Kind.TOMBSTONE_DRIFT: Op.UPDATE,
+              Kind.DELETED_ON_SERVER: Op.DELETE, Kind.UNREADABLE: Op.VERIFY, Kind.ORPHAN: "adopt"}
+
+
+@transaction.atomic
+def repair_start(*, run: ReconciliationRun, kinds: list[str] | None = None, row_ids: list[int] | None = None,
+                 actor: User = None, via: str = "admin", enqueue: bool = True) -> RepairJob:
+    kinds, row_ids = list(kinds or []), [int(pk) for pk in row_ids or []]
+    if not kinds and not row_ids:
+        raise HandleServiceError("Choose the classes or the rows to repair.", code="nothing_chosen")
+    if unknown := set(kinds) - set(REPAIR_OPS):
+        raise HandleServiceError(f"Unknown class {sorted(unknown)[0]!r}.", code="invalid_kind")
+    if not run.finished or run.state != JobState.DONE:
+        raise HandleServiceError("Repairs follow a finished reconciliation.", code="invalid_state")
+    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, requested_by=_user(actor),
+                                   requested_via=via, message="Waiting for a worker")
+    if enqueue:
+        transaction.on_commit(partial(tasks.enqueue_job, "run_repair", job.pk, "repair"))
+    return job
+
+
+def repair_rows(job: RepairJob):
+    return ReconciliationRow.objects.filter(run_id=job.run_id).to_repair(kinds=job.kinds, row_ids=job.row_ids)
+
+
+def repair_execute(job_id: int) -> RepairJob:
+    """Queue the repairs, a chunk per transaction. Safe to run again: repaired rows are skipped."""
+    if not job_claim(RepairJob, job_id):
+        return RepairJob.objects.get(pk=job_id)  # a second delivery of the task: already taken
+    job = RepairJob.objects.select_related("run__prefix", "requested_by").get(pk=job_id)
+    total = repair_rows(job).count()
+    job_progress(RepairJob, job.pk, done=0, total=total, message="Queuing repairs")
+    counts: Counter[str] = Counter()
+    try:
+        done = 0
+        while chunk := list(repair_rows(job).select_related("handle").order_by("pk")[:CHUNK]):
+            with transaction.atomic():
+                counts.update(_repair_chunk(job, chunk))
+            done += len(chunk)
+            job_progress(RepairJob, job.pk, done=done, counts=dict(counts))
+    except HandleServiceError as exc:
+        return _repair_end(job.pk, counts, exc.message)
+    except Exception as exc:
+        logger.exception("repair %s failed", job.pk)
+        return _repair_end(job.pk, counts, _internal_error(exc))
+    return _repair_end(job.pk, counts, "")
+
+
+def _repair_end(job_id: int, counts: Counter[str], error: str) -> RepairJob:
+    RepairJob.objects.filter(pk=job_id).update(
+        state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=dict(counts),
+        error=error, message="" if error else "Requests queued; the worker verifies each on the server")
+    return RepairJob.objects.get(pk=job_id)
+
+
+def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str]:
+    now = timezone.now()
+    counts: Counter[str] = Counter()
+    ops: dict[int, str] = {}
+    row_of: dict[int, ReconciliationRow] = {}
+    orphans: list[ReconciliationRow] = []
+    busy = set(HandleRequest.objects.unfinished().filter(
+        handle_id__in=[r.handle_id for r in chunk if r.handle_id]).values_list("handle_id", flat=True))
+    for row in chunk:
+        op = REPAIR_OPS[row.kind]
+        if op == "adopt":
+            orphans.append(row)
+            continue
+        handle = row.handle
+        if handle is None:
+            row.note, row.repaired_at = "Skipped: the handle no longer exists here.", now
+        elif (op == Op.DELETE) != (handle.status == Handle.Status.DELETED) and op != Op.VERIFY:
+            row.note, row.repaired_at = f"Skipped: its status is now {handle.status}; reconcile again.", now
+        elif handle.pk in busy and op != Op.VERIFY:
+            row.note, row.repaired_at = "Skipped: a request for this handle is already queued.", now
+        else:
+            ops[handle.pk] = op
+            row_of[handle.pk] = row
+            continue
+        counts["skipped"] += 1
+    queued = core.handles_queue_bulk(ops=list(ops.items()), actor=job.requested_by,
+                                     via=job.requested_via or "repair",
+                                     reason=f"repair #{job.pk} of reconciliation #{job.run_id}") if ops else {}
+    for handle_id, request_id in queued.items():
+        row = row_of[handle_id]
+        row.repair_request_id, row.repaired_at = request_id, now
+        row.note = f"Queued {ops[handle_id]} (request #{request_id})."
+        counts[ops[handle_id]] += 1
+    request_ids = list(queued.values())
+    request_ids += _adopt_orphans(job, orphans, counts, now)
+    ReconciliationRow.objects.bulk_update(chunk, ["handle", "repair_request", "repaired_at", "note"])
+    if request_ids:
+        transaction.on_commit(partial(tasks.enqueue_request_ids, request_ids))
+    return counts
+
+
+def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str], now) -> list[int]:
+    """Record orphans here with the URL the server gives, linked to the asset that URL belongs to. The
+    asset's primary handle is left as it is: a vendor handle becomes primary only of an asset without one."""
+    if not orphans:
+        return []
+    prefix = job.run.prefix
+    known = set(Handle.objects.filter(prefix=prefix, suffix_key__in=[_suffix_key(r) for r in orphans])
+                .values_list("suffix_key", flat=True))
+    with_primary = set(Handle.objects.filter(asset_id__in=[r.asset_id for r in orphans if r.asset_id],
+                                             is_primary=True).values_list("asset_id", flat=True))
+    items, adopted = [], []
+    for row in orphans:
+        key = _suffix_key(row)
+        if not row.server_url:
+            row.note, row.repaired_at = "Skipped: the server's record has no URL to adopt.", now
+        elif key in known:
+            row.note, row.repaired_at = "Skipped: this handle is now recorded here.", now
+        else:
+            primary = row.asset_id is not None and row.asset_id not in with_primary
+            if primary:
+                with_primary.add(row.asset_id)
+            items.append(core.ImportItem(prefix_id=prefix.pk, suffix=row.full_handle.split("/", 1)[1],
+                                         target_url=row.server_url, asset_id=row.asset_id, is_primary=primary))
+            adopted.append(row)
+            known.add(key)
+            continue
+        counts["skipped"] += 1
+    if not items:
+        return []
+    created = core.handles_import_bulk(items=items, adopt=True, actor=job.requested_by,
+                                       via=job.requested_via or "repair",
+                                       reason=f"adopted by repair #{job.pk} of reconciliation #{job.run_id}")
+    for row in adopted:
+        handle_id, request_id = created[(prefix.pk, _suffix_key(row))]
+        row.handle_id, row.repair_request_id, row.repaired_at = handle_id, request_id, now
+        row.note = f"Adopted; verification queued (request #{request_id})."
+        counts["adopt"] += 1
+    return [rid for _, rid in created.values() if rid]
+
+
+def _suffix_key(row: ReconciliationRow) -> str:
+    return ascii_upper(row.full_handle.split("/", 1)[1])
+
+
+# --- Resolution health --------------------------------------------------------------------------------
+HEALTH_FILTERS = ("prefix_ids", "source_system", "status", "handle_ids", "via_proxy", "title_check", "limit")
+
+
+@transaction.atomic
+def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "admin",
+                 enqueue: bool = True) -> HealthRun:
+    unknown = set(filters) - set(HEALTH_FILTERS)
+    if unknown:
+        raise HandleServiceError(f"Unknown health check filter {sorted(unknown)[0]!r}.", code="invalid_filter")
+    run = HealthRun.objects.create(filters=filters, requested_by=_user(actor), requested_via=via,
+                                   message="Waiting for a worker" if enqueue else "Starting")
+    if enqueue:
+        transaction.on_commit(partial(tasks.enqueue_job, "run_health_check", run.pk, "health check"))
+    return run
+
+
+def health_begin(run_id: int, *, total: int) -> HealthRun:
+    HealthRun.objects.filter(pk=run_id).update(state=JobState.RUNNING, started_at=timezone.now(), progress_done=0,
+                                               progress_total=total, counts={}, error="",
+                                               message="Following each handle")
+    return HealthRun.objects.get(pk=run_id)
+
+
+def health_record(checks: list[HandleCheck]) -> None:
+    """Each handle keeps its last check: insert, or replace the previous one."""
+    if checks:
+        HandleCheck.objects.bulk_create(
+            checks, update_conflicts=True, unique_fields=["handle"],
+            update_fields=["run", "checked_at", "outcome", "server_url", "final_url", "http_status", "hops",
+                           "attempts", "elapsed_ms", "page_title", "detail"])
+
+
+def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> HealthRun:
+    HealthRun.objects.filter(pk=run_id).update(
+        state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts, error=error,
+        message="" if error else "Done")
+    return HealthRun.objects.get(pk=run_id)

@@ -1,0 +1,89 @@
+"""django-q2 tasks of imports, reconciliations, repairs and health checks: thin, they take ids and call
+the services and engines. The one module of this app that hands work to the broker (`async_task`)."""
+
+from __future__ import annotations
+
+from django_q.tasks import async_task
+
+HANDOVER_CHUNK = 2000
+
+
+def enqueue_job(func: str, job_id: int, label: str) -> None:
+    """Hand a job to the task queue; called after the transaction that recorded it commits."""
+    async_task(f"handles.repair.tasks.{func}", job_id, group="handles-repair", task_name=f"{label} {job_id}")
+
+
+def enqueue_request_ids(request_ids: list[int]) -> None:
+    """Hand thousands of new requests to the queue without making the caller wait for each: one
+    background task per chunk does the per-request hand-over (handles.tasks.enqueue_request)."""
+    for start in range(0, len(request_ids), HANDOVER_CHUNK):
+        chunk = request_ids[start:start + HANDOVER_CHUNK]
+        async_task("handles.repair.tasks.hand_over_requests", chunk, group="handles-repair",
+                   task_name=f"hand over {len(chunk)} requests from #{chunk[0]}")
+
+
+def hand_over_requests(request_ids: list[int]) -> str:
+    from handles import tasks
+
+    for request_id in request_ids:
+        tasks.enqueue_request(request_id)
+    return f"handed over {len(request_ids)}"
+
+
+def analyse_import(batch_id: int) -> str:
+    from handles.repair import services
+
+    batch = services.import_batch_analyse(batch_id)
+    return batch.state
+
+
+def apply_import(batch_id: int) -> str:
+    from handles.repair import services
+
+    batch = services.import_batch_apply(batch_id)
+    return batch.state
+
+
+def push_import(batch_id: int) -> str:
+    from handles.repair import reconcile
+
+    batch = reconcile.push_import(batch_id)
+    return batch.state
+
+
+def run_reconciliation(run_id: int) -> str:
+    from handles.repair import reconcile
+
+    run = reconcile.run(run_id)
+    return f"{run.state}: {run.counts}"
+
+
+def run_repair(job_id: int) -> str:
+    from handles.repair import services
+
+    job = services.repair_execute(job_id)
+    return f"{job.state}: {job.counts}"
+
+
+def run_health_check(run_id: int) -> str:
+    from handles.repair import health
+
+    run = health.run(run_id)
+    return f"{run.state}: {run.counts}"
+
+
+def reconcile_all_prefixes() -> str:
+    """The nightly schedule: one reconciliation per prefix, each its own background job."""
+    from handles.models import Prefix
+    from handles.repair import services
+
+    runs = [services.reconciliation_start(prefix=prefix, via="schedule") for prefix in Prefix.objects.all()]
+    return f"started {len(runs)} reconciliation(s)"
+
+
+def check_health_everywhere() -> str:
+    """The weekly schedule: check every live handle's resolution."""
+    from handles.repair import services
+
+    run = services.health_start(filters={}, via="schedule")
+    return f"started health check #{run.pk}"
