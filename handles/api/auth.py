@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NoReturn
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -95,7 +96,7 @@ def _token_caller(request: HttpRequest, header: str) -> Caller:
 
 
 def _token_and_prefixes(lookup: str) -> tuple[ApiToken | None, frozenset[int] | None]:
-    """The token and the prefixes it is restricted to (None: all), in one query: every API call pays it."""
+    """The token and the prefixes it is restricted to (None: all), in one query."""
     names = [f.attname for f in ApiToken._meta.concrete_fields]
     rows = list(ApiToken.objects.filter(lookup=lookup).values_list(*names, "prefixes__id"))
     if not rows:
@@ -104,7 +105,7 @@ def _token_and_prefixes(lookup: str) -> tuple[ApiToken | None, frozenset[int] | 
     return token, frozenset(row[-1] for row in rows if row[-1] is not None) or None
 
 
-def _refuse(request: HttpRequest, code: str, message: str) -> None:
+def _refuse(request: HttpRequest, code: str, message: str) -> NoReturn:
     """401; failed attempts count against the client's IP, so guessing tokens is throttled too."""
     throttle(f"ip:{client_ip(request)}", settings.HANDLES_API_ANON_RATE)
     raise ApiError(401, code, message, headers={"WWW-Authenticate": 'Bearer realm="handles"'})

@@ -75,10 +75,9 @@ def validated(form_class: type[forms.Form], data: Any, *, strict: bool = True) -
             problems[key] = [{"code": "blank", "message": "Empty; leave the field out instead."}]
     if not form.is_valid():
         for name, errors in form.errors.as_data().items():
-            problems.setdefault("_body" if name == "__all__" else name, [])
-            problems["_body" if name == "__all__" else name] += [
+            problems.setdefault("_body" if name == "__all__" else name, []).extend(
                 {"code": error.code or "invalid", "message": " ".join(error.messages)} for error in errors
-            ]
+            )
     if problems:
         first = next(iter(problems.values()))[0]
         summary = "; ".join(f"{name}: {errors[0]['message']}" for name, errors in problems.items())
@@ -92,6 +91,7 @@ def endpoint(scope: str) -> Callable[[Callable[..., HttpResponse]], Callable[...
 
     Read and write views receive the Caller after the request; public views (the docs) do not.
     """
+
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

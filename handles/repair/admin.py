@@ -21,7 +21,14 @@ from handles.exceptions import HandleServiceError
 from handles.models import Handle
 from handles.repair import selectors, services
 from handles.repair.csvfile import ImportFileError, csv_lines
-from handles.repair.forms import HealthCheckForm, MappingForm, ReconcileForm, RepairForm, UploadForm
+from handles.repair.forms import (
+    HealthCheckForm,
+    ImportPresetForm,
+    MappingForm,
+    ReconcileForm,
+    RepairForm,
+    UploadForm,
+)
 from handles.repair.models import (
     MAPPING_FIELDS,
     AssetWithSeveralHandles,
@@ -86,14 +93,12 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
 # --- Presets ---------------------------------------------------------------------------------------------
 @admin.register(ImportPreset)
 class ImportPresetAdmin(admin.ModelAdmin):
+    form = ImportPresetForm
     list_display = ["name", "handle_column", "external_id_column", "url_column", "prefix", "source_system", "mode"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
 
     def save_model(self, request, obj, form, change):
-        try:
-            services.preset_save(preset=obj, actor=request.user)
-        except HandleServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
+        services.preset_save(preset=obj, actor=request.user)  # the form has checked the template
 
 
 # --- Imports ---------------------------------------------------------------------------------------------

@@ -35,6 +35,19 @@ class UploadForm(forms.Form):
         return upload
 
 
+class ImportPresetForm(forms.ModelForm):
+    class Meta:
+        model = ImportPreset
+        fields = ["name", *(f"{name}_column" for name in MAPPING_FIELDS), "prefix", "source_system", "url_template",
+                  "mode", "encoding", "delimiter"]
+
+    def clean_url_template(self) -> str:
+        template = self.cleaned_data["url_template"].strip()
+        if template and (problem := template_error(template)):
+            raise forms.ValidationError(problem)
+        return template
+
+
 class MappingForm(forms.Form):
     """Which column of this file is which of our fields; choices are the file's own column names."""
 

@@ -174,10 +174,12 @@ class ImportRow(models.Model):
     primary = models.BooleanField(default=False, help_text="Planned as its asset's primary handle.")
     reason = models.CharField(max_length=1000, blank=True)
     vendor = models.BooleanField(default=False, help_text="The suffix is in the prefix's vendor sequence.")
+    # Links for the report, written for every line when an import is applied. No database constraint: its
+    # check of 200,000 references at commit would cost seconds, and handles and requests are never deleted.
     handle = models.ForeignKey(Handle, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                               db_index=False)
+                               db_index=False, db_constraint=False)
     request = models.ForeignKey(HandleRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                                db_index=False)
+                                db_index=False, db_constraint=False)
 
     objects = ImportRowQuerySet.as_manager()
 

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Model
+from django.db.models import Model, Q
 from django.utils import timezone
 
 from handles import services as core
@@ -28,6 +28,7 @@ from handles.repair import importer, rules, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
 from handles.repair.importer import ImportOptions, Verdict
 from handles.repair.models import (
+    MAPPING_FIELDS,
     HandleCheck,
     HealthRun,
     ImportBatch,
@@ -98,8 +99,8 @@ def preset_save(*, preset: ImportPreset, actor: User = None) -> ImportPreset:
 
 def _preset_from(batch: ImportBatch, name: str, actor: User) -> ImportPreset:
     preset = ImportPreset.objects.filter(name=name).first() or ImportPreset(name=name)
-    for field, column in batch.mapping.items():
-        setattr(preset, f"{field}_column", column)
+    for field in MAPPING_FIELDS:
+        setattr(preset, f"{field}_column", batch.mapping.get(field, ""))
     preset.prefix, preset.source_system = batch.prefix, batch.source_system
     preset.url_template, preset.mode, preset.encoding = batch.url_template, batch.mode, batch.encoding
     preset.delimiter = batch.delimiter
@@ -169,7 +170,8 @@ def import_batch_start_analysis(*, batch: ImportBatch, actor: User = None) -> Im
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}.", code="invalid_state")
     batch.state, batch.error, batch.message = ImportBatch.State.ANALYSING, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0
-    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total"])
+    batch.started_at = None
+    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "started_at"])
     transaction.on_commit(partial(tasks.enqueue_job, "analyse_import", batch.pk, "import dry run"))
     return batch
 
@@ -190,12 +192,15 @@ def import_batch_analyse(batch_id: int) -> ImportBatch:
     A failure (an unreadable file, a bug) leaves no partial report: the rows are removed and the import
     shows the reason.
     """
+    # Claimed by a conditional UPDATE: a second delivery of the task, or a dry run of an applied import, stops.
+    claimed = ImportBatch.objects.filter(pk=batch_id).filter(
+        Q(state__in=[ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED])
+        | Q(state=ImportBatch.State.ANALYSING, started_at__isnull=True)
+    ).update(state=ImportBatch.State.ANALYSING, started_at=timezone.now(), message="Reading the file", error="",
+             counts={})
     batch = ImportBatch.objects.select_related("prefix").get(pk=batch_id)
-    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSING, ImportBatch.State.ANALYSED,
-                           ImportBatch.State.FAILED):
+    if not claimed:
         return batch
-    ImportBatch.objects.filter(pk=batch.pk).update(state=ImportBatch.State.ANALYSING, started_at=timezone.now(),
-                                                   message="Reading the file", error="", counts={})
     try:
         ImportRow.objects.filter(batch_id=batch.pk).delete()
         if errors := importer.options_errors(_options(batch), batch.header):
@@ -272,9 +277,9 @@ def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "") -> I
     try:
         with transaction.atomic():
             batch = ImportBatch.objects.select_for_update(of=("self",)).select_related("requested_by").get(pk=batch_id)
-            if batch.state not in (ImportBatch.State.ANALYSED, ImportBatch.State.APPLYING):
-                raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; apply "
-                                         "follows a finished dry run.", code="invalid_state")
+            if batch.applied_at is not None or batch.state not in (ImportBatch.State.ANALYSED,
+                                                                     ImportBatch.State.APPLYING):
+                return batch  # applied already (the task queue delivers at least once), or no dry run yet
             request_ids = _record_new_rows(batch, actor or batch.requested_by, via or batch.requested_via or "import")
             push = batch.mode == ImportMode.PUSH and batch.counts.get(ImportRow.Outcome.NEW, 0) > 0
             batch.state = ImportBatch.State.APPLYING if push else ImportBatch.State.APPLIED
@@ -287,13 +292,17 @@ def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "") -> I
             elif request_ids:
                 transaction.on_commit(partial(tasks.enqueue_request_ids, request_ids))
     except HandleServiceError as exc:
-        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.ANALYSED, error=exc.message,
-                                                       message="Nothing was applied")
+        _apply_failed(batch_id, exc.message)
     except Exception as exc:
         logger.exception("apply of import %s failed", batch_id)
-        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.ANALYSED, error=_internal_error(exc),
-                                                       message="Nothing was applied")
+        _apply_failed(batch_id, _internal_error(exc))
     return ImportBatch.objects.get(pk=batch_id)
+
+
+def _apply_failed(batch_id: int, error: str) -> None:
+    """Back to the reviewed dry run, with the reason; the transaction left nothing behind."""
+    ImportBatch.objects.filter(pk=batch_id, applied_at__isnull=True).update(
+        state=ImportBatch.State.ANALYSED, error=error, message="Nothing was applied")
 
 
 def _record_new_rows(batch: ImportBatch, actor: User, via: str) -> list[int]:
@@ -301,7 +310,7 @@ def _record_new_rows(batch: ImportBatch, actor: User, via: str) -> list[int]:
     prefix_ids = list(new_rows.values_list("prefix_id", flat=True).distinct())
     list(Prefix.objects.select_for_update().filter(pk__in=prefix_ids).order_by("pk"))  # one import per prefix
     adopt = batch.mode == ImportMode.ADOPT
-    request_ids: list[int] = []
+    links: list[tuple[int, int, int | None]] = []
     fields = ("pk", "prefix_id", "suffix", "target_url", "source_system", "external_id", "title", "primary")
     for chunk in chunked(new_rows.order_by("line").values_list(*fields).iterator(chunk_size=CHUNK)):
         specs = [core.AssetSpec(source, external_id, title, url)
@@ -316,10 +325,9 @@ def _record_new_rows(batch: ImportBatch, actor: User, via: str) -> list[int]:
             items.append(core.ImportItem(prefix_id, suffix, target_url, asset_id, primary and asset_id not in with_primary))
         created_handles = core.handles_import_bulk(items=items, adopt=adopt, actor=actor, via=via,
                                                    reason=f"import #{batch.pk} ({batch.file_name})")
-        links = [(row[0], *created_handles[(row[1], ascii_upper(row[2]))]) for row in chunk]
-        _link_rows(links)
-        request_ids.extend(request_id for _, _, request_id in links if request_id)
-    return request_ids
+        links.extend((row[0], *created_handles[(row[1], ascii_upper(row[2]))]) for row in chunk)
+    _link_rows(links)  # one statement: a join over the whole batch beats one per chunk
+    return [request_id for _, _, request_id in links if request_id]
 
 
 def _link_rows(links: list[tuple[int, int, int | None]]) -> None:

@@ -104,6 +104,15 @@ def test_broken_files_get_a_message_not_a_500(staff_client, grinnell_prefix, con
     assert not ImportBatch.objects.exists()
 
 
+def test_a_preset_with_a_bad_template_is_refused_in_its_form(client, superuser):
+    client.force_login(superuser)
+    response = client.post(reverse("admin:handles_repair_importpreset_add"), {
+        "name": "bad", "handle_column": "Handle", "url_template": "https://x.example/{mms}", "mode": "adopt",
+        "encoding": "utf-8", "delimiter": "auto"})
+    assert response.status_code == 200 and b"may use {external_id}" in response.content
+    assert not ImportPreset.objects.exists()
+
+
 def test_a_mapping_that_cannot_read_the_file_is_refused(staff_client, grinnell_prefix):
     _upload(staff_client, "Title,Note\nA,B\n")
     batch = ImportBatch.objects.get()
@@ -131,6 +140,9 @@ def test_reconciliation_page_and_repair_preview(staff_client, grinnell_live, sit
     url = primo_page(site, "991", "Plate")
     server_put(grinnell_live, "11084/1742400039", url)
     HandleFactory(prefix=grinnell_live, suffix="99", target_url=url)
+    start = staff_client.get(reverse("admin:handles_repair_reconciliationrun_add"))
+    assert start.status_code == 200
+    assert b"Scheduled: every prefix is reconciled by the task queue (daily" in start.content
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("admin:handles_repair_reconciliationrun_add"),
                                      {"prefix": grinnell_live.pk})
@@ -202,6 +214,19 @@ def test_asset_with_several_handles_choose_primary(staff_client, grinnell_prefix
     vendor.refresh_from_db()
     assert vendor.target_url == asset.url  # the other handle follows the primary's target (queued redirect)
     assert HandleRequest.objects.get(handle=vendor).action == HandleRequest.Action.REDIRECT
+
+
+def test_staff_without_the_repair_permissions_see_nothing(client, grinnell_prefix):
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="intern"))  # staff, in no group
+    batch = ImportBatch.objects.create(file_name="x.csv", file_sha256="0", content=b"h\n", header=["h"])
+    for url in (reverse("admin:handles_repair_importbatch_change", args=[batch.pk]),
+                reverse("admin:handles_repair_importbatch_status", args=[batch.pk]),
+                reverse("admin:handles_repair_importbatch_report", args=[batch.pk]),
+                reverse("admin:handles_repair_healthrun_changelist"),
+                reverse("admin:handles_repair_healthrun_failing")):
+        assert client.get(url).status_code == 403, url
 
 
 def test_collection_managers_look_but_cannot_start_anything(client, manager_user, grinnell_prefix):

@@ -156,6 +156,23 @@ def test_a_second_delivery_of_the_task_does_nothing(run_queue, grinnell_live, al
     assert HealthRun.objects.get().counts == {}
 
 
+def test_shares_by_prefix_source_and_status(grinnell_prefix):
+    from django.utils import timezone
+
+    from handles.repair import selectors
+
+    for n, outcome in enumerate(["correct", "correct", "broken", "wrong_object"]):
+        handle = HandleFactory(prefix=grinnell_prefix, suffix=f"s{n}",
+                               asset=AssetFactory(source_system="alma" if n < 2 else "dams"))
+        HandleCheck.objects.create(handle=handle, checked_at=timezone.now(), outcome=outcome)
+    shares = selectors.health_shares()
+    assert shares["prefix"] == [{"group": "11084", "checked": 4, "correct": 2, "broken": 1, "wrong": 1, "timeout": 0}]
+    assert [(g["group"], g["correct"], g["checked"]) for g in shares["source system"]] == [("alma", 2, 2),
+                                                                                         ("dams", 0, 2)]
+    summary = selectors.latest_health()
+    assert (summary.checked, summary.correct, summary.share_correct) == (4, 2, 0.5)
+
+
 def test_check_health_command(grinnell_live, site, allow_loopback, capsys, tmp_path):
     url = primo_page(site, "7", "Seven")
     HandleFactory(prefix=grinnell_live, suffix="7", target_url=url, asset=AssetFactory(external_id="7", url=url))

@@ -137,6 +137,11 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
     linked = batch.rows.filter(outcome=Outcome.NEW, handle__isnull=False, request__isnull=False).count()
     assert linked == 3
 
+    # A second delivery of the apply task changes nothing and keeps the import applied.
+    assert services.import_batch_apply(batch.pk).state == ImportBatch.State.APPLIED
+    assert Handle.objects.count() == 3 and not ImportBatch.objects.get(pk=batch.pk).error
+    assert services.import_batch_analyse(batch.pk).state == ImportBatch.State.APPLIED  # nor a late dry run
+
     again = dry_run(content, grinnell_prefix)
     assert again.counts == {"rows": 3, "same": 3, "vendor": 1}
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -169,6 +174,8 @@ def test_apply_only_follows_a_dry_run(grinnell_prefix):
     batch = services.import_batch_create(file_name="t.csv", content=b"Handle URL,MMS ID\n11084/1,m1\n")
     with pytest.raises(core.HandleServiceError, match="apply follows a finished dry run"):
         services.import_batch_start_apply(batch=batch)
+    assert services.import_batch_apply(batch.pk).state == ImportBatch.State.UPLOADED
+    assert not Handle.objects.exists()
 
 
 def test_push_mode_creates_the_missing_and_updates_the_mismatched(run_queue, grinnell_live, site):

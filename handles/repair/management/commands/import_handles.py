@@ -72,8 +72,8 @@ class Command(BaseCommand):
             self.stdout.write("Dry run: nothing was recorded. Add --apply to record the new handles.")
             return
         batch = services.import_batch_apply(batch.pk, via="command")
-        if batch.error:
-            raise CommandError(batch.error)
+        if batch.error or batch.applied_at is None:
+            raise CommandError(batch.error or "Nothing was applied.")
         new = batch.counts.get(ImportRow.Outcome.NEW, 0)
         then = ("a verification of each is queued" if batch.mode == ImportMode.ADOPT
                 else "each is read from the server and a create, update or verify is queued")
