@@ -169,7 +169,7 @@ def main() -> None:
 
     report("reconcile", [
         Figure(f"reconcile {counts['listed']:,} handles: time", result["seconds"], "s",
-               "listing + one read per handle at the server's read rate (lower bound)", bound,
+               "listing + one bare client read per handle at the measured rate (lower bound)", bound,
                higher_is_better=False, target="<= 1.2 x"),
         Figure("reconcile: time", result["seconds"], "s", "merely paging through the listing", listing["seconds"],
                higher_is_better=False),

@@ -179,6 +179,8 @@ HANDLES_API_CLIENT_IP_HEADER = env.str("HANDLES_API_CLIENT_IP_HEADER", default="
 HANDLES_API_MAX_BODY_BYTES = env.int("HANDLES_API_MAX_BODY_BYTES", default=64 * 1024)
 # Each process remembers a verified token this long: a revoked token stops working within it (0: never remember).
 HANDLES_API_TOKEN_CACHE_SECONDS = env.float("HANDLES_API_TOKEN_CACHE_SECONDS", default=10.0)
+# ArchivesSpace lookups use prepared statements; 0 behind PgBouncer < 1.21 in transaction pooling mode.
+HANDLES_API_PREPARED_LOOKUPS = env.bool("HANDLES_API_PREPARED_LOOKUPS", default=True)
 # The throttle counters live in this cache: per process by default; redis://127.0.0.1:6379/1 shares them.
 CACHES = {"default": env.cache_url("HANDLES_CACHE_URL", default="locmemcache://")}
 

@@ -283,7 +283,7 @@ def delete_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
 @endpoint(READ)
 def lookup_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
     data = validated(forms.AssetQueryForm, request.GET, strict=False)
-    handles = queries.handles_of_asset_named(data["source_system"], data["external_id"], caller.prefix_ids)
+    handles = queries.lookup_of_asset(data["source_system"], data["external_id"], caller.prefix_ids)
     asset = handles[0].asset if handles else _asset(data)  # one query when the asset has handles
     return json_response({"asset": asset_json(asset), "handles": [handle_json(h) for h in handles]})
 
@@ -296,7 +296,7 @@ def lookup_handle(request: HttpRequest, caller: Caller) -> HttpResponse:
         prefix, suffix = split_handle(data["handle"])
     except ValidationError as exc:
         raise ApiError(400, exc.code or "invalid_handle", " ".join(exc.messages)) from None
-    handle = queries.handle_named(prefix, suffix)
+    handle = queries.lookup_by_name(prefix, suffix)
     if handle is None:
         raise ApiError(404, "handle_not_found", f"There is no handle {prefix}/{suffix}.")
     caller.require_prefix(handle.prefix)
@@ -307,16 +307,18 @@ def lookup_handle(request: HttpRequest, caller: Caller) -> HttpResponse:
 def lookup_url(request: HttpRequest, caller: Caller) -> HttpResponse:
     """Reverse lookup: the handles whose target is exactly this URL (at most 1000)."""
     url = validated(forms.UrlQueryForm, request.GET, strict=False)["url"]
-    handles = [handle_json(h) for h in queries.handles_with_url(url, caller.prefix_ids, forms.MAX_PAGE_SIZE)]
+    handles = [handle_json(h) for h in queries.lookup_with_url(url, caller.prefix_ids)]
     return json_response({"url": url, "handles": handles})
 
 
 @endpoint(READ)
 def iiif_metadata(request: HttpRequest, caller: Caller) -> HttpResponse:
     """The entries a IIIF Presentation 3 manifest's `metadata` should carry: one per live handle."""
-    asset = _asset(validated(forms.AssetQueryForm, request.GET, strict=False))
-    live = [h for h in queries.handles_of_asset(asset, caller.prefix_ids) if h.status in queries.LIVE]
-    return json_response({"metadata": [iiif_metadata_entry(h) for h in live]})
+    data = validated(forms.AssetQueryForm, request.GET, strict=False)
+    handles = queries.lookup_of_asset(data["source_system"], data["external_id"], caller.prefix_ids)
+    if not handles:
+        _asset(data)  # 404 for an unknown asset; a known one without handles has no entries
+    return json_response({"metadata": [iiif_metadata_entry(h) for h in handles if h.status in queries.LIVE]})
 
 
 # --- Documentation --------------------------------------------------------------------------------

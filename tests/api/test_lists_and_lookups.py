@@ -5,9 +5,14 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.utils import timezone
 
-from handles.models import Handle
+from handles.api import queries
+from handles.api.representations import handle_json
+from handles.models import Asset, Handle
 from tests.api.conftest import Api
 from tests.factories import AssetFactory, HandleFactory
 
@@ -118,3 +123,39 @@ def test_iiif_lists_live_handles_only(reader: Api, home):
     assert [entry["value"]["none"][0] for entry in body["metadata"]] == [
         "https://hdl.handle.net/20.500.12345/a", "https://hdl.handle.net/20.500.12345/b"]
     assert all(entry["label"] == {"en": ["Handle"]} for entry in body["metadata"])
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_compiled_lookups_answer_what_their_querysets_answer(home, other_prefix, settings, prepared):
+    """The ArchivesSpace lookups run SQL compiled once (and prepared, unless turned off); the same
+    QuerySets through the ORM must give the same handles, for every value."""
+    settings.HANDLES_API_PREPARED_LOOKUPS = prepared
+    for n in range(3):
+        asset = AssetFactory(source_system="dams", external_id=f"n{n}", url=f"https://dams.example.edu/{n}")
+        HandleFactory(prefix=home, suffix=f"Mixed-{n}", target_url=asset.url, asset=asset)
+        HandleFactory(prefix=other_prefix, suffix=f"geo-{n}", target_url=asset.url, asset=asset, is_primary=True)
+    for n in range(3):
+        asset = Asset.objects.get(external_id=f"n{n}")
+        expected = [handle_json(h) for h in queries.handles_of_asset(asset, None)]
+        assert [handle_json(h) for h in queries.lookup_of_asset("dams", f"n{n}", None)] == expected
+        assert [handle_json(h) for h in queries.lookup_with_url(asset.url, None)] == expected
+        assert handle_json(queries.lookup_by_name("20.500.12345", f"MIXED-{n}")) == handle_json(
+            Handle.objects.select_related("prefix", "asset").get(suffix=f"Mixed-{n}"))
+    assert [h.full_handle for h in queries.lookup_of_asset("dams", "n1", {other_prefix.pk})] == ["20.500.99999/geo-1"]
+    assert queries.lookup_by_name("20.500.12345", "nope") is None
+
+
+def test_without_postgresql_the_lookups_run_their_querysets(home, monkeypatch):
+    """SQLite in development has no prepared statements: the same QuerySets run through the ORM."""
+    asset = AssetFactory(source_system="dams", external_id="9", url="https://dams.example.edu/9")
+    HandleFactory(prefix=home, suffix="Dev", target_url=asset.url, asset=asset)
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    assert queries.lookup_by_name("20.500.12345", "dev").full_handle == "20.500.12345/Dev"
+    assert [h.suffix for h in queries.lookup_of_asset("dams", "9", None)] == ["Dev"]
+    assert [h.suffix for h in queries.lookup_with_url(asset.url, None)] == ["Dev"]
+
+
+def test_a_compiled_lookup_refuses_a_queryset_that_changes_its_values(db):
+    folding = queries.CompiledLookup(lambda prefix, suffix: Handle.objects.by_name(prefix, suffix))
+    with pytest.raises(ImproperlyConfigured):
+        folding.rows("20.500.12345", "abc")
