@@ -667,6 +667,14 @@ def _asset_locked(asset: Asset) -> Asset:
     return Asset.objects.select_for_update().get(pk=asset.pk)
 
 
+def _guard_asset(asset: Asset, permitted: Collection[int] | None) -> None:
+    """A caller limited to some prefixes changes an asset only if it has a handle there (or none has one):
+    an asset whose handles are all another prefix's is that prefix's record."""
+    live = Handle.objects.filter(asset=asset).exclude(status=HStatus.DELETED)
+    if permitted is not None and live.exists() and not live.filter(prefix_id__in=permitted).exists():
+        _guard_prefixes((h.prefix for h in live.select_related("prefix")), permitted)
+
+
 def _asset_handles(asset: Asset) -> QuerySet[Handle]:
     return Handle.objects.filter(asset=asset).select_related("prefix").order_by("pk")
 
@@ -744,9 +752,11 @@ def asset_publish(*, source_system: str, external_id: str, url: str, prefix: Pre
 
 
 @transaction.atomic
-def asset_unpublish(*, asset: Asset, actor: User = None, via: str = "api") -> AssetChange:
+def asset_unpublish(*, asset: Asset, permitted_prefix_ids: Collection[int] | None = None, actor: User = None,
+                    via: str = "api") -> AssetChange:
     """The asset left public view. Its handles stay exactly as they are."""
     asset = _asset_locked(asset)
+    _guard_asset(asset, permitted_prefix_ids)
     if asset.state == AssetState.DELETED:
         raise HandleStateError(f"Asset {asset.source_system}:{asset.external_id} is deleted; publish it again first.")
     if asset.state != AssetState.UNPUBLISHED:
@@ -760,6 +770,7 @@ def asset_change_url(*, asset: Asset, url: str, permitted_prefix_ids: Collection
                      actor: User = None, via: str = "api") -> AssetChange:
     """The asset moved: record its new URL, and the handles that pointed at the old one follow."""
     asset = _asset_locked(asset)
+    _guard_asset(asset, permitted_prefix_ids)
     try:
         validate_target_url(url)
     except ValidationError as exc:

@@ -9,7 +9,7 @@ import binascii
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from django.conf import settings
@@ -23,6 +23,7 @@ from handles.models import Asset, Handle, Prefix
 from handles.validators import ascii_upper
 
 LIVE = (Handle.Status.PENDING, Handle.Status.ACTIVE)
+HandleLike = TypeVar("HandleLike")
 
 
 def handles() -> QuerySet[Handle]:
@@ -33,7 +34,7 @@ def visible(queryset: QuerySet[Handle], prefix_ids: Collection[int] | None) -> Q
     return queryset if prefix_ids is None else queryset.filter(prefix_id__in=prefix_ids)
 
 
-def citation_order(rows: Iterable[Handle]) -> list[Handle]:
+def citation_order(rows: Iterable[HandleLike]) -> list[HandleLike]:
     """The handle to cite first: the primary one, then live ones, then the oldest. Sorted here, not in
     SQL: an asset has a few handles, and the lookups stay cheap to build and plan."""
     return sorted(rows, key=lambda h: (not h.is_primary, h.status not in LIVE, h.pk))
@@ -44,7 +45,7 @@ def prefix_named(name: str) -> Prefix | None:
 
 
 def handle_named(prefix: str, suffix: str) -> Handle | None:
-    # Unique per prefix: no ORDER BY to build and plan (the hottest ArchivesSpace lookup).
+    # Unique per prefix: no ORDER BY to build and plan.
     return next(iter(handles().by_name(prefix, suffix).order_by()[:1]), None)
 
 
@@ -79,18 +80,31 @@ class CompiledLookup:
         if connection.vendor != "postgresql":
             return list(self.build(*values))
         sql, params = self._sql_and_params(values)
-        prepare = settings.HANDLES_API_PREPARED_LOOKUPS
         with connection.wrap_database_errors:
-            connection.close_if_health_check_failed()  # what Django does before a cursor
             connection.ensure_connection()
-            raw = connection.connection
-            if prepare and raw.prepare_threshold is None:
-                # Django turns psycopg's preparing off for connection poolers; turn it on for the statements
-                # that ask (only these: Django's own cursors bind on the client and never prepare).
-                raw.prepare_threshold = _ONLY_WHEN_ASKED
-            with psycopg.Cursor(raw) as cursor:  # server-side binding: can be prepared
-                cursor.execute(sql, params, prepare=prepare)
-                return cursor.fetchall()
+            try:
+                return self._fetch(sql, params)
+            except psycopg.OperationalError:
+                # A connection that died since the last request (database restarted). Instead of Django's
+                # health check (a SELECT 1 before every request), a read is tried again once, on a new one.
+                if connection.in_atomic_block:
+                    raise
+                connection.close()
+                connection.ensure_connection()
+                return self._fetch(sql, params)
+
+    def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        prepare = settings.HANDLES_API_PREPARED_LOOKUPS
+        raw = connection.connection
+        if prepare and raw.prepare_threshold is None:
+            # Django turns psycopg's preparing off for connection poolers; turn it on for the statements
+            # that ask (only these: Django's own cursors bind on the client and never prepare).
+            raw.prepare_threshold = _ONLY_WHEN_ASKED
+        with psycopg.Cursor(raw) as cursor:  # server-side binding: can be prepared
+            cursor.execute(sql, params, prepare=prepare)
+            rows = cursor.fetchall()
+        connection.health_check_done = True  # the connection just answered: Django need not check it again
+        return rows
 
     def _sql_and_params(self, values: tuple[str, ...]) -> tuple[str, list[Any]]:
         if self._compiled is None:
@@ -113,20 +127,63 @@ LOOKUP_FIELDS = ("id", "suffix", "target_url", "status", "is_primary", "created_
 MAX_URL_MATCHES = 1000
 
 
-def _from_row(row: tuple[Any, ...]) -> Handle:
-    """A handle with its prefix and asset, holding what the representations read (nothing is saved)."""
+@dataclass(frozen=True, slots=True)
+class LookupPrefix:
+    pk: int
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class LookupAsset:
+    pk: int
+    source_system: str
+    external_id: str
+    title: str
+    url: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LookupHandle:
+    """A lookup's row with the attributes of a Handle that the representations read: a fraction of the
+    cost of three model instances on the hot path. The tests compare both answers."""
+
+    pk: int
+    suffix: str
+    target_url: str
+    status: str
+    is_primary: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    synced_version: int
+    prefix: LookupPrefix
+    asset: LookupAsset | None
+
+    @property
+    def full_handle(self) -> str:
+        return f"{self.prefix.prefix}/{self.suffix}"
+
+    @property
+    def in_sync(self) -> bool:
+        return self.synced_version == self.version
+
+    @property
+    def asset_id(self) -> int | None:
+        return self.asset.pk if self.asset else None
+
+
+def _from_row(row: tuple[Any, ...]) -> LookupHandle:
     (pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version, prefix_id,
-     prefix, asset_id, source_system, external_id, title, url, state, asset_created_at, asset_updated_at) = row
-    handle = Handle(pk=pk, suffix=suffix, target_url=target_url, status=status, is_primary=is_primary,
-                    created_at=created_at, updated_at=updated_at, version=version, synced_version=synced_version,
-                    prefix=Prefix(pk=prefix_id, prefix=prefix))
-    if asset_id is not None:
-        handle.asset = Asset(pk=asset_id, source_system=source_system, external_id=external_id, title=title,
-                             url=url, state=state, created_at=asset_created_at, updated_at=asset_updated_at)
-    return handle
+     prefix, asset_id, *asset_fields) = row
+    asset = LookupAsset(asset_id, *asset_fields) if asset_id is not None else None
+    return LookupHandle(pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version,
+                        LookupPrefix(prefix_id, prefix), asset)
 
 
-def _visible_rows(rows: list[tuple[Any, ...]], prefix_ids: Collection[int] | None) -> list[Handle]:
+def _visible_rows(rows: list[tuple[Any, ...]], prefix_ids: Collection[int] | None) -> list[LookupHandle]:
     return [_from_row(row) for row in rows if prefix_ids is None or row[9] in prefix_ids]  # row[9]: prefix_id
 
 
@@ -139,16 +196,17 @@ _WITH_URL = CompiledLookup(lambda url: Handle.objects.filter(target_url=url).ord
                            .values_list(*LOOKUP_FIELDS)[:MAX_URL_MATCHES])
 
 
-def lookup_by_name(prefix: str, suffix: str) -> Handle | None:
+def lookup_by_name(prefix: str, suffix: str) -> LookupHandle | None:
     found = _visible_rows(_BY_NAME.rows(prefix, ascii_upper(suffix)), None)
     return found[0] if found else None
 
 
-def lookup_of_asset(source_system: str, external_id: str, prefix_ids: Collection[int] | None) -> list[Handle]:
+def lookup_of_asset(source_system: str, external_id: str,
+                    prefix_ids: Collection[int] | None) -> list[LookupHandle]:
     return citation_order(_visible_rows(_OF_ASSET.rows(source_system, external_id), prefix_ids))
 
 
-def lookup_with_url(url: str, prefix_ids: Collection[int] | None) -> list[Handle]:
+def lookup_with_url(url: str, prefix_ids: Collection[int] | None) -> list[LookupHandle]:
     """At most MAX_URL_MATCHES handles (the oldest), of those this caller may see."""
     return citation_order(_visible_rows(_WITH_URL.rows(url), prefix_ids))
 

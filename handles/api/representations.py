@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 
+from handles.api.queries import LookupAsset, LookupHandle
 from handles.models import Asset, Handle, HandleRequest
 
 # ArchivesSpace stores a digital object's link in file_versions.file_uri, a 255-character column.
@@ -42,8 +43,8 @@ def resolver_url(full_handle: str) -> str:
     return f"{settings.HANDLES_RESOLVER_BASE_URL}/{full_handle}"
 
 
-def handle_json(handle: Handle) -> dict[str, Any]:
-    """Needs `prefix` and `asset` loaded (select_related)."""
+def handle_json(handle: Handle | LookupHandle) -> dict[str, Any]:
+    """A Handle needs `prefix` and `asset` loaded (select_related)."""
     resolvable = resolver_url(handle.full_handle)
     return {
         "handle": handle.full_handle,
@@ -62,11 +63,11 @@ def handle_json(handle: Handle) -> dict[str, Any]:
     }
 
 
-def asset_ref_json(asset: Asset) -> dict[str, str]:
+def asset_ref_json(asset: Asset | LookupAsset) -> dict[str, str]:
     return {"source_system": asset.source_system, "external_id": asset.external_id}
 
 
-def asset_json(asset: Asset) -> dict[str, Any]:
+def asset_json(asset: Asset | LookupAsset) -> dict[str, Any]:
     return {
         **asset_ref_json(asset),
         "title": asset.title,
@@ -77,6 +78,6 @@ def asset_json(asset: Asset) -> dict[str, Any]:
     }
 
 
-def iiif_metadata_entry(handle: Handle) -> dict[str, Any]:
+def iiif_metadata_entry(handle: Handle | LookupHandle) -> dict[str, Any]:
     """One entry of a IIIF Presentation 3 manifest's `metadata` list."""
     return {"label": {"en": ["Handle"]}, "value": {"none": [resolver_url(handle.full_handle)]}}

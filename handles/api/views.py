@@ -259,7 +259,8 @@ def publish_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
 @endpoint(WRITE)
 def unpublish_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
     data = validated(forms.AssetRefForm, json_body(request))
-    change = services.asset_unpublish(asset=_asset(data), actor=caller.user, via=caller.via)
+    change = services.asset_unpublish(asset=_asset(data), permitted_prefix_ids=caller.prefix_ids,
+                                      actor=caller.user, via=caller.via)
     return _asset_answer(change, caller)
 
 

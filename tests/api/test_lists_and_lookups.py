@@ -14,7 +14,7 @@ from handles.api import queries
 from handles.api.representations import handle_json
 from handles.models import Asset, Handle
 from tests.api.conftest import Api
-from tests.factories import AssetFactory, HandleFactory
+from tests.factories import AssetFactory, HandleFactory, PrefixFactory
 
 
 def names(body: dict, key: str = "results") -> list[str]:
@@ -159,3 +159,14 @@ def test_a_compiled_lookup_refuses_a_queryset_that_changes_its_values(db):
     folding = queries.CompiledLookup(lambda prefix, suffix: Handle.objects.by_name(prefix, suffix))
     with pytest.raises(ImproperlyConfigured):
         folding.rows("20.500.12345", "abc")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_survives_a_connection_that_died_between_requests():
+    """The compiled lookups skip Django's per-request health check: a read on a dead connection (the
+    database restarted) is tried again once, on a new connection."""
+    prefix = PrefixFactory(prefix="20.500.12345", server_url="https://127.0.0.1:9")
+    HandleFactory(prefix=prefix, suffix="alive")
+    assert queries.lookup_by_name("20.500.12345", "alive") is not None
+    connection.connection.close()  # behind Django's back, as a server restart would
+    assert queries.lookup_by_name("20.500.12345", "ALIVE").suffix == "alive"
