@@ -1,7 +1,13 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from handles.validators import ascii_upper, split_handle, validate_prefix, validate_suffix, validate_target_url
+from handles.validators import (
+    ascii_upper,
+    split_handle,
+    validate_prefix,
+    validate_suffix,
+    validate_target_url,
+)
 
 
 @pytest.mark.parametrize("value", ["20.500.14725", "11084", "10.1045", "20.500.12345"])

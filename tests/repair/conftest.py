@@ -11,7 +11,8 @@ import pytest
 from handles import services
 from handles.models import Prefix
 
-GRINNELL_CSV = Path("/work/shared/data/grinnell/handle_validation_20251208_115126.csv")
+# A copy of shared/data/grinnell (a real library's public report), so the suite needs nothing outside the repo.
+GRINNELL_CSV = Path(__file__).resolve().parent.parent / "data" / "grinnell" / "handle_validation_20251208_115126.csv"
 PRIMO = "https://grinnell.primo.exlibrisgroup.com/discovery/fulldisplay/alma{external_id}/01GCL_INST:GCL"
 
 
