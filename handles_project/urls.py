@@ -5,6 +5,8 @@ from django.views.generic import RedirectView
 admin.site.site_header = "Handles"
 admin.site.site_title = "Handles"
 admin.site.index_title = "Handle desk"
+# The handle list needs the full width; the admin index and breadcrumbs already navigate.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
