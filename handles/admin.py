@@ -18,6 +18,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -81,6 +82,8 @@ class PrefixAdmin(SuperuserOnlyAdmin):
     list_display = ["prefix", "site_name", "is_default", "server_url", "suffix_policy", "asset_delete_action",
                     "last_contact"]
     readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error"]
+    # Handle servers are reached over HTTPS; a bare host name in the form means https (as Django 6 will).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["prefix", "site_name", "is_default"]}),
         ("Handle server", {"fields": ["server_url", "auth_identity", "secret_env_var", "tls_mode",
