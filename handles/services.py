@@ -20,7 +20,9 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Min, Model, Q, QuerySet
+from django.db.models import F, Min, Model, Q, QuerySet, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from handles import tasks
@@ -259,6 +261,25 @@ class Outcome:
     pushed: bool = True  # False: nothing was sent (superseded by a later change)
 
 
+def _take(request_ids: list[int], now: datetime) -> uuid.UUID:
+    """Mark requests running under one new lease (the caller holds their handles' locks)."""
+    token = uuid.uuid4()
+    HandleRequest.objects.filter(pk__in=request_ids).update(
+        status=RStatus.RUNNING, attempts=F("attempts") + 1, lease_token=token,
+        lease_until=now + timedelta(seconds=settings.HANDLES_LEASE_SECONDS),
+        started_at=Coalesce("started_at", Value(now)), updated_at=now,
+    )
+    return token
+
+
+def _claim_of(request: HandleRequest, handle: Handle, token: uuid.UUID) -> Claim:
+    return Claim(
+        request_id=request.pk, lease_token=token, op=request.op, attempts=request.attempts + 1,
+        handle_id=handle.pk, full_handle=handle.full_handle, prefix_id=handle.prefix_id,
+        url=handle.resolver_target, exists=handle.exists_on_server, version=handle.version,
+    )
+
+
 def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | str:
     """Take a request if it is due and is its handle's oldest unfinished one (per-handle order).
 
@@ -277,20 +298,41 @@ def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | st
             return "running"
         if request.status == RStatus.QUEUED and request.next_attempt_at and request.next_attempt_at > now:
             return "not due"
-        first = HandleRequest.objects.filter(handle_id=handle_id).unfinished().aggregate(first=Min("id"))["first"]
-        if first != request.pk:
+        if _next_request_of(handle_id) != request.pk:
             return "waiting"
-        token = uuid.uuid4()
-        HandleRequest.objects.filter(pk=request.pk).update(
-            status=RStatus.RUNNING, attempts=F("attempts") + 1, lease_token=token,
-            lease_until=now + timedelta(seconds=settings.HANDLES_LEASE_SECONDS),
-            started_at=request.started_at or now, updated_at=now,
-        )
-        return Claim(
-            request_id=request.pk, lease_token=token, op=request.op, attempts=request.attempts + 1,
-            handle_id=handle.pk, full_handle=handle.full_handle, prefix_id=handle.prefix_id,
-            url=handle.resolver_target, exists=handle.exists_on_server, version=handle.version,
-        )
+        return _claim_of(request, handle, _take([request.pk], now))
+
+
+def _heads_of(handle_ids: Iterable[int]) -> dict[int, int]:
+    """Each handle's oldest unfinished request id: the only one of its requests that may be pushed."""
+    rows = (HandleRequest.objects.unfinished().filter(handle_id__in=list(handle_ids)).values("handle_id")
+            .annotate(first=Min("id")).values_list("handle_id", "first"))
+    return dict(rows)
+
+
+def requests_claim_batch(limit: int, *, now: datetime | None = None) -> list[Claim]:
+    """Take up to `limit` due head requests of different handles in one transaction, oldest first.
+
+    Handles another transaction holds (a worker claiming or finishing, a change being recorded) are
+    skipped, so two workers never take the same handle and neither waits. Only the oldest due requests
+    are looked at: a handle's head is found per candidate handle, which stays cheap however the planner
+    guesses (a NOT EXISTS over the whole queue became a quadratic join on a fresh table)."""
+    with transaction.atomic():
+        now = now or timezone.now()
+        due = list(HandleRequest.objects.due(now).order_by("pk").values_list("pk", "handle_id")[:4 * limit])
+        heads = _heads_of({handle_id for _, handle_id in due})
+        candidates = [pk for pk, handle_id in due if heads.get(handle_id) == pk]
+        locked = list(HandleRequest.objects.filter(pk__in=candidates).select_related("handle__prefix")
+                      .select_for_update(of=("handle",), skip_locked=True).order_by("pk")[:limit])
+        # The head test ran before the locks: check again now that the handles are ours.
+        heads = _heads_of(r.handle_id for r in locked)
+        still_due = set(HandleRequest.objects.due(now).filter(pk__in=[r.pk for r in locked])
+                        .values_list("pk", flat=True))
+        requests = [r for r in locked if r.pk in still_due and heads.get(r.handle_id) == r.pk]
+        if not requests:
+            return []
+        token = _take([r.pk for r in requests], now)
+        return [_claim_of(r, r.handle, token) for r in requests]
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -303,59 +345,113 @@ def _stamp(text: str, now: datetime) -> str:
 
 
 def _next_request_of(handle_id: int) -> int | None:
-    return HandleRequest.objects.filter(handle_id=handle_id).unfinished().aggregate(first=Min("id"))["first"]
+    return _heads_of([handle_id]).get(handle_id)
+
+
+_FINISH_FIELDS = ["server_output", "lease_token", "lease_until", "status", "updated_at", "finished_at", "error",
+                  "server_error", "pushed_version", "next_attempt_at"]
+_SYNC_FIELDS = ["synced_version", "synced_at", "status"]
+
+
+def _apply_outcome(request: HandleRequest, handle: Handle, claim: Claim, outcome: Outcome | None,
+                   now: datetime) -> bool:
+    """Set on `request` (and `handle`) what the outcome means; the caller saves _FINISH_FIELDS and, when
+    this returns True, the handle's _SYNC_FIELDS. No outcome: the push was never tried, the request goes
+    back to the queue without spending the attempt."""
+    request.lease_token = None
+    request.lease_until = None
+    request.updated_at = now
+    if outcome is None:
+        request.status = RStatus.QUEUED
+        request.attempts -= 1
+        request.next_attempt_at = now + _backoff(1)  # past enqueued_at, so the sweep hands it over when due
+        return False
+    request.server_output = "\n".join(filter(None, [request.server_output, _stamp(outcome.output, now)]))
+    if outcome.kind == "success":
+        request.status = RStatus.SUCCESS
+        request.finished_at = now
+        request.error = ""
+        request.server_error = ""
+        if outcome.pushed:
+            request.pushed_version = claim.version
+            if claim.version >= handle.synced_version:
+                handle.synced_version = claim.version
+                handle.synced_at = now
+                if handle.status == HStatus.PENDING and claim.exists:
+                    handle.status = HStatus.ACTIVE
+                return True
+    elif outcome.kind == "transient" and request.attempts < request.max_attempts:
+        request.status = RStatus.QUEUED
+        request.next_attempt_at = now + _backoff(request.attempts)
+        request.error = outcome.error
+        request.server_error = outcome.server_error
+    else:
+        request.status = RStatus.ERROR
+        request.finished_at = now
+        request.error = outcome.error
+        if outcome.kind == "transient":
+            request.error = f"Gave up after {request.attempts} attempts. Last error: {outcome.error}"
+        request.server_error = outcome.server_error
+    return False
+
+
+def _save_rows(objs: list[Model], fields: list[str]) -> None:
+    """Save `fields` of many rows in one UPDATE, like bulk_update but with a CASE only for a field whose
+    values differ: building one When per row and field made bulk_update cost more than the pushes."""
+    if not objs:
+        return
+    model = type(objs[0])
+    values = {}
+    for name in fields:
+        field = model._meta.get_field(name)
+        by_pk = {obj.pk: getattr(obj, field.attname) for obj in objs}
+        if len(set(by_pk.values())) == 1:
+            values[name] = Value(next(iter(by_pk.values())), output_field=field)
+        else:  # a plain SQL CASE: Case(When(pk=...)) costs a filter resolution per row
+            pk_column = connection.ops.quote_name(model._meta.pk.column)
+            whens = " ".join(["WHEN %s THEN %s"] * len(by_pk))
+            params = [p for pk, v in by_pk.items() for p in (pk, field.get_db_prep_value(v, connection))]
+            values[name] = RawSQL(f"CASE {pk_column} {whens} END", params, output_field=field)
+    model._default_manager.filter(pk__in=[obj.pk for obj in objs]).update(**values)
+
+
+def _hand_over_next(handle_ids: list[int]) -> None:
+    """After finished requests commit, hand each handle's next unfinished request to the queue."""
+    for request_id in sorted(_heads_of(handle_ids).values()):
+        transaction.on_commit(partial(tasks.enqueue_request, request_id))
 
 
 def request_finish(claim: Claim, outcome: Outcome, *, now: datetime | None = None) -> HandleRequest | None:
     """Record what a push achieved. Ignored if the lease was lost (another worker took the request over)."""
+    finished = requests_finish_batch([(claim, outcome)], now=now)
+    return finished[0] if finished else None
+
+
+def requests_finish_batch(results: list[tuple[Claim, Outcome | None]], *,
+                          now: datetime | None = None) -> list[HandleRequest]:
+    """Record what a batch of pushes achieved, in one transaction. A result whose lease was lost (the
+    sweep took the request back) is ignored; an outcome of None gives a claim back unpushed.
+    Returns the requests recorded."""
+    if not results:
+        return []
     with transaction.atomic():
-        handle = Handle.objects.select_for_update().get(pk=claim.handle_id)
+        handles = {h.pk: h for h in Handle.objects.select_for_update().filter(
+            pk__in=sorted({claim.handle_id for claim, _ in results})).order_by("pk")}
         now = now or timezone.now()
-        request = HandleRequest.objects.get(pk=claim.request_id)
-        if request.status != RStatus.RUNNING or request.lease_token != claim.lease_token:
-            return None
-        output = "\n".join(filter(None, [request.server_output, _stamp(outcome.output, now)]))
-        request.server_output = output
-        request.lease_token = None
-        request.lease_until = None
-        fields = ["server_output", "lease_token", "lease_until", "status", "updated_at"]
-        if outcome.kind == "success":
-            request.status = RStatus.SUCCESS
-            request.finished_at = now
-            request.error = ""
-            request.server_error = ""
-            fields += ["finished_at", "error", "server_error"]
-            if outcome.pushed:
-                request.pushed_version = claim.version
-                fields.append("pushed_version")
-                if claim.version >= handle.synced_version:
-                    handle.synced_version = claim.version
-                    handle.synced_at = now
-                    handle_fields = ["synced_version", "synced_at"]
-                    if handle.status == HStatus.PENDING and claim.exists:
-                        handle.status = HStatus.ACTIVE
-                        handle_fields.append("status")
-                    handle.save(update_fields=handle_fields)
-        elif outcome.kind == "transient" and request.attempts < request.max_attempts:
-            request.status = RStatus.QUEUED
-            request.next_attempt_at = now + _backoff(request.attempts)
-            request.error = outcome.error
-            request.server_error = outcome.server_error
-            fields += ["next_attempt_at", "error", "server_error"]
-        else:
-            request.status = RStatus.ERROR
-            request.finished_at = now
-            request.error = outcome.error
-            if outcome.kind == "transient":
-                request.error = f"Gave up after {request.attempts} attempts. Last error: {outcome.error}"
-            request.server_error = outcome.server_error
-            fields += ["finished_at", "error", "server_error"]
-        request.save(update_fields=fields)
-        if request.finished:
-            following = _next_request_of(handle.pk)
-            if following is not None:
-                transaction.on_commit(partial(tasks.enqueue_request, following))
-        return request
+        requests = HandleRequest.objects.select_for_update().in_bulk([claim.request_id for claim, _ in results])
+        recorded, synced = [], []
+        for claim, outcome in results:
+            request = requests[claim.request_id]
+            if request.status != RStatus.RUNNING or request.lease_token != claim.lease_token:
+                continue
+            handle = handles[claim.handle_id]
+            if _apply_outcome(request, handle, claim, outcome, now):
+                synced.append(handle)
+            recorded.append(request)
+        _save_rows(recorded, [*_FINISH_FIELDS, "attempts"])
+        _save_rows(synced, _SYNC_FIELDS)
+        _hand_over_next([r.handle_id for r in recorded if r.finished])
+        return recorded
 
 
 def requests_mark_enqueued(request_ids: list[int], *, now: datetime | None = None) -> None:

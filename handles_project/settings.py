@@ -147,6 +147,11 @@ HANDLES_BACKOFF_MAX_SECONDS = env.float("HANDLES_BACKOFF_MAX_SECONDS", default=1
 HANDLES_LEASE_SECONDS = env.float("HANDLES_LEASE_SECONDS", default=max(60.0, 6 * HANDLES_SERVER_TIMEOUT))
 # A queued request whose task seems lost (broker restarted, Redis flushed) is handed over again after this.
 HANDLES_REENQUEUE_AFTER_SECONDS = env.float("HANDLES_REENQUEUE_AFTER_SECONDS", default=600.0)
+# After its own request, a queue task keeps pushing other due requests for up to this long (well under
+# Q_CLUSTER's timeout), claimed and recorded HANDLES_DRAIN_BATCH at a time: one transaction per batch
+# instead of per request. 0 pushes only the task's own request.
+HANDLES_DRAIN_SECONDS = env.float("HANDLES_DRAIN_SECONDS", default=20.0)
+HANDLES_DRAIN_BATCH = env.int("HANDLES_DRAIN_BATCH", default=50)
 # Longest suffix we accept (bytes of UTF-8); the native protocol refuses handles over 2048 bytes.
 HANDLES_MAX_SUFFIX_BYTES = env.int("HANDLES_MAX_SUFFIX_BYTES", default=255)
 HANDLES_MAX_URL_LENGTH = env.int("HANDLES_MAX_URL_LENGTH", default=2000)

@@ -14,6 +14,7 @@ DATABASES["default"]["TEST"] = {"NAME": os.environ.get("HANDLES_TEST_DB", "test_
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HANDLES_BACKOFF_BASE_SECONDS = 0.0
 HANDLES_SERVER_TIMEOUT = 3.0
+HANDLES_DRAIN_SECONDS = 0.0  # an inline task pushes exactly the request it was handed; drain tests set it
 
 # Tasks run inline when enqueued, so a test drives the whole flow with django_capture_on_commit_callbacks.
 # Tests of real worker processes start `manage.py qcluster` with their own environment.

@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from handles import services, tasks
@@ -241,3 +241,147 @@ def test_two_workers_at_once_keep_per_handle_order(prefix, unique_suffix, no_enq
         spans = list(HandleRequest.objects.filter(handle=handle).order_by("pk").values_list("started_at", "finished_at"))
         for (_, finished), (started, _) in zip(spans, spans[1:], strict=False):
             assert finished <= started  # never two pushes of one handle at once, and in order
+
+
+# --- Batches: one claim and one finish transaction for many handles, and the drain that uses them ------
+def record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks, changes: int = 1) -> list[HandleRequest]:
+    """Mint a handle and redirect it `changes - 1` times; nothing is handed to the queue."""
+    with django_capture_on_commit_callbacks():
+        req = services.handle_mint(prefix=prefix, suffix=unique_suffix("b"), target_url="https://example.org/b0")
+        reqs = [req] + [services.handle_redirect(handle=req.handle, target_url=f"https://example.org/b{i}")
+                        for i in range(1, changes)]
+    return reqs
+
+
+def test_batch_claim_takes_each_handles_oldest_due_request(prefix, unique_suffix, django_capture_on_commit_callbacks,
+                                                           settings):
+    three = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks, changes=3)
+    (one,) = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)
+    (later,) = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)
+    HandleRequest.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    before = timezone.now()
+    claims = services.requests_claim_batch(10)
+    assert [c.request_id for c in claims] == [three[0].pk, one.pk]  # one per handle, oldest first, due only
+    assert [(c.attempts, c.version, c.url) for c in claims] == [(1, 3, "https://example.org/b2"),
+                                                              (1, 1, "https://example.org/b0")]  # current state
+    for request in HandleRequest.objects.filter(pk__in=[three[0].pk, one.pk]):
+        assert (request.status, request.attempts, request.lease_token) == ("running", 1, claims[0].lease_token)
+        assert request.lease_until >= before + timedelta(seconds=settings.HANDLES_LEASE_SECONDS)
+    # The running heads keep their handles' later requests waiting; the not-due one stays queued.
+    assert services.requests_claim_batch(10) == []
+    assert services.request_claim(three[1].pk) == "waiting"
+
+
+def test_batch_finish_records_each_outcome_and_hands_over_the_next(prefix, unique_suffix,
+                                                                   django_capture_on_commit_callbacks, monkeypatch):
+    handed: list[int] = []
+    monkeypatch.setattr(tasks, "enqueue_request", handed.append)
+    two = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks, changes=2)
+    (flaky,) = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)
+    (untried,) = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)
+    (taken_back,) = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)
+    services.requests_mark_enqueued([untried.pk])  # its task was handed over and has run
+    claims = {c.request_id: c for c in services.requests_claim_batch(10)}
+    HandleRequest.objects.filter(pk=taken_back.pk).update(status="queued", lease_token=None)  # the sweep's doing
+    with django_capture_on_commit_callbacks(execute=True):
+        recorded = services.requests_finish_batch([
+            (claims[two[0].pk], services.Outcome("success", output="Verified")),
+            (claims[flaky.pk], services.Outcome("transient", error="503")),
+            (claims[untried.pk], None),
+            (claims[taken_back.pk], services.Outcome("success")),
+        ])
+    assert sorted(r.pk for r in recorded) == sorted([two[0].pk, flaky.pk, untried.pk])
+    assert handed == [two[1].pk]  # the next request of the finished handle, once
+    done, flaky, untried, taken_back = (HandleRequest.objects.get(pk=r.pk) for r in (two[0], flaky, untried, taken_back))
+    assert (done.status, done.pushed_version, done.lease_token) == ("success", 2, None) and "Verified" in done.server_output
+    assert (done.handle.status, done.handle.synced_version) == ("active", 2)
+    assert (flaky.status, flaky.attempts, flaky.error, flaky.lease_token) == ("queued", 1, "503", None)
+    assert flaky.handle.status == "pending"
+    assert (untried.status, untried.attempts, untried.lease_token) == ("queued", 0, None)  # attempt not spent
+    assert untried.next_attempt_at is not None and untried.next_attempt_at > untried.enqueued_at  # the sweep resends it
+    assert (taken_back.status, taken_back.attempts) == ("queued", 1)  # a lost lease records nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_claim_skips_handles_another_transaction_holds(prefix, unique_suffix, no_enqueue):
+    busy = services.handle_mint(prefix=prefix, suffix=unique_suffix("busy"), target_url="https://example.org/x")
+    free = services.handle_mint(prefix=prefix, suffix=unique_suffix("free"), target_url="https://example.org/y")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_handle() -> None:  # e.g. another worker finishing it, or a change being recorded
+        try:
+            with transaction.atomic():
+                Handle.objects.select_for_update().get(pk=busy.handle_id)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_handle)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        assert [c.request_id for c in services.requests_claim_batch(10)] == [free.pk]  # did not wait for the lock
+    finally:
+        release.set()
+        holder.join()
+    assert [c.request_id for c in services.requests_claim_batch(10)] == [busy.pk]
+    assert services.requests_claim_batch(10) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_draining_workers_push_every_request_once_in_order(prefix, unique_suffix, no_enqueue, settings):
+    settings.HANDLES_DRAIN_SECONDS = 30
+    settings.HANDLES_DRAIN_BATCH = 3
+    handles = []
+    for n in range(6):
+        handle = services.handle_mint(prefix=prefix, suffix=unique_suffix(f"d{n}"), target_url="https://example.org/0").handle
+        for i in range(1, 4):
+            services.handle_redirect(handle=handle, target_url=f"https://example.org/{n}/{i}")
+        handles.append(handle)
+    first_ids = [HandleRequest.objects.filter(handle=h).order_by("pk").first().pk for h in handles[:2]]
+    results: list[str] = []
+
+    def worker(request_id: int) -> None:
+        try:
+            results.append(tasks.push_request(request_id))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(request_id,)) for request_id in first_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    requests = HandleRequest.objects.filter(handle__in=handles)
+    assert set(requests.values_list("status", "attempts")) == {("success", 1)}  # each pushed exactly once
+    assert sum(int(r.rsplit(" ", 1)[1]) if "drained" in r else 0 for r in results) + 2 == requests.count()
+    for n, handle in enumerate(handles):
+        handle.refresh_from_db()
+        assert handle.in_sync and server_url(prefix, handle) == f"https://example.org/{n}/3"
+        spans = list(requests.filter(handle=handle).order_by("pk").values_list("started_at", "finished_at"))
+        for (_, finished), (started, _) in zip(spans, spans[1:], strict=False):
+            assert finished <= started  # in order, one push of a handle at a time
+
+
+def test_drain_stops_when_the_server_is_in_trouble(prefix, sim, unique_suffix, django_capture_on_commit_callbacks,
+                                                   settings):
+    settings.HANDLES_DRAIN_SECONDS = 30
+    settings.HANDLES_BACKOFF_BASE_SECONDS = 30
+    (own,) = record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)
+    others = [record_unpushed(prefix, unique_suffix, django_capture_on_commit_callbacks)[0] for _ in range(3)]
+    sim.set_fault("503")
+    assert tasks.push_request(own.pk) == "transient"  # no drain after a failed push of its own
+    assert set(HandleRequest.objects.filter(pk__in=[r.pk for r in others]).values_list("attempts", flat=True)) == {0}
+    sim.clear_faults()
+    HandleRequest.objects.filter(pk=own.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    sim.set_fault("503")
+    assert tasks.push_request(others[0].pk) == "transient"
+    sim.clear_faults()
+    # A drain handed a finished request pushes others; after the first transient failure it gives the rest back.
+    HandleRequest.objects.filter(pk__in=[own.pk, others[0].pk]).update(status="success")
+    sim.set_fault("503")
+    assert tasks.push_request(own.pk) == "finished; drained 1"
+    rest = list(HandleRequest.objects.filter(pk__in=[r.pk for r in others[1:]]).order_by("pk"))
+    assert [(r.status, r.attempts, r.lease_token) for r in rest] == [("queued", 1, None), ("queued", 0, None)]
+    assert "unavailable" in rest[0].error and rest[1].next_attempt_at > timezone.now() + timedelta(seconds=25)
