@@ -157,14 +157,17 @@ def throttle(ident: str, rate: str) -> None:
     now = time.time()
     window = int(now // period)
     key = f"handles-api:rate:{ident}:{period}:{window}"
-    if cache.add(key, 1, period + 5):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, period + 5)
+    try:
+        count = cache.incr(key)  # most calls: the window's counter exists, so one cache call, not two
+    except ValueError:  # the window's first call
+        if cache.add(key, 1, period + 5):
             count = 1
+        else:  # another process added it meanwhile
+            try:
+                count = cache.incr(key)
+            except ValueError:  # and it expired since
+                cache.set(key, 1, period + 5)
+                count = 1
     if count > limit:
         retry_after = max(1, math.ceil((window + 1) * period - now))
         raise ApiError(429, "throttled", f"Too many requests: at most {limit} per {period} s. "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +15,8 @@ from typing import Any, TypeVar
 import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
@@ -61,6 +63,18 @@ def handles_of_asset(asset: Asset, prefix_ids: Collection[int] | None) -> list[H
 _ONLY_WHEN_ASKED = 2**31 - 1  # a psycopg prepare_threshold that never prepares by itself
 
 
+_lookup_cursors = threading.local()
+
+
+def _cursor_of(raw: psycopg.Connection) -> psycopg.Cursor:
+    """One server-binding cursor (can be prepared) per connection, reused: making one costs more than a
+    small lookup's fetch. Per thread, as Django's connections are."""
+    cursor = getattr(_lookup_cursors, "cursor", None)
+    if cursor is None or cursor.connection is not raw:
+        cursor = _lookup_cursors.cursor = psycopg.Cursor(raw)
+    return cursor
+
+
 class CompiledLookup:
     """A QuerySet compiled to SQL once per process, and prepared once per PostgreSQL connection.
 
@@ -77,33 +91,37 @@ class CompiledLookup:
         self._compiled: tuple[str, list[int | None], list[Any]] | None = None
 
     def rows(self, *values: str) -> list[tuple[Any, ...]]:
-        if connection.vendor != "postgresql":
+        db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a lookup in a context-local
+        if db.vendor != "postgresql":
             return list(self.build(*values))
         sql, params = self._sql_and_params(values)
-        with connection.wrap_database_errors:
-            connection.ensure_connection()
+        with db.wrap_database_errors:
+            db.ensure_connection()
             try:
-                return self._fetch(sql, params)
+                return self._fetch(db, sql, params)
             except psycopg.OperationalError:
                 # A connection that died since the last request (database restarted). Instead of Django's
                 # health check (a SELECT 1 before every request), a read is tried again once, on a new one.
-                if connection.in_atomic_block:
+                if db.in_atomic_block:
                     raise
-                connection.close()
-                connection.ensure_connection()
-                return self._fetch(sql, params)
+                db.close()
+                db.ensure_connection()
+                return self._fetch(db, sql, params)
 
-    def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    @staticmethod
+    def _fetch(db: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         prepare = settings.HANDLES_API_PREPARED_LOOKUPS
-        raw = connection.connection
+        raw = db.connection
         if prepare and raw.prepare_threshold is None:
             # Django turns psycopg's preparing off for connection poolers; turn it on for the statements
             # that ask (only these: Django's own cursors bind on the client and never prepare).
             raw.prepare_threshold = _ONLY_WHEN_ASKED
-        with psycopg.Cursor(raw) as cursor:  # server-side binding: can be prepared
-            cursor.execute(sql, params, prepare=prepare)
-            rows = cursor.fetchall()
-        connection.health_check_done = True  # the connection just answered: Django need not check it again
+        cursor = _cursor_of(raw)
+        # Binary rows: psycopg's C loaders read timestamps a few times faster than Django's text loader,
+        # in the session's time zone, which Django sets to the one its own loader uses.
+        cursor.execute(sql, params, prepare=prepare, binary=True)
+        rows = cursor.fetchall()
+        db.health_check_done = True  # the connection just answered: Django need not check it again
         return rows
 
     def _sql_and_params(self, values: tuple[str, ...]) -> tuple[str, list[Any]]:

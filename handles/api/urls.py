@@ -24,6 +24,10 @@ register_converter(SuffixConverter, "suffix")
 app_name = "handles_api"
 
 urlpatterns = [
+    # First: Django tries the patterns in turn, and the ArchivesSpace lookups are the busiest calls.
+    path("lookup/asset", route(GET=views.lookup_asset), name="lookup_asset"),
+    path("lookup/handle", route(GET=views.lookup_handle), name="lookup_handle"),
+    path("lookup/url", route(GET=views.lookup_url), name="lookup_url"),
     path("", RedirectView.as_view(pattern_name="handles_api:docs", permanent=False), name="root"),
     path("handles", route(GET=views.list_handles, POST=views.create_handle), name="handles"),
     path("handles/<str:prefix>/<suffix:suffix>",
@@ -36,9 +40,6 @@ urlpatterns = [
     path("assets/unpublish", route(POST=views.unpublish_asset), name="asset_unpublish"),
     path("assets/change-url", route(POST=views.change_asset_url), name="asset_change_url"),
     path("assets/delete", route(POST=views.delete_asset), name="asset_delete"),
-    path("lookup/asset", route(GET=views.lookup_asset), name="lookup_asset"),
-    path("lookup/handle", route(GET=views.lookup_handle), name="lookup_handle"),
-    path("lookup/url", route(GET=views.lookup_url), name="lookup_url"),
     path("iiif/metadata", route(GET=views.iiif_metadata), name="iiif_metadata"),
     path("openapi.json", route(GET=views.openapi_document), name="openapi"),
     path("docs", route(GET=views.docs), name="docs"),
