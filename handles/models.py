@@ -183,9 +183,6 @@ class HandleQuerySet(models.QuerySet):
         """Case-insensitive for ASCII, as the Handle server compares."""
         return self.filter(prefix__prefix__iexact=prefix, suffix_key=ascii_upper(suffix))
 
-    def out_of_sync(self) -> HandleQuerySet:
-        return self.exclude(synced_version=models.F("version"))
-
 
 class Handle(models.Model):
     class Status(models.TextChoices):

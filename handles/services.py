@@ -300,7 +300,15 @@ def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | st
             return "not due"
         if _next_request_of(handle_id) != request.pk:
             return "waiting"
+        if request.status == RStatus.RUNNING:  # its lease ran out: the worker that held it stopped
+            HandleRequest.objects.filter(pk=request.pk).update(server_output=_with_abandoned_note(request, now))
         return _claim_of(request, handle, _take([request.pk], now))
+
+
+def _with_abandoned_note(request: HandleRequest, now: datetime) -> str:
+    """The request's output with its cut-off attempt on record (a crashed worker's, taken back)."""
+    note = _stamp(f"attempt {request.attempts} abandoned: the worker stopped before finishing", now)
+    return "\n".join(filter(None, [request.server_output, note]))
 
 
 def _heads_of(handle_ids: Iterable[int]) -> dict[int, int]:
@@ -470,8 +478,7 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
                 continue
             request.lease_token = None
             request.lease_until = None
-            note = _stamp(f"attempt {request.attempts} abandoned: the worker stopped before finishing", now)
-            request.server_output = "\n".join(filter(None, [request.server_output, note]))
+            request.server_output = _with_abandoned_note(request, now)
             if request.attempts >= request.max_attempts:
                 request.status = RStatus.ERROR
                 request.finished_at = now

@@ -271,10 +271,6 @@ class HandleServerClient:
         for page in range(0, (total + page_size - 1) // page_size):
             yield from self.list_page(prefix, page, page_size)
 
-    def list_prefixes(self) -> list[str]:
-        answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
-        return list(answer.body.get("prefixes", []))
-
     def close(self) -> None:
         self._session.close()
 
