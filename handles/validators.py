@@ -41,7 +41,9 @@ def validate_suffix(value: str) -> None:
         raise ValidationError("The suffix is empty.", code="invalid_suffix")
     if value != value.strip():
         raise ValidationError("The suffix must not start or end with whitespace.", code="invalid_suffix")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
+    # Printable ASCII has none of these classes: most suffixes skip the per-character check.
+    if not (value.isascii() and value.isprintable()) and any(
+            unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
         raise ValidationError("The suffix contains control or unassigned characters.", code="invalid_suffix")
     if value.startswith("/") or value.endswith("/") or "//" in value:
         raise ValidationError("The suffix must not start or end with '/' or contain '//'.", code="invalid_suffix")
@@ -64,7 +66,11 @@ def validate_target_url(value: str) -> None:
             code="url_too_long",
             params={"limit": settings.HANDLES_MAX_URL_LENGTH},
         )
-    if value != value.strip() or any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value):
+    if value.isascii():  # the usual case, without a per-character loop: ASCII's controls are not printable
+        spaced = not value.isprintable() or " " in value
+    else:
+        spaced = any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value)
+    if spaced:
         raise ValidationError("The URL must not contain spaces or control characters.", code="invalid_url")
     try:
         parts = urlsplit(value)

@@ -9,9 +9,10 @@ admin.site.index_title = "Handle desk"
 admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
+    # The API first: Django tries the patterns in turn, and the ArchivesSpace lookups are the busiest calls.
+    path("api/v1/", include("handles.api.urls")),
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("handles.api.urls")),
     path("browse/", include("handles.desk.urls")),
     path("", include("handles.urls")),
 ]

@@ -110,22 +110,14 @@ class RemoteListForm(forms.Form):
     page_size = forms.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE)
 
 
-class LookupText(forms.CharField):
-    """A field of the ArchivesSpace lookups' forms, built on every lookup. Nothing changes these fields
-    per request, so every form shares them instead of deep-copying them (a third of such a form's cost)."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> LookupText:
-        return self
-
-
 class AssetQueryForm(forms.Form):
-    source_system = LookupText(max_length=64, validators=[SOURCE_SYSTEM_VALIDATOR])
-    external_id = LookupText(max_length=255, strip=False)
+    source_system = forms.CharField(max_length=64, validators=[SOURCE_SYSTEM_VALIDATOR])
+    external_id = forms.CharField(max_length=255, strip=False)
 
 
 class HandleQueryForm(forms.Form):
-    handle = LookupText(max_length=400, help_text="PREFIX/SUFFIX, hdl:PREFIX/SUFFIX or a resolver URL.")
+    handle = forms.CharField(max_length=400, help_text="PREFIX/SUFFIX, hdl:PREFIX/SUFFIX or a resolver URL.")
 
 
 class UrlQueryForm(forms.Form):
-    url = LookupText(max_length=settings.HANDLES_MAX_URL_LENGTH, strip=False, validators=[validate_target_url])
+    url = forms.CharField(max_length=settings.HANDLES_MAX_URL_LENGTH, strip=False, validators=[validate_target_url])

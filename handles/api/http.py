@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any
+from urllib.parse import parse_qsl
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -60,29 +61,74 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
+def query_params(request: HttpRequest) -> dict[str, str]:
+    """The query string as {name: last value}: what `request.GET.get()` gives, decoded as Django decodes
+    it, without building a QueryDict (a tenth of a lookup's CPU, for lists of values the API never takes)."""
+    raw = request.META.get("QUERY_STRING", "").encode("iso-8859-1")  # WSGI hands over bytes as latin-1 text
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("iso-8859-1")  # as QueryDict falls back
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, encoding="utf-8",
+                              max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS))
+    except ValueError:
+        raise ApiError(400, "too_many_fields", "The query string has too many parameters.") from None
+
+
 def validated(form_class: type[forms.Form], data: Any, *, strict: bool = True) -> dict[str, Any]:
     """Clean `data` with a form. `strict` refuses keys the form does not know (typos such as "URL")."""
-    form = form_class(data)
+    fields = _plain_fields(form_class)
     problems: dict[str, list[dict[str, str]]] = {}
     for key in data:
-        field = form.fields.get(key)
+        field = form_class.base_fields.get(key)
         if field is None:
             if strict:
-                expected = ", ".join(form.fields)
+                expected = ", ".join(form_class.base_fields)
                 problems[key] = [{"code": "unknown_field", "message": f"Unknown field; expected: {expected}."}]
         elif data.get(key) == "" and not field.required and not getattr(field, "allow_blank", False):
             # An empty value is not "no value": say so rather than guess (e.g. `?prefix=` is not all prefixes).
             problems[key] = [{"code": "blank", "message": "Empty; leave the field out instead."}]
-    if not form.is_valid():
-        for name, errors in form.errors.as_data().items():
-            problems.setdefault("_body" if name == "__all__" else name, []).extend(
-                {"code": error.code or "invalid", "message": " ".join(error.messages)} for error in errors
-            )
+    if fields is None:
+        form = form_class(data)
+        cleaned = form.cleaned_data if form.is_valid() else {}
+        errors = form.errors.as_data().items()
+    else:
+        cleaned, errors = _clean_fields(fields, data)
+    for name, field_errors in errors:
+        problems.setdefault("_body" if name == "__all__" else name, []).extend(
+            {"code": error.code or "invalid", "message": " ".join(error.messages)} for error in field_errors
+        )
     if problems:
         first = next(iter(problems.values()))[0]
         summary = "; ".join(f"{name}: {errors[0]['message']}" for name, errors in problems.items())
         raise ApiError(400, first["code"], summary, fields=problems)
-    return form.cleaned_data
+    return cleaned
+
+
+@lru_cache
+def _plain_fields(form_class: type[forms.Form]) -> tuple[tuple[str, forms.Field], ...] | None:
+    """A form's fields when cleaning them one by one is all its validation does (no clean hooks, no
+    disabled or file fields); None when the full Form must run. The plain way gives the same values and
+    errors at a fifth of the cost, which matters on the ArchivesSpace lookups."""
+    fields = tuple(form_class.base_fields.items())
+    hooks = any(hasattr(form_class, f"clean_{name}") for name, _ in fields)
+    plain = all(not field.disabled and not isinstance(field, forms.FileField) for _, field in fields)
+    overridden = form_class.clean is not forms.Form.clean or form_class._post_clean is not forms.Form._post_clean
+    return fields if plain and not hooks and not overridden else None
+
+
+def _clean_fields(fields: tuple[tuple[str, forms.Field], ...],
+                  data: Any) -> tuple[dict[str, Any], list[tuple[str, list[ValidationError]]]]:
+    """Form._clean_fields for plain fields: each widget reads its value, each field cleans it."""
+    cleaned: dict[str, Any] = {}
+    errors: list[tuple[str, list[ValidationError]]] = []
+    for name, field in fields:
+        try:
+            cleaned[name] = field.clean(field.widget.value_from_datadict(data, {}, name))
+        except ValidationError as exc:
+            errors.append((name, exc.error_list))
+    return cleaned, errors
 
 
 # --- Views ----------------------------------------------------------------------------------------

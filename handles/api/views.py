@@ -20,7 +20,7 @@ from handles import services
 from handles.api import forms, openapi, queries
 from handles.api.auth import Caller
 from handles.api.errors import ApiError, error_response, json_response
-from handles.api.http import PUBLIC, READ, WRITE, endpoint, json_body, validated
+from handles.api.http import PUBLIC, READ, WRITE, endpoint, json_body, query_params, validated
 from handles.api.representations import asset_json, handle_json, iiif_metadata_entry, request_json
 from handles.handle_server.client import HandleNotFound, HandleServerError, client_for, url_of
 from handles.models import Asset, Handle, HandleRequest, Prefix
@@ -283,7 +283,7 @@ def delete_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
 # --- ArchivesSpace lookups and IIIF (our database only) -------------------------------------------
 @endpoint(READ)
 def lookup_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
-    data = validated(forms.AssetQueryForm, request.GET, strict=False)
+    data = validated(forms.AssetQueryForm, query_params(request), strict=False)
     handles = queries.lookup_of_asset(data["source_system"], data["external_id"], caller.prefix_ids)
     asset = handles[0].asset if handles else _asset(data)  # one query when the asset has handles
     return json_response({"asset": asset_json(asset), "handles": [handle_json(h) for h in handles]})
@@ -292,7 +292,7 @@ def lookup_asset(request: HttpRequest, caller: Caller) -> HttpResponse:
 @endpoint(READ)
 def lookup_handle(request: HttpRequest, caller: Caller) -> HttpResponse:
     """By name, case-insensitive; accepts PREFIX/SUFFIX, hdl:PREFIX/SUFFIX and resolver URLs."""
-    data = validated(forms.HandleQueryForm, request.GET, strict=False)
+    data = validated(forms.HandleQueryForm, query_params(request), strict=False)
     try:
         prefix, suffix = split_handle(data["handle"])
     except ValidationError as exc:
@@ -307,7 +307,7 @@ def lookup_handle(request: HttpRequest, caller: Caller) -> HttpResponse:
 @endpoint(READ)
 def lookup_url(request: HttpRequest, caller: Caller) -> HttpResponse:
     """Reverse lookup: the handles whose target is exactly this URL (at most 1000)."""
-    url = validated(forms.UrlQueryForm, request.GET, strict=False)["url"]
+    url = validated(forms.UrlQueryForm, query_params(request), strict=False)["url"]
     handles = [handle_json(h) for h in queries.lookup_with_url(url, caller.prefix_ids)]
     return json_response({"url": url, "handles": handles})
 
@@ -315,7 +315,7 @@ def lookup_url(request: HttpRequest, caller: Caller) -> HttpResponse:
 @endpoint(READ)
 def iiif_metadata(request: HttpRequest, caller: Caller) -> HttpResponse:
     """The entries a IIIF Presentation 3 manifest's `metadata` should carry: one per live handle."""
-    data = validated(forms.AssetQueryForm, request.GET, strict=False)
+    data = validated(forms.AssetQueryForm, query_params(request), strict=False)
     handles = queries.lookup_of_asset(data["source_system"], data["external_id"], caller.prefix_ids)
     if not handles:
         _asset(data)  # 404 for an unknown asset; a known one without handles has no entries

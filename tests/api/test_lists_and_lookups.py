@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from handles.api import queries
@@ -170,3 +171,42 @@ def test_a_lookup_survives_a_connection_that_died_between_requests():
     assert queries.lookup_by_name("20.500.12345", "alive") is not None
     connection.connection.close()  # behind Django's back, as a server restart would
     assert queries.lookup_by_name("20.500.12345", "ALIVE").suffix == "alive"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_survives_a_backend_the_server_ended():
+    """As a database restart does: the server ends our backend; the next lookup reconnects once."""
+    prefix = PrefixFactory(prefix="20.500.12345", server_url="https://127.0.0.1:9")
+    HandleFactory(prefix=prefix, suffix="alive")
+    assert queries.lookup_by_name("20.500.12345", "alive") is not None
+    backend = connection.connection.info.backend_pid
+    with psycopg.connect(connection.connection.info.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    assert queries.lookup_by_name("20.500.12345", "ALIVE").suffix == "alive"
+    assert connection.connection.info.backend_pid != backend
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compiled_lookup_reports_sql_errors_as_django_errors():
+    """A failing statement is a Django DatabaseError (as through the ORM), not a lost connection."""
+    broken = queries.CompiledLookup(lambda value: Handle.objects.extra(where=["1/0 = 1"]).filter(suffix=value)
+                                    .values_list("pk"))
+    backend = connection.connection.info.backend_pid if connection.connection else None
+    with pytest.raises(DatabaseError, match="division by zero"):
+        broken.rows("x")
+    assert queries.lookup_by_name("20.500.12345", "nope") is None  # the same connection still answers
+    assert backend is None or connection.connection.info.backend_pid == backend
+
+
+def test_in_a_transaction_a_lookup_reads_within_it(home):
+    """Inside atomic() (here: the test's transaction) the lookup runs in that transaction, so it sees
+    what the transaction wrote and does not commit anything by itself."""
+    HandleFactory(prefix=home, suffix="uncommitted")
+    assert connection.in_atomic_block
+    assert queries.lookup_by_name("20.500.12345", "UNCOMMITTED").suffix == "uncommitted"
+    assert connection.connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+def test_a_lookup_value_with_nul_never_reaches_the_server(db):
+    with pytest.raises(ValueError, match="NUL"):
+        queries.lookup_by_name("20.500.12345", "a\x00b")
