@@ -110,7 +110,8 @@ def measure(rows: int, env: dict) -> None:
         started = time.perf_counter()
         batch = repair.import_batch_apply(batch.pk, via="bench")
         apply = time.perf_counter() - started
-        assert batch.state == batch.State.APPLIED, batch.error
+        # Adopt mode: recorded, with a verification request per handle; APPLIED once the worker has them.
+        assert batch.state == batch.State.VERIFYING, (batch.state, batch.error)
         handles = Handle.objects.filter(prefix=prefix).count()
         requests = HandleRequest.objects.filter(op=HandleRequest.Op.VERIFY).count()
         assert handles == rows and requests == rows, (handles, requests)

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q, Value
+from django.db.models.functions import Left, Replace
 from django.urls import reverse
 from django.utils import timezone
 
@@ -351,3 +352,26 @@ class HandleRequest(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.SUCCESS, self.Status.ERROR)
+
+
+class ErrorSignature(Func):
+    """An error message with what differs from handle to handle taken out (the handle's name, quoted
+    values, URLs and attempt counts), so one outage is one group however many handles it hit."""
+
+    output_field = HandleRequest._meta.get_field("error")
+
+    def __init__(self) -> None:
+        super().__init__(Left(Replace(F("error"), F("full_handle"), Value("{handle}")), 400))
+
+    def as_sql(self, compiler, connection, **extra):
+        return compiler.compile(self.source_expressions[0])
+
+    def as_postgresql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        sql = f"regexp_replace({sql}, %s, %s, 'g')"
+        params = [*params, r"'[^']*'", "'…'"]
+        sql = f"regexp_replace({sql}, %s, %s, 'g')"
+        params = [*params, r"https?://[^\s'\"),]+", "<url>"]
+        sql = f"regexp_replace({sql}, %s, %s, 'g')"
+        params = [*params, r"after [0-9]+ attempts", "after N attempts"]
+        return sql, params

@@ -20,9 +20,9 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Min, Model, Q, QuerySet, Value
+from django.db.models import F, Min, Model, Q, QuerySet, TextField, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from handles import tasks
@@ -217,22 +217,47 @@ def handle_verify(*, handle: Handle, actor: User = None, via: str = "admin") -> 
                            from_url=handle.resolver_target, from_status=handle.status)
 
 
+def _retried_note(actor: User, now: datetime) -> str:
+    who = getattr(_user(actor), "get_username", lambda: "system")()
+    return f"\n[{now:%Y-%m-%d %H:%M:%S}] retried by {who}"
+
+
 @transaction.atomic
 def request_retry(*, request: HandleRequest, actor: User = None) -> HandleRequest:
     """Give a failed request a fresh set of attempts. Safe: a push always sends the current state."""
     request = HandleRequest.objects.select_for_update().get(pk=request.pk)
     if request.status != RStatus.ERROR:
         raise HandleStateError(f"Request #{request.pk} is {request.status}; only failed requests are retried.")
-    who = getattr(_user(actor), "get_username", lambda: "system")()
     request.status = RStatus.QUEUED
     request.max_attempts = request.attempts + settings.HANDLES_MAX_ATTEMPTS
     request.next_attempt_at = None
     request.finished_at = None
-    request.server_output += f"\n[{timezone.now():%Y-%m-%d %H:%M:%S}] retried by {who}"
+    request.server_output += _retried_note(actor, timezone.now())
     request.save(update_fields=["status", "max_attempts", "next_attempt_at", "finished_at", "server_output",
                                 "updated_at"])
     transaction.on_commit(partial(tasks.enqueue_request, request.pk))
     return request
+
+
+def requests_retry_bulk(*, request_ids: Iterable[int], actor: User = None) -> int:
+    """request_retry for many requests (the failed requests of a job): each failed one among them gets a
+    fresh set of attempts and a note in its output, and is handed to the queue after commit. Others are
+    left alone. A chunk per transaction (savepoints inside a caller's transaction). Returns how many."""
+    retried = 0
+    now = timezone.now()
+    note = _retried_note(actor, now)
+    for chunk in _chunks(sorted(set(request_ids))):
+        with transaction.atomic():
+            failed = list(HandleRequest.objects.select_for_update().filter(pk__in=chunk, status=RStatus.ERROR)
+                          .order_by("pk").values_list("pk", flat=True))
+            HandleRequest.objects.filter(pk__in=failed).update(
+                status=RStatus.QUEUED, max_attempts=F("attempts") + settings.HANDLES_MAX_ATTEMPTS,
+                next_attempt_at=None, finished_at=None, updated_at=now,
+                server_output=Concat("server_output", Value(note), output_field=TextField()))
+            if failed:
+                transaction.on_commit(partial(tasks.enqueue_request_ids, failed))
+        retried += len(failed)
+    return retried
 
 
 # --- The worker's side: claim, finish, sweep ----------------------------------------------------------

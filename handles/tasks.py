@@ -12,8 +12,14 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django_q.tasks import async_task
 
+from handles import jobs
+
 if TYPE_CHECKING:
     from handles import services
+
+
+HANDOVER_CHUNK = 2000
+SETTLE_AFTER_DRAIN_SECONDS = 5  # a drain at least this long ends with a settle even while the queue is busy
 
 
 def enqueue_request(request_id: int) -> None:
@@ -23,6 +29,21 @@ def enqueue_request(request_id: int) -> None:
     services.requests_mark_enqueued([request_id])
     async_task("handles.tasks.push_request", request_id, group="handle-requests",
                task_name=f"handle request {request_id}")
+
+
+def enqueue_request_ids(request_ids: list[int]) -> None:
+    """Hand thousands of requests to the queue without making the caller wait for each: one background
+    task per chunk does the per-request hand-over (an import, a repair, a retry of a whole job)."""
+    for start in range(0, len(request_ids), HANDOVER_CHUNK):
+        chunk = request_ids[start:start + HANDOVER_CHUNK]
+        async_task("handles.tasks.hand_over_requests", chunk, group="handle-requests",
+                   task_name=f"hand over {len(chunk)} requests from #{chunk[0]}")
+
+
+def hand_over_requests(request_ids: list[int]) -> str:
+    for request_id in request_ids:
+        enqueue_request(request_id)
+    return f"handed over {len(request_ids)}"
 
 
 def push_request(request_id: int) -> str:
@@ -38,14 +59,30 @@ def push_request(request_id: int) -> str:
     else:
         (kind,) = _push_batch([claim], claimed_at)
         result = kind or "lease lost"
-    if result == "transient":
-        return result  # the server is in trouble: leave the rest to their backoff and the sweep
-    drained = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS)
-    return f"{result}; drained {drained}" if drained else result
+    drained, stopped = 0, "trouble"
+    if result != "transient":  # after a transient failure the rest wait for their backoff and the sweep
+        drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS)
+    if drained:
+        result = f"{result}; drained {drained}"
+    # Settle verifying jobs when nothing is left to push (a job whose last request this was is done now, not
+    # at the next sweep), and after a drain that ran its whole (long) time, so that a big job's "verified x
+    # of y" moves while it runs. Not after each request of a busy queue: a settle counts a job's requests.
+    long_drain = stopped == "time" and settings.HANDLES_DRAIN_SECONDS >= SETTLE_AFTER_DRAIN_SECONDS
+    if stopped == "idle" or long_drain or not _anything_due():
+        if settled := jobs.settle_all():
+            result = f"{result}; settled {settled} job(s)"
+    return result
 
 
-def _drain(deadline: float) -> int:
-    """Push batches of due requests until none is left, the time is up, or the server is in trouble."""
+def _anything_due() -> bool:
+    from handles.models import HandleRequest
+
+    return HandleRequest.objects.due().exists()
+
+
+def _drain(deadline: float) -> tuple[int, str]:
+    """Push batches of due requests until none is left, the time is up, or the server is in trouble.
+    Returns how many were pushed, and why it stopped: "idle", "time" or "trouble"."""
     from handles import services
 
     pushed = 0
@@ -53,12 +90,12 @@ def _drain(deadline: float) -> int:
         claimed_at = time.monotonic()
         claims = services.requests_claim_batch(settings.HANDLES_DRAIN_BATCH)
         if not claims:
-            break
+            return pushed, "idle"
         kinds = _push_batch(claims, claimed_at)
         pushed += sum(kind is not None for kind in kinds)
         if "transient" in kinds or None in kinds:
-            break  # backoff and the sweep take it from here
-    return pushed
+            return pushed, "trouble"  # backoff and the sweep take it from here
+    return pushed, "time"
 
 
 def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | None]:
@@ -94,8 +131,11 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
 
 
 def sweep_requests() -> str:
-    """Every minute (a django-q2 schedule): recover crashed workers' requests and lost enqueues."""
+    """Every minute (a django-q2 schedule): recover crashed workers' requests and lost enqueues, and settle
+    the jobs whose requests have all finished."""
     from handles import services
 
     counts = services.requests_sweep()
-    return f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"
+    settled = jobs.settle_all()  # the safety net for a settle missed at the end of a push (a crashed worker)
+    result = f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"
+    return f"{result}, settled {settled} job(s)" if settled else result

@@ -16,12 +16,14 @@ from handles.exceptions import HandleServiceError
 
 
 def job_status(job: BulkJob) -> dict:
-    """The progress page polls this."""
+    """The progress page polls this. `succeeded` counts the handles whose request was queued; what became
+    of those requests is `verification` (success alone is verified on the server). While the job is
+    verifying, `percent` is the share verified and `finished` is false."""
     return {
         "id": job.pk, "kind": job.kind, "status": job.status, "status_display": job.get_status_display(),
         "finished": job.finished, "total": job.total, "processed": job.processed, "succeeded": job.succeeded,
         "skipped": job.skipped, "failed": job.failed, "percent": job.percent, "error": job.error,
-        "cancel_requested": job.cancel_requested,
+        "verification": job.verification, "cancel_requested": job.cancel_requested,
         "report_url": reverse("admin:handles_desk_bulkjob_report", args=[job.pk]),
     }
 
@@ -35,11 +37,14 @@ class BulkJobAdmin(admin.ModelAdmin):
     change_form_template = "admin/handles_desk/bulkjob/change_form.html"
     view_on_site = False
     readonly_fields = ["kind", "description", "parameters", "status", "total", "processed", "succeeded", "skipped",
-                       "failed", "error", "created_by", "created_at", "started_at", "finished_at"]
+                       "failed", "verification", "error", "created_by", "created_at", "started_at", "finished_at"]
     fields = readonly_fields
 
     @admin.display(description="Progress")
     def progress(self, obj: BulkJob) -> str:
+        if obj.verification:  # verifying or settled: how many of its requests the server confirmed
+            return format_html('<progress max="100" value="{}"></progress> {} / {} verified', obj.percent,
+                               obj.verification.get("success", 0), sum(obj.verification.values()))
         total = obj.total if obj.total is not None else "?"
         return format_html('<progress max="100" value="{}"></progress> {} / {}', obj.percent, obj.processed, total)
 
@@ -54,9 +59,12 @@ class BulkJobAdmin(admin.ModelAdmin):
         context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                    "show_delete": False, **(extra_context or {})}
         if job is not None:
+            may_change = request.user.has_perm("handles_desk.change_bulkjob")
             context.update(
                 status=job_status(job),
-                may_cancel=not job.finished and request.user.has_perm("handles_desk.change_bulkjob"),
+                may_cancel=may_change and job.status in (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING),
+                may_retry=may_change and job.status in (BulkJob.Status.VERIFYING, BulkJob.Status.INCOMPLETE)
+                and job.verification.get("error", 0) > 0,
                 problems=list(job.items.exclude(outcome=BulkJobItem.Outcome.OK).order_by("key")[:20]),
             )
         return super().change_view(request, object_id, form_url, extra_context=context)
@@ -67,6 +75,8 @@ class BulkJobAdmin(admin.ModelAdmin):
             path("<int:pk>/status/", wrap(self.status_view), name="handles_desk_bulkjob_status"),
             path("<int:pk>/report.csv", wrap(self.report_view), name="handles_desk_bulkjob_report"),
             path("<int:pk>/cancel/", wrap(require_POST(self.cancel_view)), name="handles_desk_bulkjob_cancel"),
+            path("<int:pk>/retry-failed/", wrap(require_POST(self.retry_failed_view)),
+                 name="handles_desk_bulkjob_retry_failed"),
         ] + super().get_urls()
 
     def _job(self, request: HttpRequest, pk: int) -> BulkJob:
@@ -91,6 +101,19 @@ class BulkJobAdmin(admin.ModelAdmin):
             self.message_user(request, exc.message, messages.WARNING)
         else:
             self.message_user(request, f"{job} stops after its current chunk.", messages.SUCCESS)
+        return HttpResponseRedirect(job.get_absolute_url())
+
+    def retry_failed_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = self._job(request, pk)
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        try:
+            retried = services.bulk_job_retry_failed(job=job, actor=request.user)
+        except HandleServiceError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+        else:
+            self.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on the "
+                                       "server.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
 

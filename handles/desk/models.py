@@ -55,7 +55,8 @@ class Collection(models.Model):
 
 
 class BulkJob(models.Model):
-    """One action over a selection of handles (or failed requests), run in the background in chunks."""
+    """One action over a selection of handles (or failed requests), run in the background in chunks.
+    Done only once the server confirmed each request it queued (verifying until then)."""
 
     class Kind(models.TextChoices):
         REDIRECT_RULE = "redirect_rule", "Redirect by find and replace"
@@ -68,7 +69,9 @@ class BulkJob(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
-        DONE = "done", "Done"
+        VERIFYING = "verifying", "Verifying on the server"
+        DONE = "done", "Done: verified on the server"
+        INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
 
@@ -84,7 +87,10 @@ class BulkJob(models.Model):
     succeeded = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, help_text="Why the job itself stopped, if it did.")
+    error = models.TextField(blank=True, help_text="Why the job itself stopped, or which of its changes failed.")
+    verification = models.JSONField(default=dict, blank=True,
+                                    help_text="What became of the job's requests (handles.jobs.Tally): success "
+                                              "is verified on the server; error, queued, running.")
     cancel_requested = models.BooleanField(default=False)
     # A task holds the job while it works on a slice; a lease that runs out lets the resume schedule hand
     # the job to a new task (a crashed or restarted worker).
@@ -112,7 +118,7 @@ class BulkJob(models.Model):
 
     @property
     def finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.CANCELLED, self.Status.FAILED)
+        return self.status in (self.Status.DONE, self.Status.INCOMPLETE, self.Status.CANCELLED, self.Status.FAILED)
 
     @property
     def on_requests(self) -> bool:
@@ -121,8 +127,12 @@ class BulkJob(models.Model):
 
     @property
     def percent(self) -> int:
-        if self.finished and self.status == self.Status.DONE:
+        """While verifying and after, the share of its requests verified on the server; before, of handles done."""
+        if self.status == self.Status.DONE:
             return 100
+        if self.status in (self.Status.VERIFYING, self.Status.INCOMPLETE):
+            requests = sum(self.verification.values())
+            return min(100, int(100 * self.verification.get("success", 0) / requests)) if requests else 0
         if not self.total:
             return 0
         return min(100, int(100 * self.processed / self.total))

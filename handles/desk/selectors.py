@@ -23,7 +23,6 @@ from django.db.models import (
     Count,
     Exists,
     F,
-    Func,
     JSONField,
     Max,
     Min,
@@ -31,14 +30,14 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    Value,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import JSONObject, Left, Replace
+from django.db.models.functions import JSONObject, Left
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from handles.models import Asset, Handle, HandleRequest, Prefix
+from handles.jobs import Tally
+from handles.models import Asset, ErrorSignature, Handle, HandleRequest, Prefix
 from handles.validators import ascii_upper, split_handle
 
 RStatus = HandleRequest.Status
@@ -411,30 +410,23 @@ def redirect_rule_preview(queryset: QuerySet, find: str, replace: str, limit: in
     return examples
 
 
+# --- Bulk jobs --------------------------------------------------------------------------------------------
+def _bulk_job_items(job_id: int) -> QuerySet:
+    from handles.desk.models import BulkJobItem
+
+    return BulkJobItem.objects.filter(job_id=job_id, request__isnull=False)
+
+
+def bulk_job_tally(job_id: int) -> Tally:
+    """The requests a job queued, by status: one GROUP BY over its items, joined to the requests by key."""
+    return Tally.of(dict(_bulk_job_items(job_id).values_list("request__status").annotate(n=Count("pk")).order_by()))
+
+
+def bulk_job_requests(job_id: int) -> QuerySet:
+    return HandleRequest.objects.filter(pk__in=_bulk_job_items(job_id).values("request_id"))
+
+
 # --- Failed requests, grouped by error ---------------------------------------------------------------
-class ErrorSignature(Func):
-    """An error message with what differs from handle to handle taken out (the handle's name, quoted
-    values, URLs and attempt counts), so one outage is one group however many handles it hit."""
-
-    output_field = HandleRequest._meta.get_field("error")
-
-    def __init__(self) -> None:
-        super().__init__(Left(Replace(F("error"), F("full_handle"), Value("{handle}")), 400))
-
-    def as_sql(self, compiler, connection, **extra):
-        return compiler.compile(self.source_expressions[0])
-
-    def as_postgresql(self, compiler, connection, **extra):
-        sql, params = compiler.compile(self.source_expressions[0])
-        sql = f"regexp_replace({sql}, %s, %s, 'g')"
-        params = [*params, r"'[^']*'", "'…'"]
-        sql = f"regexp_replace({sql}, %s, %s, 'g')"
-        params = [*params, r"https?://[^\s'\"),]+", "<url>"]
-        sql = f"regexp_replace({sql}, %s, %s, 'g')"
-        params = [*params, r"after [0-9]+ attempts", "after N attempts"]
-        return sql, params
-
-
 def failed_requests(*, prefix_id: int | None = None, since: datetime | None = None,
                     until: datetime | None = None) -> QuerySet:
     requests = HandleRequest.objects.filter(status=RStatus.ERROR)

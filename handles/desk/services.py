@@ -4,7 +4,9 @@ A bulk action changes each handle through handles.services (one lock, one versio
 HandleRequest per handle), never with a bulk UPDATE: the history and the queue must see every change.
 Small selections run in the request (bulk_apply); large ones become a BulkJob that a django-q2 task
 works through in chunks (bulk_job_run_slice), recording one BulkJobItem per handle in the same
-transaction as the change, so a job resumed after a crash neither repeats nor skips a handle.
+transaction as the change, so a job resumed after a crash neither repeats nor skips a handle. A job that
+queued requests then verifies them: it is done only once the server confirmed each (bulk_jobs_settle,
+called by the queue through handles.jobs), else incomplete.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from handles import jobs
 from handles import services as handle_services
 from handles.desk import selectors, tasks
 from handles.desk.models import BulkJob, BulkJobItem, Collection
@@ -193,6 +196,9 @@ def bulk_job_cancel(*, job: BulkJob, actor: User = None) -> BulkJob:
     job = BulkJob.objects.select_for_update().get(pk=job.pk)
     if job.finished:
         raise HandleStateError(f"{job} is already {job.get_status_display().lower()}.")
+    if job.status == JStatus.VERIFYING:
+        raise HandleStateError(f"{job} has queued every change; the worker is verifying them on the server, "
+                               "and there is nothing left to cancel.")
     job.cancel_requested = True
     job.save(update_fields=["cancel_requested", "updated_at"])
     if job.status == JStatus.QUEUED and job.lease_until is None:
@@ -231,8 +237,10 @@ def _claim(job_id: int, now: datetime) -> uuid.UUID | None:
 
 
 def _finish(job_id: int, token: uuid.UUID | None, status: str, error: str = "") -> None:
-    changes: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "lease_token": None,
-                               "lease_until": None, "error": error, "updated_at": timezone.now()}
+    """Give up the job's lease with its new status; a verifying job is finished only when it settles."""
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": status, "finished_at": None if status == JStatus.VERIFYING else now,
+                               "lease_token": None, "lease_until": None, "error": error, "updated_at": now}
     BulkJob.objects.filter(pk=job_id, lease_token=token).update(**changes)
 
 
@@ -266,8 +274,10 @@ def _process(job: BulkJob, obj: Handle | HandleRequest) -> str:
 def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
     """Work on a job for up to HANDLES_DESK_JOB_SLICE_SECONDS, chunk by chunk.
 
-    Returns "done", "cancelled", "failed", "continue" (the caller hands the rest to a new task) or why
-    nothing was done ("busy": another task holds the job; "lease lost").
+    Returns the job's status once every object is processed ("verifying" while the server confirms the
+    requests it queued; "done" or "incomplete" if they have all finished already, or "done" if it queued
+    none), "cancelled", "failed", "continue" (the caller hands the rest to a new task) or why nothing was
+    done ("busy": another task holds the job; "lease lost").
     """
     now = now or timezone.now()
     token = _claim(job_id, now)
@@ -293,8 +303,11 @@ def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
             chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
             if not chunk:
                 BulkJob.objects.filter(pk=job.pk, lease_token=token).update(total=Coalesce("processed", 0))
-                _finish(job.pk, token, JStatus.DONE)
-                return "done"
+                if not job.items.filter(request__isnull=False).exists():
+                    _finish(job.pk, token, JStatus.DONE)  # every object was skipped or failed: nothing to verify
+                    return JStatus.DONE
+                _finish(job.pk, token, JStatus.VERIFYING)
+                return bulk_job_settle(job.pk).status  # its requests may all have finished already
             counts: Counter = Counter()
             for obj in chunk:
                 counts[_process(job, obj)] += 1
@@ -308,3 +321,50 @@ def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
         logger.exception("bulk job %s failed", job_id)
         _finish(job_id, token, JStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
         return "failed"
+
+
+# --- Verification: a job is done only when the server confirmed each request it queued ---------------
+def bulk_jobs_settle() -> int:
+    """This app's settler (registered in apps.py, called by the queue; see handles.jobs): settle every
+    verifying job. One query on the status index when none is verifying."""
+    verifying = list(BulkJob.objects.filter(status=JStatus.VERIFYING).values_list("pk", flat=True))
+    return sum(bulk_job_settle(pk).finished for pk in verifying)
+
+
+def bulk_job_settle(job_id: int) -> BulkJob:
+    """Count the job's requests by status (one GROUP BY) under the job's row lock, so two settles of one
+    job run one after the other and the later one sees every finished request. Still under way: the tally
+    moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().get(pk=job_id)
+        if job.status != JStatus.VERIFYING:
+            return job
+        tally = selectors.bulk_job_tally(job_id)
+        job.verification, job.updated_at = tally.as_dict(), timezone.now()
+        fields = ["verification", "updated_at"]
+        if not tally.under_way:
+            job.status = JStatus.INCOMPLETE if tally.failed else JStatus.DONE
+            job.error = jobs.failure_summary(tally, selectors.bulk_job_requests(job_id)) if tally.failed else ""
+            job.finished_at = job.updated_at
+            fields += ["status", "error", "finished_at"]
+        job.save(update_fields=fields)
+    return job
+
+
+def bulk_job_retry_failed(*, job: BulkJob, actor: User = None) -> int:
+    """Retry the failed requests of a verifying or incomplete job (fresh attempts, handed to the queue),
+    and put it back to verifying, in one transaction under the job's row lock. Returns how many."""
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().get(pk=job.pk)
+        if job.status not in (JStatus.VERIFYING, JStatus.INCOMPLETE):
+            raise HandleStateError(f"{job} is {job.get_status_display().lower()}; only the failed requests of a "
+                                   "job that is verifying or incomplete are retried.")
+        failed = selectors.bulk_job_requests(job.pk).filter(status=HandleRequest.Status.ERROR)
+        retried = handle_services.requests_retry_bulk(request_ids=list(failed.values_list("pk", flat=True)),
+                                                      actor=actor)
+        if not retried:
+            raise HandleStateError(f"{job} has no failed requests to retry.")
+        BulkJob.objects.filter(pk=job.pk).update(status=JStatus.VERIFYING, error="", finished_at=None,
+                                                 updated_at=timezone.now())
+    bulk_job_settle(job.pk)  # the tally now counts them as queued
+    return retried

@@ -56,13 +56,27 @@ def _require_write(request: HttpRequest) -> None:
         raise PermissionDenied
 
 
-def job_status(job, **extra) -> JsonResponse:
-    """The JSON the progress bars poll: state, done/total, percent, counts, message, error."""
+def job_status(job) -> JsonResponse:
+    """The JSON the progress bars poll: state, done/total, percent, counts, message, error. While an import
+    or repair is verifying, done/total are its requests verified on the server of all it queued, and
+    `verification` tallies them by status; `finished` is false until it is applied/done or incomplete."""
     return JsonResponse({
-        "id": job.pk, "state": job.state, "finished": job.finished, "done": job.progress_done,
-        "total": job.progress_total, "percent": job.percent, "message": job.message, "counts": job.counts,
-        "error": job.error, **extra,
+        "id": job.pk, "state": job.state, "state_display": job.get_state_display(), "finished": job.finished,
+        "done": job.progress_done, "total": job.progress_total, "percent": job.percent, "message": job.message,
+        "counts": job.counts, "error": job.error, "verifying": job.state == "verifying",
+        **({"verification": job.verification} if hasattr(job, "verification") else {}),
     })
+
+
+def _retry_failed(model_admin: admin.ModelAdmin, request: HttpRequest, retry, **job) -> None:
+    """Retry the failed requests of an import or repair, and say what happened."""
+    try:
+        retried = retry(actor=request.user, **job)
+    except HandleServiceError as exc:
+        model_admin.message_user(request, exc.message, messages.ERROR)
+    else:
+        model_admin.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on "
+                                          "the server.", messages.SUCCESS)
 
 
 def _csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
@@ -125,6 +139,8 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             path("<int:pk>/apply/", wrap(self.apply_view), name="handles_repair_importbatch_apply"),
             path("<int:pk>/continue-push/", wrap(self.continue_push_view),
                  name="handles_repair_importbatch_continue_push"),
+            path("<int:pk>/retry-failed/", wrap(self.retry_failed_view),
+                 name="handles_repair_importbatch_retry_failed"),
         ] + super().get_urls()
 
     def add_view(self, request, form_url="", extra_context=None):
@@ -175,8 +191,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
         return self._page(
             request, "import_batch.html", str(batch), batch=batch, form=form, page=page, outcome=outcome,
             outcomes=[(o, label, batch.counts.get(o, 0)) for o, label in ImportRow.Outcome.choices],
-            verification=selectors.import_verification(batch) if batch.state == ImportBatch.State.APPLIED else None,
-            mapping_fields=MAPPING_FIELDS,
+            verification=batch.verification if batch.applied_at else None, mapping_fields=MAPPING_FIELDS,
         )
 
     def status_view(self, request, pk):
@@ -212,6 +227,13 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
 
+    def retry_failed_view(self, request, pk):
+        _require_write(request)
+        batch = get_object_or_404(ImportBatch.objects.defer("content"), pk=pk)
+        if request.method == "POST":
+            _retry_failed(self, request, services.import_batch_retry_failed, batch=batch)
+        return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
+
 
 # --- Reconciliation and repair ---------------------------------------------------------------------------
 @admin.register(ReconciliationRun)
@@ -239,6 +261,7 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
             path("<int:pk>/rows.csv", wrap(self.rows_csv_view), name="handles_repair_reconciliationrun_rows"),
             path("repair-status/<int:pk>.json", wrap(self.repair_status_view),
                  name="handles_repair_repairjob_status"),
+            path("repair-retry/<int:pk>/", wrap(self.repair_retry_view), name="handles_repair_repairjob_retry_failed"),
         ] + super().get_urls()
 
     def add_view(self, request, form_url="", extra_context=None):
@@ -260,7 +283,8 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
         classes = [(k, label, run.counts.get(k, 0)) for k, label in ReconciliationRow.Kind.choices]
         return self._page(request, "reconciliation.html", str(run), run=run, page=page, kind=kind, classes=classes,
-                          repairs=run.repairs.all()[:10], verification=selectors.repair_verification(run))
+                          repairs=run.repairs.select_related("requested_by")[:10],
+                          verification=selectors.repair_verification(run))
 
     def status_view(self, request, pk):
         self._require_view(request)
@@ -268,8 +292,14 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
 
     def repair_status_view(self, request, pk):
         self._require_view(request)
+        return job_status(get_object_or_404(RepairJob, pk=pk))
+
+    def repair_retry_view(self, request, pk):
+        _require_write(request)
         job = get_object_or_404(RepairJob, pk=pk)
-        return job_status(job, verification=selectors.repair_verification(job.run))
+        if request.method == "POST":
+            _retry_failed(self, request, services.repair_job_retry_failed, job=job)
+        return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[job.run_id]))
 
     def repair_view(self, request, pk):
         """Repairs: a dry run first (what would be queued), then the same choice confirmed."""

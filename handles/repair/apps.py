@@ -6,3 +6,10 @@ class RepairConfig(AppConfig):
     label = "handles_repair"
     verbose_name = "Import, reconciliation and health"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from handles import jobs
+        from handles.repair import services
+
+        # Imports and repairs end applied/done only once the server confirmed their requests.
+        jobs.register_settler(services.jobs_settle)

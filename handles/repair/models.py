@@ -18,10 +18,18 @@ MAPPING_FIELDS = ("handle", "prefix", "suffix", "url", "source_system", "externa
 
 
 class JobState(models.TextChoices):
+    """States of a job that reads the server itself (reconciliation, health check): done is a direct read.
+    A job that changes the server through the request queue has its own, with verifying and incomplete
+    (RepairJob.State, ImportBatch.State)."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+
+
+VERIFICATION_HELP = ("What became of the job's requests (handles.jobs.Tally): success is verified on the server; "
+                     "error, queued, running; unpushed: lines without a request.")
 
 
 class Job(models.Model):
@@ -108,10 +116,13 @@ class ImportBatch(Job):
         ANALYSING = "analysing", "Dry run in progress"
         ANALYSED = "analysed", "Dry run done: review and apply"
         APPLYING = "applying", "Applying"
-        APPLIED = "applied", "Applied"
+        VERIFYING = "verifying", "Applied; waiting for the server to confirm each handle"
+        APPLIED = "applied", "Applied and verified on the server"
+        INCOMPLETE = "incomplete", "Applied; some handles failed on the server"
         FAILED = "failed", "Failed"
 
     state = models.CharField(max_length=12, choices=State.choices, default=State.UPLOADED)
+    verification = models.JSONField(default=dict, blank=True, help_text=VERIFICATION_HELP)
     file_name = models.CharField(max_length=255)
     file_size = models.PositiveBigIntegerField(default=0)
     file_sha256 = models.CharField(max_length=64)
@@ -133,13 +144,16 @@ class ImportBatch(Job):
         ordering = ["-id"]
         verbose_name = "import"
         verbose_name_plural = "imports"
+        # The settler looks for verifying imports after every drain of the queue: a tiny partial index.
+        indexes = [models.Index(fields=["state"], condition=Q(state="verifying"), name="import_verifying_idx")]
 
     def __str__(self) -> str:
         return f"Import #{self.pk} {self.file_name}"
 
     @property
     def finished(self) -> bool:
-        return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.APPLIED, self.State.FAILED)
+        return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.APPLIED, self.State.INCOMPLETE,
+                              self.State.FAILED)
 
 
 class ImportRowQuerySet(models.QuerySet):
@@ -246,35 +260,55 @@ class ReconciliationRow(models.Model):
     repair_request = models.ForeignKey(HandleRequest, on_delete=models.SET_NULL, null=True, blank=True,
                                        related_name="+", db_index=False)
     repaired_at = models.DateTimeField(null=True, blank=True)
+    # Several repairs can work on one run: this says whose requests a row's is, so each repair is settled
+    # on its own requests.
+    repair_job = models.ForeignKey("RepairJob", on_delete=models.SET_NULL, null=True, blank=True, related_name="rows",
+                                   db_index=False, help_text="The repair that queued (or skipped) this row.")
 
     objects = ReconciliationRowQuerySet.as_manager()
 
     class Meta:
         ordering = ["run", "kind", "full_handle"]
         constraints = [models.UniqueConstraint(fields=["run", "full_handle"], name="one_row_per_handle_per_run")]
-        indexes = [models.Index(fields=["run", "kind", "id"], name="recon_row_kind_idx")]
+        indexes = [
+            models.Index(fields=["run", "kind", "id"], name="recon_row_kind_idx"),
+            # Partial: most rows are never repaired, and a reconciliation inserts them by the thousand.
+            models.Index(fields=["repair_job"], condition=Q(repair_job__isnull=False), name="recon_row_repair_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.full_handle}: {self.get_kind_display()}"
 
 
 class RepairJob(Job):
-    """Repairs chosen from a reconciliation's rows (whole classes or single rows), pushed through the queue."""
+    """Repairs chosen from a reconciliation's rows (whole classes or single rows), pushed through the queue.
+    Done only once the server confirmed every request it queued."""
+
+    class State(models.TextChoices):
+        # The values of JobState (job_claim takes a queued job), plus verifying and incomplete.
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Queuing the repairs"
+        VERIFYING = "verifying", "Verifying on the server"
+        DONE = "done", "Done: verified on the server"
+        INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
+        FAILED = "failed", "Failed"
 
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="repairs")
     kinds = models.JSONField(default=list, blank=True)
     row_ids = models.JSONField(default=list, blank=True)
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    verification = models.JSONField(default=dict, blank=True, help_text=VERIFICATION_HELP)
 
     class Meta:
         ordering = ["-id"]
+        indexes = [models.Index(fields=["state"], condition=Q(state="verifying"), name="repair_verifying_idx")]
 
     def __str__(self) -> str:
         return f"Repair #{self.pk} of reconciliation #{self.run_id}"
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED)
+        return self.state in (self.State.DONE, self.State.INCOMPLETE, self.State.FAILED)
 
 
 class HealthOutcome(models.TextChoices):

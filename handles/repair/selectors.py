@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
+from handles.jobs import Tally
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair.models import (
     HandleCheck,
     HealthOutcome,
     HealthRun,
-    ImportBatch,
     ImportRow,
     JobState,
     ReconciliationRow,
@@ -96,10 +96,17 @@ def failing_checks() -> QuerySet[HandleCheck]:
 
 
 # --- Imports -------------------------------------------------------------------------------------------
-def import_verification(batch: ImportBatch) -> dict[str, int]:
-    """What became of an applied import's requests: success means the worker read the server's record back."""
-    return dict(ImportRow.objects.filter(batch=batch, request__isnull=False)
-                .values_list("request__status").annotate(n=Count("pk")).order_by())
+def import_tally(batch_id: int) -> Tally:
+    """What became of an applied import's handles: their requests by status (success means the worker read
+    the server's record back), and the lines recorded but never pushed (push mode: the server could not be
+    read). One GROUP BY over the batch's new lines, joined to their requests by primary key."""
+    lines = ImportRow.objects.filter(batch_id=batch_id, outcome=ImportRow.Outcome.NEW, handle__isnull=False)
+    return Tally.of(dict(lines.values_list("request__status").annotate(n=Count("pk")).order_by()))
+
+
+def import_requests(batch_id: int) -> QuerySet[HandleRequest]:
+    return HandleRequest.objects.filter(pk__in=ImportRow.objects.filter(batch_id=batch_id, request__isnull=False)
+                                        .values("request_id"))
 
 
 def reconcile_schedule():
@@ -146,6 +153,20 @@ def repair_verification(run: ReconciliationRun) -> dict[str, int]:
     """The state of the requests a run's repairs queued: only `success` is verified on the server."""
     return dict(ReconciliationRow.objects.filter(run=run, repair_request__isnull=False)
                 .values_list("repair_request__status").annotate(n=Count("pk")).order_by())
+
+
+def _repair_job_rows(job_id: int) -> QuerySet[ReconciliationRow]:
+    return ReconciliationRow.objects.filter(repair_job_id=job_id, repair_request__isnull=False)
+
+
+def repair_job_tally(job_id: int) -> Tally:
+    """The requests one repair queued, by status (several repairs can work on one reconciliation)."""
+    return Tally.of(dict(_repair_job_rows(job_id).values_list("repair_request__status").annotate(n=Count("pk"))
+                         .order_by()))
+
+
+def repair_job_requests(job_id: int) -> QuerySet[HandleRequest]:
+    return HandleRequest.objects.filter(pk__in=_repair_job_rows(job_id).values("repair_request_id"))
 
 
 # --- Assets with several handles -------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Changes to handles and assets themselves are made by handles.services ("Import and repair (bulk)"): this
 module decides what to ask of it and records what came of it. A job is created here, handed to the task
 queue when its transaction commits, and reports progress through short updates that other connections
-(the admin's progress bar) see at once.
+(the admin's progress bar) see at once. An import or repair that queued requests is then verifying until
+every request has finished: it is settled here (jobs_settle, called by the queue through handles.jobs) as
+applied/done or incomplete.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -18,13 +21,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Model, Q
+from django.db.models import Model, Q, QuerySet, Value
 from django.utils import timezone
 
+from handles import jobs
 from handles import services as core
-from handles.exceptions import HandleServiceError
+from handles.exceptions import HandleServiceError, HandleStateError
 from handles.models import Handle, HandleRequest, Prefix
-from handles.repair import importer, rules, tasks
+from handles.repair import importer, rules, selectors, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
 from handles.repair.importer import ImportOptions, Verdict
 from handles.repair.models import (
@@ -46,6 +50,8 @@ logger = logging.getLogger(__name__)
 User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
+IState = ImportBatch.State
+RState = RepairJob.State
 CHUNK = 2000
 
 
@@ -282,11 +288,19 @@ def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "") -> I
                 return batch  # applied already (the task queue delivers at least once), or no dry run yet
             request_ids = _record_new_rows(batch, actor or batch.requested_by, via or batch.requested_via or "import")
             push = batch.mode == ImportMode.PUSH and batch.counts.get(ImportRow.Outcome.NEW, 0) > 0
-            batch.state = ImportBatch.State.APPLYING if push else ImportBatch.State.APPLIED
             batch.applied_at = timezone.now()
-            batch.finished_at = None if push else batch.applied_at
-            batch.message = "Reading each handle from the server" if push else "Applied"
-            batch.save(update_fields=["state", "applied_at", "finished_at", "message"])
+            if push:
+                batch.state, batch.finished_at = IState.APPLYING, None
+                batch.message = "Reading each handle from the server"
+            elif request_ids:  # applied, but done only once the server confirmed each handle
+                batch.state, batch.finished_at = IState.VERIFYING, None
+                batch.message = VERIFYING_MESSAGE
+                batch.verification = jobs.Tally(queued=len(request_ids)).as_dict()
+                batch.progress_done, batch.progress_total = 0, len(request_ids)
+            else:
+                batch.state, batch.finished_at, batch.message = IState.APPLIED, batch.applied_at, "Applied"
+            batch.save(update_fields=["state", "applied_at", "finished_at", "message", "verification",
+                                      "progress_done", "progress_total"])
             if push:
                 transaction.on_commit(partial(tasks.enqueue_job, "push_import", batch.pk, "import push"))
             elif request_ids:
@@ -357,29 +371,47 @@ def import_batch_queue_push(batch_id: int, ops: dict[int, str], *, actor: User =
     return len(queued)
 
 
+# Applied or recorded, while the worker pushes the requests and reads each back.
+VERIFYING_MESSAGE = "Verifying on the server"
+UNREAD_NOTE = ("could not be read from the server and have no request yet: use \"Continue pushing\" when the "
+               "server answers again.")
+CONTINUE_PUSH_STATES = (IState.APPLYING, IState.VERIFYING, IState.INCOMPLETE, IState.APPLIED)
+
+
 @transaction.atomic
 def import_batch_continue_push(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
     """Push mode, again: for the lines whose handle could not be read from the server last time."""
-    batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+    batch = ImportBatch.objects.select_for_update().defer("content").get(pk=batch.pk)
     # APPLYING too: a worker that died mid-push leaves it there; lines that have their request are skipped.
-    if batch.mode != ImportMode.PUSH or batch.state not in (ImportBatch.State.APPLIED, ImportBatch.State.APPLYING) \
-            or batch.applied_at is None:
+    if batch.mode != ImportMode.PUSH or batch.state not in CONTINUE_PUSH_STATES or batch.applied_at is None:
         raise HandleServiceError("Only an applied import in push mode can continue pushing.", code="invalid_state")
-    batch.state, batch.error, batch.message = ImportBatch.State.APPLYING, "", "Waiting for a worker"
-    batch.save(update_fields=["state", "error", "message"])
+    batch.state, batch.error, batch.message = IState.APPLYING, "", "Waiting for a worker"
+    batch.finished_at = None
+    batch.save(update_fields=["state", "error", "message", "finished_at"])
     transaction.on_commit(partial(tasks.enqueue_job, "push_import", batch.pk, "import push"))
     return batch
 
 
 def import_batch_finish_push(batch_id: int, *, error: str = "") -> ImportBatch:
-    now = timezone.now()
-    if error:
-        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.APPLIED, error=error, finished_at=now,
-                                                       message="Applied; some handles could not be read")
-    else:
-        ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.APPLIED, finished_at=now,
-                                                       message="Applied; requests queued")
-    return ImportBatch.objects.get(pk=batch_id)
+    """Every line is read and its request queued (or left unpushed with `error`): the import now waits for
+    the server to confirm each handle. Settled at once, since the requests may all have finished by now."""
+    ImportBatch.objects.filter(pk=batch_id).update(state=IState.VERIFYING, error=error, finished_at=None,
+                                                   message=VERIFYING_MESSAGE)
+    return import_batch_settle(batch_id)
+
+
+def import_batch_settle(batch_id: int) -> ImportBatch:
+    """A verifying import becomes applied once every handle is verified on the server, incomplete once
+    every request has finished and some failed (or some lines could not be pushed)."""
+    return _settle(ImportBatch.objects.defer("content"), batch_id, tally=selectors.import_tally,
+                   requests=selectors.import_requests, done=IState.APPLIED, incomplete=IState.INCOMPLETE,
+                   noun="handle", unpushed_note=UNREAD_NOTE)
+
+
+def import_batch_retry_failed(*, batch: ImportBatch, actor: User = None) -> int:
+    """Retry the import's failed requests (fresh attempts); it verifies again. Returns how many."""
+    return _retry_failed(ImportBatch.objects.defer("content"), batch.pk, requests=selectors.import_requests,
+                         actor=actor, settle=import_batch_settle)
 
 
 # --- Reconciliation ---------------------------------------------------------------------------------
@@ -467,10 +499,31 @@ def repair_execute(job_id: int) -> RepairJob:
 
 
 def _repair_end(job_id: int, counts: Counter[str], error: str) -> RepairJob:
-    RepairJob.objects.filter(pk=job_id).update(
-        state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=dict(counts),
-        error=error, message="" if error else "Requests queued; the worker verifies each on the server")
-    return RepairJob.objects.get(pk=job_id)
+    """A repair that failed on its own stays failed; one that queued requests verifies them (settled at
+    once: they may all have finished already); one that queued nothing is done."""
+    queued = sum(n for outcome, n in counts.items() if outcome != "skipped")
+    if error or not queued:
+        RepairJob.objects.filter(pk=job_id).update(
+            state=RState.FAILED if error else RState.DONE, finished_at=timezone.now(), counts=dict(counts),
+            error=error, message="" if error else "Nothing to queue: every chosen row was skipped")
+        return RepairJob.objects.get(pk=job_id)
+    RepairJob.objects.filter(pk=job_id).update(state=RState.VERIFYING, counts=dict(counts), error="",
+                                               message=VERIFYING_MESSAGE)
+    return repair_job_settle(job_id)
+
+
+def repair_job_settle(job_id: int) -> RepairJob:
+    """A verifying repair is done once each of its requests is verified on the server, incomplete once
+    every request has finished and some failed."""
+    return _settle(RepairJob.objects.all(), job_id, tally=selectors.repair_job_tally,
+                   requests=selectors.repair_job_requests, done=RState.DONE, incomplete=RState.INCOMPLETE,
+                   noun="repair")
+
+
+def repair_job_retry_failed(*, job: RepairJob, actor: User = None) -> int:
+    """Retry the repair's failed requests (fresh attempts); it verifies again. Returns how many."""
+    return _retry_failed(RepairJob.objects.all(), job.pk, requests=selectors.repair_job_requests, actor=actor,
+                         settle=repair_job_settle)
 
 
 def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str]:
@@ -482,6 +535,7 @@ def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str
     busy = set(HandleRequest.objects.unfinished().filter(
         handle_id__in=[r.handle_id for r in chunk if r.handle_id]).values_list("handle_id", flat=True))
     for row in chunk:
+        row.repair_job_id = job.pk
         op = REPAIR_OPS[row.kind]
         if op == "adopt":
             orphans.append(row)
@@ -508,7 +562,7 @@ def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str
         counts[ops[handle_id]] += 1
     request_ids = list(queued.values())
     request_ids += _adopt_orphans(job, orphans, counts, now)
-    ReconciliationRow.objects.bulk_update(chunk, ["handle", "repair_request", "repaired_at", "note"])
+    ReconciliationRow.objects.bulk_update(chunk, ["handle", "repair_request", "repaired_at", "note", "repair_job"])
     if request_ids:
         transaction.on_commit(partial(tasks.enqueue_request_ids, request_ids))
     return counts
@@ -556,6 +610,68 @@ def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Cou
 
 def _suffix_key(row: ReconciliationRow) -> str:
     return ascii_upper(row.full_handle.split("/", 1)[1])
+
+
+# --- Verification: an import or repair is done only when the server confirmed each request ----------
+VerifiedJob = ImportBatch | RepairJob
+
+
+def jobs_settle() -> int:
+    """This app's settler (registered in apps.py, called by the queue; see handles.jobs): settle every
+    verifying import and repair. One query on two small partial indexes when none is verifying."""
+    verifying = list(RepairJob.objects.filter(state=RState.VERIFYING).annotate(kind=Value("repair"))
+                     .values_list("pk", "kind")
+                     .union(ImportBatch.objects.filter(state=IState.VERIFYING).annotate(kind=Value("import"))
+                            .values_list("pk", "kind")))
+    finished = 0
+    for pk, kind in verifying:
+        finished += (repair_job_settle(pk) if kind == "repair" else import_batch_settle(pk)).finished
+    return finished
+
+
+def _settle(jobs_of_kind: QuerySet, job_id: int, *, tally: Callable[[int], jobs.Tally],
+            requests: Callable[[int], QuerySet[HandleRequest]], done: str, incomplete: str, noun: str,
+            unpushed_note: str = "") -> VerifiedJob:
+    """Count the job's requests by status (one GROUP BY) under the job's row lock, so two settles of one job
+    run one after the other and the later one sees every finished request. Still under way: the tally
+    moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
+    with transaction.atomic():
+        job = jobs_of_kind.select_for_update().get(pk=job_id)
+        if job.state != "verifying":
+            return job
+        counted: jobs.Tally = tally(job_id)
+        job.verification = counted.as_dict()
+        job.progress_done, job.progress_total = counted.success, counted.total
+        fields = ["verification", "progress_done", "progress_total"]
+        if not counted.under_way:
+            job.state = incomplete if counted.failed else done
+            job.error = jobs.failure_summary(counted, requests(job_id), noun=noun, unpushed_note=unpushed_note) \
+                if counted.failed else ""
+            job.message = "Some changes were not verified on the server" if counted.failed else \
+                "Verified on the server"
+            job.finished_at = timezone.now()
+            fields += ["state", "error", "message", "finished_at"]
+        job.save(update_fields=fields)
+    return job
+
+
+def _retry_failed(jobs_of_kind: QuerySet, job_id: int, *, requests: Callable[[int], QuerySet[HandleRequest]],
+                  actor: User, settle: Callable[[int], VerifiedJob]) -> int:
+    """Give a job's failed requests fresh attempts and put the job back to verifying, in one transaction
+    under the job's row lock: a settle in between cannot find it finished with nothing under way."""
+    with transaction.atomic():
+        job = jobs_of_kind.select_for_update().get(pk=job_id)
+        if job.state not in ("verifying", "incomplete"):
+            raise HandleStateError(f"{job} is {job.get_state_display().lower()}; only the failed requests of a job "
+                                   "that is verifying or incomplete are retried.")
+        failed = requests(job_id).filter(status=HandleRequest.Status.ERROR).values_list("pk", flat=True)
+        retried = core.requests_retry_bulk(request_ids=list(failed), actor=actor)
+        if not retried:
+            raise HandleStateError(f"{job} has no failed requests to retry.")
+        jobs_of_kind.filter(pk=job_id).update(state="verifying", error="", message=VERIFYING_MESSAGE,
+                                              finished_at=None)
+    settle(job_id)  # the tally now counts them as queued
+    return retried
 
 
 # --- Resolution health --------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
-HANDOVER_CHUNK = 2000
-
 
 def enqueue_job(func: str, job_id: int, label: str) -> None:
     """Hand a job to the task queue; called after the transaction that recorded it commits."""
@@ -14,20 +12,17 @@ def enqueue_job(func: str, job_id: int, label: str) -> None:
 
 
 def enqueue_request_ids(request_ids: list[int]) -> None:
-    """Hand thousands of new requests to the queue without making the caller wait for each: one
-    background task per chunk does the per-request hand-over (handles.tasks.enqueue_request)."""
-    for start in range(0, len(request_ids), HANDOVER_CHUNK):
-        chunk = request_ids[start:start + HANDOVER_CHUNK]
-        async_task("handles.repair.tasks.hand_over_requests", chunk, group="handles-repair",
-                   task_name=f"hand over {len(chunk)} requests from #{chunk[0]}")
+    """Hand thousands of new requests to the queue in background chunks (handles.tasks)."""
+    from handles import tasks
+
+    tasks.enqueue_request_ids(request_ids)
 
 
 def hand_over_requests(request_ids: list[int]) -> str:
+    """Kept for hand-overs a broker still holds from before they moved to handles.tasks."""
     from handles import tasks
 
-    for request_id in request_ids:
-        tasks.enqueue_request(request_id)
-    return f"handed over {len(request_ids)}"
+    return tasks.hand_over_requests(request_ids)
 
 
 def analyse_import(batch_id: int) -> str:

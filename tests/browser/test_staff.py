@@ -6,10 +6,10 @@ import re
 
 from playwright.sync_api import expect
 
+from handles import services
 from handles.handle_server.client import client_for
 from handles.models import Handle
 from tests.browser.conftest import BROWSER, log_in
-from tests.factories import HandleFactory
 
 pytestmark = BROWSER
 
@@ -83,16 +83,18 @@ def test_staff_mint_redirect_by_rule_and_tombstone(page, shot, staff_user, prefi
 
 def test_staff_run_a_selection_as_a_background_job(page, shot, staff_user, prefix, settings):
     settings.HANDLES_DESK_INLINE_LIMIT = 2
-    for i in range(4):
-        HandleFactory(prefix=prefix, suffix=f"job-{i}", synced_version=1)
+    for i in range(4):  # on the server too (the queue runs inline as each mint commits)
+        services.handle_mint(prefix=prefix, suffix=f"job-{i}", target_url=f"https://dams.example.edu/node/{i}")
     log_in(page, "staff")
     page.goto("/admin/handles/handle/?q=job-")
     page.check("#action-toggle")
     page.select_option("select[name=action]", "verify_selected")
     page.click("button[name=index]")
     page.wait_for_url(re.compile(r"/admin/handles_desk/bulkjob/\d+/change/"))
-    expect(page.locator("#hd-job-status")).to_have_text("Done")
+    # Done means every verify was read back from the server, not merely queued.
+    expect(page.locator("#hd-job-status")).to_have_text("Done: verified on the server")
     expect(page.locator("#hd-job-counts")).to_contain_text("4 of 4 done: 4 queued")
+    expect(page.locator("#hd-job-verification")).to_contain_text("On the server: 4 of 4 verified, 0 failed")
     shot(page, "07-bulk-job")
     with page.expect_download() as download:
         page.click("#hd-job-report")

@@ -35,9 +35,10 @@ def job(kind, selection, **parameters):
 def test_a_job_changes_each_handle_through_its_service(handles):
     created = job("redirect_rule", {"ids": [h.pk for h in handles[:4]]}, find="http://old.example/",
                   replace="https://new.example/")
-    assert services.bulk_job_run_slice(created.pk) == "done"
+    assert services.bulk_job_run_slice(created.pk) == "verifying"  # the server has confirmed none of them yet
     created.refresh_from_db()
-    assert (created.status, created.total, created.processed, created.succeeded) == ("done", 4, 4, 4)
+    assert (created.status, created.total, created.processed, created.succeeded) == ("verifying", 4, 4, 4)
+    assert created.verification == {"success": 0, "error": 0, "queued": 4, "running": 0, "unpushed": 0}
     assert sorted(Handle.objects.values_list("target_url", flat=True)) == [
         "http://old.example/4", *[f"https://new.example/{i}" for i in range(4)]]
     requests = HandleRequest.objects.filter(requested_via=f"job:{created.pk}")
@@ -67,11 +68,11 @@ def test_filters_select_like_the_list_and_a_job_works_in_slices(handles, setting
     settings.HANDLES_DESK_JOB_SLICE_SECONDS = 0
     created = job("verify", {"filters": {"q": "old.example"}})
     outcomes = []
-    while (outcome := services.bulk_job_run_slice(created.pk)) != "done":
+    while (outcome := services.bulk_job_run_slice(created.pk)) != "verifying":
         outcomes.append(outcome)
     created.refresh_from_db()
     assert outcomes == ["continue", "continue", "continue"]
-    assert (created.total, created.processed, created.status) == (5, 5, "done")
+    assert (created.total, created.processed, created.status) == (5, 5, "verifying")
     assert sorted(created.items.values_list("key", flat=True)) == sorted(h.pk for h in handles)
 
 
@@ -81,7 +82,8 @@ def test_the_task_hands_the_rest_of_a_job_to_a_new_task(handles, settings, djang
     with django_capture_on_commit_callbacks(execute=True):
         created = job("verify", {"ids": [h.pk for h in handles]})
     created.refresh_from_db()
-    assert (created.status, created.processed) == ("done", 5)  # three tasks ran, each queued by the previous
+    # three tasks ran, each queued by the previous; the offline server confirmed none of the requests
+    assert (created.status, created.processed) == ("verifying", 5)
 
 
 def test_a_job_resumed_after_its_worker_died_neither_repeats_nor_skips(handles):
@@ -94,7 +96,7 @@ def test_a_job_resumed_after_its_worker_died_neither_repeats_nor_skips(handles):
     assert services.bulk_job_run_slice(created.pk, now=now) == "busy"  # its lease still holds
     later = now + timedelta(seconds=services._lease_seconds() + 1)
     assert services.bulk_jobs_stalled(now=later) == [created.pk]
-    assert services.bulk_job_run_slice(created.pk, now=later) == "done"
+    assert services.bulk_job_run_slice(created.pk, now=later) == "verifying"
     created.refresh_from_db()
     assert (created.processed, created.succeeded) == (5, 5)
     assert HandleRequest.objects.filter(op="verify").count() == 5
@@ -107,7 +109,7 @@ def test_stalled_jobs_are_resumed_by_the_schedule(handles, django_capture_on_com
     BulkJob.objects.filter(pk=created.pk).update(enqueued_at=None)
     assert tasks.resume_bulk_jobs() == "resumed 1"
     created.refresh_from_db()
-    assert created.status == "done"
+    assert created.status == "verifying"
 
 
 def test_cancel_stops_a_job_between_chunks(handles, settings):

@@ -70,9 +70,15 @@ def test_upload_map_dry_run_and_apply(staff_client, grinnell_prefix, django_capt
     assert batch.state == ImportBatch.State.APPLYING and len(callbacks) == 1  # handed to the queue on commit
     callbacks[0]()  # the queue runs the apply (sync in tests): records the handles, queues verifications
     batch.refresh_from_db()
-    assert batch.state == ImportBatch.State.APPLIED
+    # Recorded, but not applied until the server confirmed each handle (the verifications are not run here).
+    assert batch.state == ImportBatch.State.VERIFYING
     assert set(Handle.objects.values_list("suffix", "status")) == {("88", "active"), ("99", "active")}
     assert HandleRequest.objects.filter(op=HandleRequest.Op.VERIFY).count() == 2
+    status = json.loads(staff_client.get(reverse("admin:handles_repair_importbatch_status", args=[batch.pk])).content)
+    assert (status["state"], status["finished"], status["done"], status["total"]) == ("verifying", False, 0, 2)
+    assert status["verification"] == {"success": 0, "error": 0, "queued": 2, "running": 0, "unpushed": 0}
+    page = staff_client.get(reverse("admin:handles_repair_importbatch_change", args=[batch.pk])).content.decode()
+    assert "Applied; waiting for the server to confirm each handle" in page and "0 of 2 verified" in page
 
 
 def test_a_preset_fills_the_mapping(staff_client, grinnell_prefix, django_capture_on_commit_callbacks):

@@ -54,10 +54,15 @@ def test_import_reconcile_repair_makes_every_legacy_handle_resolve(run_queue, gr
 
     # 1. Import the legacy list (adopt: they are supposed to resolve already). Verification tells the truth.
     batch = _import(run_queue, grinnell_live)
-    assert batch.state == batch.State.APPLIED
+    batch.refresh_from_db()
     verified = dict(HandleRequest.objects.filter(op=HandleRequest.Op.VERIFY).values_list("full_handle", "status"))
     assert verified == {"11084/88": "success", "11084/99": "error", "11084/32100": "error"}
     assert "missing on the Handle server" in HandleRequest.objects.get(full_handle="11084/99").error
+    # Recorded, but not "applied": two of its handles do not resolve, and the import says so.
+    assert batch.state == batch.State.INCOMPLETE
+    assert batch.verification == {"success": 1, "error": 2, "queued": 0, "running": 0, "unpushed": 0}
+    assert batch.error.startswith("2 of 3 handles were not verified on the server. 2 failed; the commonest error "
+                                  "(2×): {handle} is missing on the Handle server.")
 
     # 2. Reconcile: the two legacy handles are missing; the vendor handles are orphans of known objects.
     run = _reconcile(run_queue, grinnell_live)
@@ -75,7 +80,8 @@ def test_import_reconcile_repair_makes_every_legacy_handle_resolve(run_queue, gr
     assert HandleRequest.objects.filter(action=HandleRequest.Action.REPAIR).count() == 0
     job = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING, Kind.ORPHAN])
     job.refresh_from_db()
-    assert job.state == JobState.DONE and job.counts == {"create": 2, "adopt": 2}
+    assert job.state == job.State.DONE and job.counts == {"create": 2, "adopt": 2}
+    assert job.verification == {"success": 4, "error": 0, "queued": 0, "running": 0, "unpushed": 0}
     assert selectors.repair_verification(run) == {"success": 4}
 
     # 4. On the server: every legacy handle resolves to its object, and the vendor handles still do.

@@ -125,7 +125,9 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
     batch = dry_run(content, grinnell_prefix)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         batch = services.import_batch_apply(batch.pk)
-    assert batch.state == ImportBatch.State.APPLIED and len(callbacks) == 1
+    # Recorded; applied only once the server confirmed each handle (the verifications wait in `callbacks`).
+    assert batch.state == ImportBatch.State.VERIFYING and len(callbacks) == 1
+    assert batch.verification["queued"] == 3 and batch.finished_at is None
     handles = {h.suffix: h for h in Handle.objects.select_related("asset")}
     assert {s: (h.status, h.is_primary, h.in_sync) for s, h in handles.items()} == {
         "99": ("active", True, False), "1742400039": ("active", False, False), "7": ("active", True, False)}
@@ -137,10 +139,10 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
     linked = batch.rows.filter(outcome=Outcome.NEW, handle__isnull=False, request__isnull=False).count()
     assert linked == 3
 
-    # A second delivery of the apply task changes nothing and keeps the import applied.
-    assert services.import_batch_apply(batch.pk).state == ImportBatch.State.APPLIED
+    # A second delivery of the apply task changes nothing and keeps the import as it was.
+    assert services.import_batch_apply(batch.pk).state == ImportBatch.State.VERIFYING
     assert Handle.objects.count() == 3 and not ImportBatch.objects.get(pk=batch.pk).error
-    assert services.import_batch_analyse(batch.pk).state == ImportBatch.State.APPLIED  # nor a late dry run
+    assert services.import_batch_analyse(batch.pk).state == ImportBatch.State.VERIFYING  # nor a late dry run
 
     again = dry_run(content, grinnell_prefix)
     assert again.counts == {"rows": 3, "same": 3, "vendor": 1}
@@ -148,6 +150,7 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
         services.import_batch_apply(again.pk)
     assert callbacks == [] and Handle.objects.count() == 3 and HandleRequest.objects.count() == 3
     assert Asset.objects.count() == 2
+    assert ImportBatch.objects.get(pk=again.pk).state == ImportBatch.State.APPLIED  # nothing queued: nothing to verify
 
 
 def test_a_vendor_handle_is_primary_only_of_an_asset_without_a_legacy_one(grinnell_prefix):
@@ -201,11 +204,14 @@ def test_push_mode_when_the_server_does_not_answer_then_continues(run_queue, gri
     grinnell_server.set_fault("503")
     batch = run_queue(services.import_batch_apply, batch.pk)
     batch.refresh_from_db()
-    assert batch.state == ImportBatch.State.APPLIED and "could not be read from the server" in batch.error
+    # Nothing could be pushed: the import is incomplete, and says how to go on.
+    assert batch.state == ImportBatch.State.INCOMPLETE and batch.verification["unpushed"] == 1
+    assert "1 of 1 handles were not verified" in batch.error and "Continue pushing" in batch.error
     assert Handle.objects.get().status == "pending" and not HandleRequest.objects.exists()
     grinnell_server.clear_faults()
     run_queue(services.import_batch_continue_push, batch=batch)
     batch.refresh_from_db()
+    assert batch.state == ImportBatch.State.APPLIED and batch.verification["success"] == 1
     assert not batch.error and HandleRequest.objects.get().status == "success"
     assert server_url(grinnell_live, "11084/4") == page and Handle.objects.get().status == "active"
 

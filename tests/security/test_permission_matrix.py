@@ -93,15 +93,18 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles_repair/importbatch/<int:pk>/report.csv": (DESK, None),
     "admin/handles_repair/importbatch/<int:pk>/apply/": (EDITORS, EDITORS),  # GET goes back to the batch
     "admin/handles_repair/importbatch/<int:pk>/continue-push/": (EDITORS, EDITORS),
+    "admin/handles_repair/importbatch/<int:pk>/retry-failed/": (EDITORS, EDITORS),  # GET goes back to the batch
     "admin/handles_repair/reconciliationrun/<int:pk>/status.json": (DESK, None),
     "admin/handles_repair/reconciliationrun/<int:pk>/repair/": (EDITORS, EDITORS),
     "admin/handles_repair/reconciliationrun/<int:pk>/rows.csv": (DESK, None),
     "admin/handles_repair/reconciliationrun/repair-status/<int:pk>.json": (DESK, None),
+    "admin/handles_repair/reconciliationrun/repair-retry/<int:pk>/": (EDITORS, EDITORS),  # GET: back to the run
     "admin/handles_repair/healthrun/<int:pk>/status.json": (DESK, None),
     "admin/handles_repair/healthrun/failing.csv": (DESK, None),
     "admin/handles_desk/bulkjob/<int:pk>/status/": (DESK, None),
     "admin/handles_desk/bulkjob/<int:pk>/report.csv": (DESK, None),
     "admin/handles_desk/bulkjob/<int:pk>/cancel/": (NOBODY, EDITORS),
+    "admin/handles_desk/bulkjob/<int:pk>/retry-failed/": (NOBODY, EDITORS),
     "api/v1/": (EVERYONE, None),
     "api/v1/handles": (API_READERS | {OTHER_TOKEN}, API_WRITERS),  # the other token lists only its own prefix
     "api/v1/handles/<str:prefix>/<suffix:suffix>": (API_READERS, API_WRITERS),
@@ -218,7 +221,7 @@ def concrete(route: str, world: dict) -> str:
     elif "<int:pk>" in route:
         model_name = route.split("/")[2]
         by_name = {m._meta.model_name: o for m, o in world["objects"].items()}
-        values["pk"] = by_name["repairjob" if "repair-status" in route else model_name].pk
+        values["pk"] = by_name["repairjob" if "/repair-" in route else model_name].pk
     url = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), route)
     return url + QUERIES.get(route, "")
 

@@ -10,6 +10,7 @@ from handles.exceptions import HandleServiceError
 from handles.models import Prefix
 from handles.repair import services
 from handles.repair.csvfile import ImportFileError, csv_lines
+from handles.repair.management.commands._wait import add_wait_arguments, report_settled, wait_until_settled
 from handles.repair.models import MAPPING_FIELDS, ImportBatch, ImportMode, ImportPreset, ImportRow
 
 
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--delimiter", default="auto", help="auto (default), ',' ';' or 'tab'.")
         parser.add_argument("--apply", action="store_true", help="Record the new handles (in one transaction).")
         parser.add_argument("--report", metavar="CSV", help="Write the per-line report to this file.")
+        add_wait_arguments(parser, "handle")
 
     def handle(self, *args, **options) -> None:
         path = Path(options["file"])
@@ -72,13 +74,21 @@ class Command(BaseCommand):
             self.stdout.write("Dry run: nothing was recorded. Add --apply to record the new handles.")
             return
         batch = services.import_batch_apply(batch.pk, via="command")
-        if batch.error or batch.applied_at is None:
+        if batch.applied_at is None:
             raise CommandError(batch.error or "Nothing was applied.")
         new = batch.counts.get(ImportRow.Outcome.NEW, 0)
         then = ("a verification of each is queued" if batch.mode == ImportMode.ADOPT
                 else "each is read from the server and a create, update or verify is queued")
         self.stdout.write(self.style.SUCCESS(f"Applied: {new:,} handle(s) recorded ({batch.get_mode_display().split(':')[0]}"
                                              f" mode); {then}. The worker (qcluster) verifies each on the server."))
+        if options["wait"]:
+            batch = wait_until_settled(self, batch, reload=lambda pk: ImportBatch.objects.defer("content").get(pk=pk),
+                                       settle=services.import_batch_settle, timeout=options["timeout"])
+        if batch.finished:
+            report_settled(self, batch)
+        else:
+            self.stdout.write(f"{batch} is {batch.get_state_display().lower()}; add --wait to wait for the "
+                              "server's confirmation of each handle.")
 
     def _preset(self, name: str | None) -> ImportPreset | None:
         if not name:

@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from handles.exceptions import HandleServiceError
 from handles.models import Prefix
 from handles.repair import reconcile, selectors, services
-from handles.repair.models import JobState, ReconciliationRow
+from handles.repair.management.commands._wait import add_wait_arguments, report_settled, wait_until_settled
+from handles.repair.models import JobState, ReconciliationRow, RepairJob
 
 KINDS = ReconciliationRow.Kind
 
@@ -15,7 +16,8 @@ KINDS = ReconciliationRow.Kind
 class Command(BaseCommand):
     help = ("Reconcile a prefix: page through the Handle server's listing, read each handle's URL and compare it "
             "with our records. With --repair CLASS, show what a repair would queue (dry run); add --apply to "
-            "queue it (the worker pushes each change and verifies it on the server).")
+            "queue it (the worker pushes each change and verifies it on the server), and --wait to wait for "
+            "that verification.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("prefix", help="The prefix to reconcile, e.g. 11084.")
@@ -23,6 +25,7 @@ class Command(BaseCommand):
                             help=f"A class to repair (repeatable): {', '.join(KINDS.values)}.")
         parser.add_argument("--apply", action="store_true", help="Queue the repair instead of only showing it.")
         parser.add_argument("--show", type=int, default=20, help="Rows to print per class (default 20).")
+        add_wait_arguments(parser, "repair")
 
     def handle(self, *args, **options) -> None:
         prefix = Prefix.objects.filter(prefix__iexact=options["prefix"]).first()
@@ -46,9 +49,9 @@ class Command(BaseCommand):
                     self.stdout.write(f"  {row.full_handle}{vendor}: server {row.server_url or '-'}; ours "
                                       f"{row.our_url or '-'}" + (f" ({row.note})" if row.note else ""))
         if options["repair"]:
-            self._repair(run, options["repair"], options["apply"])
+            self._repair(run, options["repair"], options["apply"], options)
 
-    def _repair(self, run, kinds: list[str], apply: bool) -> None:
+    def _repair(self, run, kinds: list[str], apply: bool, options: dict) -> None:
         plan = selectors.repair_plan(run, kinds=kinds)
         if not plan.total:
             self.stdout.write("Nothing to repair in these classes.")
@@ -63,8 +66,16 @@ class Command(BaseCommand):
         except HandleServiceError as exc:
             raise CommandError(exc.message) from None
         job = services.repair_execute(job.pk)
-        if job.error:
+        if job.state == RepairJob.State.FAILED:
             raise CommandError(job.error)
         done = ", ".join(f"{op} {n:,}" for op, n in sorted(job.counts.items()))
         self.stdout.write(self.style.SUCCESS(f"Repair #{job.pk} queued: {done}. The worker (qcluster) pushes each and "
-                                             "verifies it on the server; reconcile again to see the result."))
+                                             "verifies it on the server."))
+        if options["wait"]:
+            job = wait_until_settled(self, job, reload=RepairJob.objects.get, settle=services.repair_job_settle,
+                                     timeout=options["timeout"])
+        if job.finished:
+            report_settled(self, job)
+        else:
+            self.stdout.write(f"{job} is {job.get_state_display().lower()}; add --wait to wait for the server's "
+                              "confirmation of each repair.")

@@ -1,0 +1,102 @@
+"""Jobs that queue HandleRequests (imports, repairs, bulk jobs) succeed only once the server confirmed them.
+
+Such a job does not end when its requests are queued: it waits in a *verifying* state until every request
+has finished, then settles as done (every request verified on the server) or incomplete (some failed).
+
+The core app pushes the requests but does not know the apps whose jobs queue them. Each of those apps
+registers a settler here from its AppConfig.ready(); the queue calls settle_all() when a push task finds
+nothing more to do, and the minute sweep calls it as the safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from django.db.models import Count, QuerySet
+
+from handles.models import ErrorSignature, HandleRequest
+
+logger = logging.getLogger(__name__)
+
+Settler = Callable[[], int]
+_settlers: list[Settler] = []
+
+RStatus = HandleRequest.Status
+
+
+def register_settler(settler: Settler) -> None:
+    """Called from an app's ready(). A settler settles its app's verifying jobs and returns how many it
+    finished; with none verifying it must cost one indexed query."""
+    if settler not in _settlers:
+        _settlers.append(settler)
+
+
+def settle_all() -> int:
+    """Settle every verifying job of every app; returns how many finished. A settler that fails is logged
+    and skipped: settling is bookkeeping that the next call repeats, and must never break a push."""
+    finished = 0
+    for settler in list(_settlers):
+        try:
+            finished += settler()
+        except Exception:
+            logger.exception("settling verifying jobs failed in %s", getattr(settler, "__qualname__", settler))
+    return finished
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What became of a job's changes. `success` alone means verified on the server; `error` failed for
+    good (until retried); `queued` and `running` are under way; `unpushed` are changes that never got a
+    request (an import's lines whose handle could not be read from the server)."""
+
+    success: int = 0
+    error: int = 0
+    queued: int = 0
+    running: int = 0
+    unpushed: int = 0
+
+    @classmethod
+    def of(cls, by_status: dict[str | None, int]) -> Tally:
+        """From counts by request status; the None key counts changes without a request."""
+        return cls(success=by_status.get(RStatus.SUCCESS, 0), error=by_status.get(RStatus.ERROR, 0),
+                   queued=by_status.get(RStatus.QUEUED, 0), running=by_status.get(RStatus.RUNNING, 0),
+                   unpushed=by_status.get(None, 0))
+
+    @property
+    def total(self) -> int:
+        return self.success + self.error + self.queued + self.running + self.unpushed
+
+    @property
+    def under_way(self) -> int:
+        return self.queued + self.running
+
+    @property
+    def failed(self) -> int:
+        return self.error + self.unpushed
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None:
+    """The most frequent error among the failed ones of these requests, with the handle's name, quoted
+    values and URLs taken out (so one outage is one error), and how many requests it hit."""
+    top = (requests.filter(status=RStatus.ERROR).annotate(signature=ErrorSignature()).order_by()
+           .values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first())
+    return (top["signature"], top["n"]) if top else None
+
+
+def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: str = "change",
+                    unpushed_note: str = "") -> str:
+    """Why a settled job is incomplete, in words: how many of its changes failed and the commonest error."""
+    parts = [f"{tally.failed:,} of {tally.total:,} {noun}s were not verified on the server."]
+    if tally.error:
+        top = commonest_error(requests)
+        parts.append(f"{tally.error:,} failed" + (f"; the commonest error ({top[1]:,}×): {top[0].rstrip('.')}."
+                                                   if top else "."))
+        parts.append("Retry the failed requests once the cause is fixed.")
+    if tally.unpushed:
+        parts.append(f"{tally.unpushed:,} {unpushed_note or 'were never pushed.'}")
+    return " ".join(parts)

@@ -1,0 +1,273 @@
+"""Imports and repairs succeed only once the server confirmed each change: verifying, then applied/done or
+incomplete (with how many failed and why), and a retry of the failed requests that brings them to done."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from django.apps import apps as django_apps
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from handles import jobs
+from handles.exceptions import HandleStateError
+from handles.models import Handle, HandleRequest
+from handles.repair import reconcile, services
+from handles.repair.models import ImportBatch, ImportMode, JobState, ReconciliationRow, RepairJob
+from tests.factories import HandleFactory
+from tests.repair.conftest import client_of, primo_page, server_put, server_url
+
+Kind = ReconciliationRow.Kind
+IState = ImportBatch.State
+RState = RepairJob.State
+ALL_VERIFIED = {"success": 0, "error": 0, "queued": 0, "running": 0, "unpushed": 0}
+
+
+def tally(**counts: int) -> dict[str, int]:
+    return {**ALL_VERIFIED, **counts}
+
+
+def dry_run(content: str, prefix, mode=ImportMode.ADOPT) -> ImportBatch:
+    batch = services.import_batch_create(file_name="legacy.csv", content=content.encode(), via="test")
+    batch = services.import_batch_configure(batch=batch, mapping=batch.mapping, prefix=prefix, source_system="alma",
+                                            mode=mode)
+    return services.import_batch_analyse(batch.pk)
+
+
+def run_all(run_queue, callbacks) -> None:
+    """Run captured on-commit callbacks (the queue's hand-overs) and whatever they queue in turn."""
+    run_queue(lambda: [callback() for callback in callbacks])
+
+
+def reconciled(run_queue, prefix):
+    run = run_queue(services.reconciliation_start, prefix=prefix)
+    run.refresh_from_db()
+    assert run.state == JobState.DONE, run.error
+    return run
+
+
+@pytest.fixture
+def drift(grinnell_live):
+    """One handle missing on the server, one whose URL differs there."""
+    missing = HandleFactory(prefix=grinnell_live, suffix="missing", target_url="https://ex.org/m")
+    differs = HandleFactory(prefix=grinnell_live, suffix="differs", target_url="https://ex.org/d")
+    server_put(grinnell_live, "11084/differs", "https://ex.org/elsewhere")
+    return missing, differs
+
+
+# --- Repairs -----------------------------------------------------------------------------------------------
+def test_a_repair_is_verifying_until_the_server_confirmed_each_change(run_queue, grinnell_live, drift,
+                                                                       django_capture_on_commit_callbacks, staff_client):
+    run = reconciled(run_queue, grinnell_live)
+    job = services.repair_start(run=run, kinds=[Kind.MISSING, Kind.URL_DIFFERS], enqueue=False)
+    with django_capture_on_commit_callbacks() as pushes:
+        job = services.repair_execute(job.pk)
+    assert (job.state, job.counts, job.finished) == (RState.VERIFYING, {"create": 1, "update": 1}, False)
+    assert job.verification == tally(queued=2) and (job.progress_done, job.progress_total) == (0, 2)
+    assert set(run.rows.values_list("repair_job", flat=True)) == {job.pk}
+    status = staff_client.get(reverse("admin:handles_repair_repairjob_status", args=[job.pk])).json()
+    assert (status["state"], status["finished"], status["verifying"]) == ("verifying", False, True)
+
+    run_all(run_queue, pushes)
+    job.refresh_from_db()
+    assert (job.state, job.verification, job.error) == (RState.DONE, tally(success=2), "")
+    assert job.finished_at is not None and job.percent == 100
+    assert server_url(grinnell_live, "11084/missing") == "https://ex.org/m"
+    assert server_url(grinnell_live, "11084/differs") == "https://ex.org/d"
+    page = staff_client.get(reverse("admin:handles_repair_reconciliationrun_change", args=[run.pk])).content.decode()
+    assert "Done: verified on the server" in page and "<strong>2</strong> verified" in page
+
+
+def test_a_repair_whose_change_the_server_refuses_is_incomplete_until_retried(run_queue, grinnell_live, drift,
+                                                                              staff_client):
+    run = reconciled(run_queue, grinnell_live)
+    # Someone else creates the missing handle on the server before the repair gets there: a create must never
+    # overwrite a handle it did not make, so the server's 409 ends the request in error.
+    server_put(grinnell_live, "11084/missing", "https://ex.org/theirs")
+    broken = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING])
+    fixed = run_queue(services.repair_start, run=run, kinds=[Kind.URL_DIFFERS])  # a second repair of the run
+    broken.refresh_from_db()
+    fixed.refresh_from_db()
+    assert (fixed.state, fixed.verification) == (RState.DONE, tally(success=1))  # settled on its own requests
+    assert (broken.state, broken.verification) == (RState.INCOMPLETE, tally(error=1))
+    assert broken.error.startswith("1 of 1 repairs were not verified on the server. 1 failed; the commonest error "
+                                   "(1×): {handle} already exists on the Handle server")
+    assert broken.finished and broken.get_state_display() == "Incomplete: some changes failed on the server"
+    assert server_url(grinnell_live, "11084/missing") == "https://ex.org/theirs"
+    page = staff_client.get(reverse("admin:handles_repair_reconciliationrun_change", args=[run.pk])).content.decode()
+    assert "Incomplete: some changes failed on the server" in page and "Retry the 1 failed request(s)" in page
+
+    client_of(grinnell_live).delete_handle("11084/missing")  # the cause is cleared
+    with_retry = reverse("admin:handles_repair_repairjob_retry_failed", args=[broken.pk])
+    run_queue(staff_client.post, with_retry)
+    broken.refresh_from_db()
+    assert (broken.state, broken.verification, broken.error) == (RState.DONE, tally(success=1), "")
+    assert server_url(grinnell_live, "11084/missing") == "https://ex.org/m"
+    request = HandleRequest.objects.get(full_handle="11084/missing")
+    assert (request.status, request.attempts) == ("success", 2) and "retried by staff" in request.server_output
+    response = staff_client.post(with_retry)  # nothing left to retry: refused with a message
+    assert "is done: verified on the server; only the failed requests" in str(list(response.wsgi_request._messages))
+
+
+def test_a_repair_that_queued_nothing_is_done_at_once_and_a_failed_one_stays_failed(run_queue, grinnell_live,
+                                                                                     drift, monkeypatch):
+    from handles import services as core
+
+    run = reconciled(run_queue, grinnell_live)
+    run_queue(core.handle_delete, handle=drift[1])  # deleted here since: its repair is skipped
+    job = run_queue(services.repair_start, run=run, kinds=[Kind.URL_DIFFERS])
+    job.refresh_from_db()
+    assert (job.state, job.counts, job.verification) == (RState.DONE, {"skipped": 1}, {})
+    assert job.message == "Nothing to queue: every chosen row was skipped"
+
+    def broken_chunk(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(services, "_repair_chunk", broken_chunk)
+    failed = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING])
+    failed.refresh_from_db()
+    assert failed.state == RState.FAILED and "disk full" in failed.error
+    jobs.settle_all()
+    failed.refresh_from_db()
+    assert failed.state == RState.FAILED
+
+
+# --- Imports ------------------------------------------------------------------------------------------------
+def test_an_adopt_import_is_applied_only_when_every_handle_is_verified(run_queue, grinnell_live, site,
+                                                                       django_capture_on_commit_callbacks, staff_client):
+    pages = [primo_page(site, m, m) for m in ("111", "222")]
+    server_put(grinnell_live, "11084/1", pages[0])  # 11084/2 is not on the server: adopting it cannot be verified
+    batch = dry_run("Handle URL,MMS ID\n11084/1,111\n11084/2,222\n", grinnell_live)
+    with django_capture_on_commit_callbacks() as verifications:
+        batch = services.import_batch_apply(batch.pk)
+    assert (batch.state, batch.verification, batch.finished) == (IState.VERIFYING, tally(queued=2), False)
+
+    run_all(run_queue, verifications)
+    batch.refresh_from_db()
+    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
+    assert batch.error == ("1 of 2 handles were not verified on the server. 1 failed; the commonest error (1×): "
+                           "{handle} is missing on the Handle server. Retry the failed requests once the cause is "
+                           "fixed.")
+    page = staff_client.get(reverse("admin:handles_repair_importbatch_change", args=[batch.pk])).content.decode()
+    assert "Applied; some handles failed on the server" in page and "Retry the 1 failed request(s)" in page
+
+    server_put(grinnell_live, "11084/2", pages[1])  # the handle is put on the server
+    run_queue(staff_client.post, reverse("admin:handles_repair_importbatch_retry_failed", args=[batch.pk]))
+    batch.refresh_from_db()
+    assert (batch.state, batch.verification, batch.error) == (IState.APPLIED, tally(success=2), "")
+    assert batch.get_state_display() == "Applied and verified on the server"
+    assert all(h.in_sync for h in Handle.objects.all())
+    assert [server_url(grinnell_live, f"11084/{n}") for n in (1, 2)] == pages
+
+
+def test_an_adopt_import_with_nothing_new_is_applied_at_once(grinnell_live, django_capture_on_commit_callbacks):
+    content = "Handle URL,MMS ID\n11084/1,111\n"
+    with django_capture_on_commit_callbacks():
+        first = services.import_batch_apply(dry_run(content, grinnell_live).pk)
+    assert first.state == IState.VERIFYING
+    again = dry_run(content, grinnell_live)  # the same file again: every line is already here
+    assert again.counts.get("same") == 1
+    with django_capture_on_commit_callbacks() as callbacks:
+        again = services.import_batch_apply(again.pk)
+    assert (again.state, again.verification, callbacks) == (IState.APPLIED, {}, [])
+    assert HandleRequest.objects.count() == 1  # only the first import's verification
+
+
+def test_a_push_import_fails_on_a_busy_server_then_is_applied_after_a_retry(run_queue, grinnell_live, grinnell_server,
+                                                                            site, settings,
+                                                                            django_capture_on_commit_callbacks):
+    settings.HANDLES_MAX_ATTEMPTS = 1  # a busy server ends each request at once, instead of after backoff
+    pages = [primo_page(site, m, m) for m in ("333", "444")]
+    server_put(grinnell_live, "11084/3", site.base_url + "/another-object")  # wrong URL; 11084/4 is missing
+    batch = dry_run("Handle URL,MMS ID\n11084/3,333\n11084/4,444\n", grinnell_live, mode=ImportMode.PUSH)
+    with django_capture_on_commit_callbacks():
+        batch = services.import_batch_apply(batch.pk)
+    assert batch.state == IState.APPLYING  # the server is read next, then the requests are queued
+    with django_capture_on_commit_callbacks() as pushes:
+        batch = reconcile.push_import(batch.pk)
+    assert (batch.state, batch.verification, batch.error) == (IState.VERIFYING, tally(queued=2), "")
+    assert dict(HandleRequest.objects.values_list("full_handle", "op")) == {"11084/3": "update", "11084/4": "create"}
+
+    grinnell_server.set_fault("503")
+    run_all(run_queue, pushes)
+    batch.refresh_from_db()
+    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(error=2))
+    assert "2 of 2 handles were not verified" in batch.error
+    assert "the commonest error (2×): Gave up after N attempts" in batch.error
+
+    grinnell_server.clear_faults()
+    assert server_url(grinnell_live, "11084/4") is None
+    assert run_queue(services.import_batch_retry_failed, batch=batch) == 2
+    batch.refresh_from_db()
+    assert (batch.state, batch.verification, batch.error) == (IState.APPLIED, tally(success=2), "")
+    assert [server_url(grinnell_live, f"11084/{n}") for n in (3, 4)] == pages
+
+
+def test_continuing_a_push_is_allowed_while_verifying_or_incomplete(run_queue, grinnell_live, grinnell_server, site):
+    primo_page(site, "555", "Five")
+    batch = dry_run("Handle URL,MMS ID\n11084/5,555\n", grinnell_live, mode=ImportMode.PUSH)
+    grinnell_server.set_fault("503")  # the server cannot be read: nothing is pushed
+    run_queue(services.import_batch_apply, batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(unpushed=1))
+    with pytest.raises(HandleStateError, match="has no failed requests"):
+        services.import_batch_retry_failed(batch=batch)
+    grinnell_server.clear_faults()
+    run_queue(services.import_batch_continue_push, batch=batch)
+    batch.refresh_from_db()
+    assert (batch.state, batch.verification) == (IState.APPLIED, tally(success=1))
+
+
+# --- The commands wait for the verdict ---------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)  # commits, so the (inline) queue runs while the command waits
+def test_the_commands_wait_for_the_servers_verdict(grinnell_live, site, tmp_path, capsys):
+    page = primo_page(site, "777", "Seven")
+    server_put(grinnell_live, "11084/7", page)
+    path = tmp_path / "legacy.csv"
+    path.write_text("Handle URL,MMS ID\n11084/7,777\n11084/8,888\n")  # 11084/8 is not on the server
+    with pytest.raises(CommandError, match=r"Applied; some handles failed on the server\. verified on the server: "
+                                           r"1 of 2; failed: 1\. 1 of 2 handles were not verified") as failed:
+        call_command("import_handles", str(path), "--source-system", "alma", "--apply", "--wait")
+    assert failed.value.returncode == 1
+
+    call_command("reconcile", "11084", "--repair", "missing", "--apply", "--wait")
+    out = capsys.readouterr().out
+    assert "Repair #" in out and "Done: verified on the server; verified on the server: 1 of 1; failed: 0." in out
+    assert server_url(grinnell_live, "11084/8") == Handle.objects.get(suffix="8").target_url
+
+
+def test_a_command_gives_up_waiting_after_its_timeout(grinnell_prefix, tmp_path):
+    path = tmp_path / "legacy.csv"
+    path.write_text("Handle URL,MMS ID\n11084/9,999\n")
+    # Inside the test's transaction nothing is handed to the queue: the import stays verifying.
+    with pytest.raises(CommandError, match=r"still applied; waiting for the server to confirm each handle after "
+                                           r"0 s: verified on the server: 0 of 1") as timed_out:
+        call_command("import_handles", str(path), "--source-system", "alma", "--apply", "--wait", "--timeout", "0")
+    assert timed_out.value.returncode == 2
+    assert ImportBatch.objects.get().state == IState.VERIFYING
+
+
+def test_imports_and_repairs_marked_done_before_this_release_get_their_verdict(run_queue, grinnell_live, drift, site):
+    run = reconciled(run_queue, grinnell_live)
+    repair = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING, Kind.URL_DIFFERS])
+    server_put(grinnell_live, "11084/1", primo_page(site, "111", "One"))  # 11084/2 is not on the server
+    batch = run_queue(services.import_batch_apply, dry_run("Handle URL,MMS ID\n11084/1,111\n11084/2,222\n",
+                                                           grinnell_live).pk)
+    # As an earlier release left them: applied/done once queued, no tally, rows not linked to their repair.
+    RepairJob.objects.filter(pk=repair.pk).update(state=RState.DONE, verification={})
+    ImportBatch.objects.filter(pk=batch.pk).update(state=IState.APPLIED, verification={}, error="")
+    ReconciliationRow.objects.update(repair_job=None)
+
+    migration = importlib.import_module("handles.repair.migrations.0006_verify_earlier_jobs")
+    migration.verify_earlier_jobs(django_apps, None)
+    repair.refresh_from_db()
+    batch.refresh_from_db()
+    assert (repair.state, batch.state) == (RState.VERIFYING, IState.VERIFYING)
+    assert set(run.rows.filter(kind__in=[Kind.MISSING, Kind.URL_DIFFERS]).values_list("repair_job", flat=True)) == {
+        repair.pk}
+    assert jobs.settle_all() == 2
+    repair.refresh_from_db()
+    batch.refresh_from_db()
+    assert (repair.state, repair.verification) == (RState.DONE, tally(success=2))
+    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
