@@ -12,6 +12,7 @@ from django.test import Client
 
 from handles.api import services as api_services
 from handles.api import token_cache
+from handles.api.auth import forget_counts
 from handles.api.models import ApiToken
 from handles.models import Prefix
 from tests.factories import PrefixFactory
@@ -24,9 +25,11 @@ def fresh_process_state():
     """Throttle counters (Django's cache) and remembered tokens live in the process: each test starts
     with none."""
     cache.clear()
+    forget_counts()
     token_cache.forget()
     yield
     cache.clear()
+    forget_counts()
     token_cache.forget()
 
 

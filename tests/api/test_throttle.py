@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from uuid import uuid4
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from handles.api.auth import parse_rate
+from handles.api.auth import forget_counts, parse_rate
 from tests.api.conftest import Api, issue_token
 
 NOON = 1_800_000_000.0  # a fixed clock: the counting window never rolls over during a test
@@ -55,3 +56,30 @@ def test_rates():
     assert parse_rate("5000/day") == (5000, 86400)
     with pytest.raises(ImproperlyConfigured):
         parse_rate("lots")
+
+
+def test_with_a_shared_cache_every_process_counts_against_one_limit(client, home, settings):
+    """HANDLES_CACHE_URL=redis://...: the counters live in Redis, so a second process (here: the in-process
+    counts forgotten between calls) continues the same count; the default local-memory cache counts in
+    each process, as that cache would."""
+    settings.HANDLES_API_RATE = "2/minute"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:6379/15", "KEY_PREFIX": f"throttle-{uuid4().hex}"}}
+    busy = Api(client, issue_token("read"))
+    statuses = []
+    for _ in range(3):
+        statuses.append(busy.get("/handles").status_code)
+        forget_counts()  # as if the next call reached another worker process
+    assert statuses == [200, 200, 429]
+
+
+def test_the_in_process_count_is_per_caller_and_window(client, home, settings, frozen_clock):
+    settings.HANDLES_API_RATE = "1/minute"
+    assert settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
+    first, second = Api(client, issue_token("read")), Api(client, issue_token("read"))
+    assert [first.get("/handles").status_code, first.get("/handles").status_code] == [200, 429]
+    assert second.get("/handles").status_code == 200
+    frozen_clock.now += 60
+    assert first.get("/handles").status_code == 200
+    forget_counts()
+    assert second.get("/handles").status_code == 200

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_q.models import OrmQ, Task
 
 from handles.api import token_cache
+from handles.api.auth import forget_counts
 from handles.desk.models import BulkJob, Collection
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair.models import (
@@ -30,9 +31,11 @@ OTHER = "20.500.99999"
 def fresh_process_state():
     """Throttle counters and remembered tokens live in the process: each test starts with none."""
     cache.clear()
+    forget_counts()
     token_cache.forget()
     yield
     cache.clear()
+    forget_counts()
     token_cache.forget()
 
 
