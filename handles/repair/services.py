@@ -619,10 +619,11 @@ VerifiedJob = ImportBatch | RepairJob
 def jobs_settle() -> int:
     """This app's settler (registered in apps.py, called by the queue; see handles.jobs): settle every
     verifying import and repair. One query on two small partial indexes when none is verifying."""
+    # order_by(): no model ordering inside the UNION, which SQLite (make run's database) refuses.
     verifying = list(RepairJob.objects.filter(state=RState.VERIFYING).annotate(kind=Value("repair"))
-                     .values_list("pk", "kind")
+                     .order_by().values_list("pk", "kind")
                      .union(ImportBatch.objects.filter(state=IState.VERIFYING).annotate(kind=Value("import"))
-                            .values_list("pk", "kind")))
+                            .order_by().values_list("pk", "kind")))
     finished = 0
     for pk, kind in verifying:
         finished += (repair_job_settle(pk) if kind == "repair" else import_batch_settle(pk)).finished
