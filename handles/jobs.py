@@ -81,11 +81,15 @@ class Tally:
 
 
 def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None:
-    """The most frequent error among the failed ones of these requests, with the handle's name, quoted
-    values and URLs taken out (so one outage is one error), and how many requests it hit."""
-    top = (requests.filter(status=RStatus.ERROR).annotate(signature=ErrorSignature()).order_by()
-           .values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first())
-    return (top["signature"], top["n"]) if top else None
+    """The most frequent error among the failed ones of these requests (compared with the handle's name,
+    quoted values and URLs taken out, so one outage is one error): one request's own words for it, and
+    how many requests it hit."""
+    failed = requests.filter(status=RStatus.ERROR).annotate(signature=ErrorSignature()).order_by()
+    top = failed.values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first()
+    if top is None:
+        return None
+    example = failed.filter(signature=top["signature"]).order_by("pk").values_list("error", flat=True).first()
+    return example or top["signature"], top["n"]
 
 
 def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: str = "change",
@@ -94,7 +98,7 @@ def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: st
     parts = [f"{tally.failed:,} of {tally.total:,} {noun}s were not verified on the server."]
     if tally.error:
         top = commonest_error(requests)
-        parts.append(f"{tally.error:,} failed" + (f"; the commonest error ({top[1]:,}×): {top[0].rstrip('.')}."
+        parts.append(f"{tally.error:,} failed" + (f"; the commonest error ({top[1]:,}×), for example: {top[0].rstrip('.')}."
                                                    if top else "."))
         parts.append("Retry the failed requests once the cause is fixed.")
     if tally.unpushed:

@@ -62,7 +62,8 @@ def test_import_reconcile_repair_makes_every_legacy_handle_resolve(run_queue, gr
     assert batch.state == batch.State.INCOMPLETE
     assert batch.verification == {"success": 1, "error": 2, "queued": 0, "running": 0, "unpushed": 0}
     assert batch.error.startswith("2 of 3 handles were not verified on the server. 2 failed; the commonest error "
-                                  "(2×): {handle} is missing on the Handle server.")
+                                  "(2×), for example: 11084/")
+    assert "is missing on the Handle server." in batch.error
 
     # 2. Reconcile: the two legacy handles are missing; the vendor handles are orphans of known objects.
     run = _reconcile(run_queue, grinnell_live)

@@ -92,7 +92,7 @@ def test_a_repair_whose_change_the_server_refuses_is_incomplete_until_retried(ru
     assert (fixed.state, fixed.verification) == (RState.DONE, tally(success=1))  # settled on its own requests
     assert (broken.state, broken.verification) == (RState.INCOMPLETE, tally(error=1))
     assert broken.error.startswith("1 of 1 repairs were not verified on the server. 1 failed; the commonest error "
-                                   "(1×): {handle} already exists on the Handle server")
+                                   "(1×), for example: 11084/missing already exists on the Handle server")
     assert broken.finished and broken.get_state_display() == "Incomplete: some changes failed on the server"
     assert server_url(grinnell_live, "11084/missing") == "https://ex.org/theirs"
     page = staff_client.get(reverse("admin:handles_repair_reconciliationrun_change", args=[run.pk])).content.decode()
@@ -146,8 +146,8 @@ def test_an_adopt_import_is_applied_only_when_every_handle_is_verified(run_queue
     run_all(run_queue, verifications)
     batch.refresh_from_db()
     assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
-    assert batch.error == ("1 of 2 handles were not verified on the server. 1 failed; the commonest error (1×): "
-                           "{handle} is missing on the Handle server. Retry the failed requests once the cause is "
+    assert batch.error == ("1 of 2 handles were not verified on the server. 1 failed; the commonest error (1×), for "
+                           "example: 11084/2 is missing on the Handle server. Retry the failed requests once the cause is "
                            "fixed.")
     page = staff_client.get(reverse("admin:handles_repair_importbatch_change", args=[batch.pk])).content.decode()
     assert "Applied; some handles failed on the server" in page and "Retry the 1 failed request(s)" in page
@@ -194,7 +194,7 @@ def test_a_push_import_fails_on_a_busy_server_then_is_applied_after_a_retry(run_
     batch.refresh_from_db()
     assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(error=2))
     assert "2 of 2 handles were not verified" in batch.error
-    assert "the commonest error (2×): Gave up after N attempts" in batch.error
+    assert "the commonest error (2×), for example: Gave up after " in batch.error
 
     grinnell_server.clear_faults()
     assert server_url(grinnell_live, "11084/4") is None

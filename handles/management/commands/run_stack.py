@@ -89,7 +89,11 @@ class Command(BaseCommand):
                    f"  Simulator: https://127.0.0.1:{sim_port}/api/handles/{demo.DEMO_PREFIX}/ADMIN  "
                    f"(a Handle.net server stand-in; data in {sim_dir})\n")
                 + "  Worker:    django-q2 cluster (qcluster)\n"
-                "Press Ctrl-C to stop all three.\n"))
+                "Press Ctrl-C to stop all three.\n"
+                "Management commands in another terminal need the same development settings"
+                " (and DATABASE_URL, if you set one):\n"
+                f"  export HANDLES_DEV=1{f' {demo.DEMO_SECRET_ENV}={secret}' if secret else ''}\n"
+                "  .venv/bin/python manage.py import_handles --help\n"))
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
             failed = [p for p in processes if p.poll() is not None]
