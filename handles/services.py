@@ -518,8 +518,13 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
     stale = now - timedelta(seconds=settings.HANDLES_REENQUEUE_AFTER_SECONDS)
     heads = (HandleRequest.objects.unfinished().values("handle_id").annotate(first=Min("id"))
              .values_list("first", flat=True))
-    due = (HandleRequest.objects.due(now).filter(pk__in=heads)
-           .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale) | Q(enqueued_at__lt=F("next_attempt_at")))
+    not_handed_out = Q(enqueued_at__isnull=True)
+    if tasks.broker_backlog() == 0:
+        # Tasks still waiting in the broker drain due requests when they run, so only an empty broker says
+        # that a request handed out long ago (or one whose backoff is over) has no task coming for it.
+        # Without this, a backlog older than HANDLES_REENQUEUE_AFTER_SECONDS would be handed out twice.
+        not_handed_out |= Q(enqueued_at__lt=stale) | Q(enqueued_at__lt=F("next_attempt_at"))
+    due = (HandleRequest.objects.due(now).filter(pk__in=heads).filter(not_handed_out)
            .order_by("pk").values_list("pk", flat=True)[:limit])
     due_ids = list(due)
     for request_id in due_ids:

@@ -6,6 +6,7 @@ functions, because services import this module.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from django.conf import settings
 from django_q.tasks import async_task
 
 from handles import jobs
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from handles import services
@@ -29,6 +32,17 @@ def enqueue_request(request_id: int) -> None:
     services.requests_mark_enqueued([request_id])
     async_task("handles.tasks.push_request", request_id, group="handle-requests",
                task_name=f"handle request {request_id}")
+
+
+def broker_backlog() -> int:
+    """How many tasks wait in the broker (Redis or the ORM queue) for a worker; 0 if it cannot say."""
+    from django_q.brokers import get_broker
+
+    try:
+        return int(get_broker().queue_size() or 0)
+    except Exception:  # an unreachable broker: the sweep then hands out as if the queue were empty
+        logger.warning("could not read the task queue's size", exc_info=True)
+        return 0
 
 
 def enqueue_request_ids(request_ids: list[int]) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
+from django_q.brokers import get_broker
 
 from handles import services, tasks
 from handles.exceptions import HandleExists
@@ -177,6 +178,31 @@ def test_sweep_hands_over_lost_enqueues(prefix, unique_suffix, django_capture_on
     assert services.requests_sweep()["enqueued"] == 1
     req.refresh_from_db()
     assert req.status == "success"
+
+
+def test_sweep_leaves_a_backlog_to_the_tasks_waiting_in_the_broker(prefix, unique_suffix, settings,
+                                                                   django_capture_on_commit_callbacks):
+    """A request handed out long ago whose task still waits behind others is not handed out twice; once
+    the broker is empty, a request that still waits has lost its task and is handed out again."""
+    with django_capture_on_commit_callbacks():
+        waiting = services.handle_mint(prefix=prefix, suffix=unique_suffix(), target_url="https://example.org/w")
+        never = services.handle_mint(prefix=prefix, suffix=unique_suffix(), target_url="https://example.org/n")
+    long_ago = timezone.now() - timedelta(seconds=settings.HANDLES_REENQUEUE_AFTER_SECONDS + 1)
+    HandleRequest.objects.filter(pk=waiting.pk).update(enqueued_at=long_ago)  # handed out, its task in the queue
+    broker = get_broker()
+    broker.enqueue("a task ahead of it in the queue")
+    try:
+        assert tasks.broker_backlog() == 1
+        assert services.requests_sweep()["enqueued"] == 1  # only the one never handed out
+        never.refresh_from_db()
+        waiting.refresh_from_db()
+        assert (never.status, waiting.status) == ("success", "queued")
+    finally:
+        broker.purge_queue()
+    assert tasks.broker_backlog() == 0
+    assert services.requests_sweep()["enqueued"] == 1
+    waiting.refresh_from_db()
+    assert waiting.status == "success"
 
 
 @pytest.fixture
