@@ -236,6 +236,17 @@ def test_the_commands_wait_for_the_servers_verdict(grinnell_live, site, tmp_path
     assert "Repair #" in out and "Done: verified on the server; verified on the server: 1 of 1; failed: 0." in out
     assert server_url(grinnell_live, "11084/8") == Handle.objects.get(suffix="8").target_url
 
+    # The import's failed verification, retried from the command line now that the handle is there.
+    batch = ImportBatch.objects.get()
+    call_command("retry_failed", "import", str(batch.pk), "--wait")
+    out = capsys.readouterr().out
+    assert "1 failed request(s) queued again" in out
+    assert "Applied and verified on the server; verified on the server: 2 of 2; failed: 0." in out
+    with pytest.raises(CommandError, match="only the failed requests of a job that is verifying or incomplete"):
+        call_command("retry_failed", "import", str(batch.pk))
+    with pytest.raises(CommandError, match="There is no repair #999"):
+        call_command("retry_failed", "repair", "999")
+
 
 def test_a_command_gives_up_waiting_after_its_timeout(grinnell_prefix, tmp_path):
     path = tmp_path / "legacy.csv"
