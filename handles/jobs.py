@@ -14,8 +14,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from django.db import models, transaction
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
+from handles.exceptions import HandleStateError
 from handles.models import ErrorSignature, HandleRequest
 
 logger = logging.getLogger(__name__)
@@ -104,3 +107,64 @@ def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: st
     if tally.unpushed:
         parts.append(f"{tally.unpushed:,} {unpushed_note or 'were never pushed.'}")
     return " ".join(parts)
+
+
+# --- Settling and retrying one job: the mechanism the apps' services share ------------------------------
+VERIFYING, INCOMPLETE = "verifying", "incomplete"  # the same stored values in every job model
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How one kind of job is verified: its rows, its state field, where its requests are, and what it
+    records besides the tally (`record(job, tally)` sets fields and returns their names)."""
+
+    jobs: QuerySet
+    state_field: str
+    tally: Callable[[int], Tally]
+    requests: Callable[[int], QuerySet[HandleRequest]]
+    done: str
+    noun: str = "change"
+    unpushed_note: str = ""
+    record: Callable[[models.Model, Tally], list[str]] = lambda job, tally: []
+
+
+def settle_job(kind: JobKind, job_id: int) -> models.Model:
+    """Count the job's requests by status (one GROUP BY) under the job's row lock, so two settles of one job
+    run one after the other and the later one sees every finished request. Still under way: the tally
+    moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
+    with transaction.atomic():
+        job = kind.jobs.select_for_update().get(pk=job_id)
+        if getattr(job, kind.state_field) != VERIFYING:
+            return job
+        counted = kind.tally(job_id)
+        job.verification = counted.as_dict()
+        fields = ["verification"]
+        if not counted.under_way:
+            setattr(job, kind.state_field, INCOMPLETE if counted.failed else kind.done)
+            job.error = failure_summary(counted, kind.requests(job_id), noun=kind.noun,
+                                        unpushed_note=kind.unpushed_note) if counted.failed else ""
+            job.finished_at = timezone.now()
+            fields += [kind.state_field, "error", "finished_at"]
+        fields += kind.record(job, counted)
+        job.save(update_fields=fields)
+    return job
+
+
+def retry_failed(kind: JobKind, job_id: int, *, retry: Callable[[list[int]], int]) -> int:
+    """Give a job's failed requests fresh attempts (`retry`, handles.services.requests_retry_bulk) and put the
+    job back to verifying, in one transaction under its row lock: a settle in between cannot find it
+    finished with nothing under way. Returns how many were retried."""
+    with transaction.atomic():
+        job = kind.jobs.select_for_update().get(pk=job_id)
+        if getattr(job, kind.state_field) not in (VERIFYING, INCOMPLETE):
+            shown = getattr(job, f"get_{kind.state_field}_display")().lower()
+            raise HandleStateError(f"{job} is {shown}; only the failed requests of a job that is verifying or "
+                                   "incomplete are retried.")
+        retried = retry(list(kind.requests(job_id).filter(status=RStatus.ERROR).values_list("pk", flat=True)))
+        if not retried:
+            raise HandleStateError(f"{job} has no failed requests to retry.")
+        setattr(job, kind.state_field, VERIFYING)
+        job.error, job.finished_at = "", None
+        job.save(update_fields=[kind.state_field, "error", "finished_at"])
+    settle_job(kind, job_id)  # the tally (and what `record` keeps) now counts them as queued
+    return retried

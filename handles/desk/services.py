@@ -331,40 +331,23 @@ def bulk_jobs_settle() -> int:
     return sum(bulk_job_settle(pk).finished for pk in verifying)
 
 
+def _record_verification(job: BulkJob, tally: jobs.Tally) -> list[str]:
+    job.updated_at = timezone.now()  # the job page's "last change"; save(update_fields) leaves auto_now alone
+    return ["updated_at"]
+
+
+BULK_JOBS = jobs.JobKind(jobs=BulkJob.objects.all(), state_field="status", tally=selectors.bulk_job_tally,
+                         requests=selectors.bulk_job_requests, done=JStatus.DONE, record=_record_verification)
+
+
 def bulk_job_settle(job_id: int) -> BulkJob:
-    """Count the job's requests by status (one GROUP BY) under the job's row lock, so two settles of one
-    job run one after the other and the later one sees every finished request. Still under way: the tally
-    moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
-    with transaction.atomic():
-        job = BulkJob.objects.select_for_update().get(pk=job_id)
-        if job.status != JStatus.VERIFYING:
-            return job
-        tally = selectors.bulk_job_tally(job_id)
-        job.verification, job.updated_at = tally.as_dict(), timezone.now()
-        fields = ["verification", "updated_at"]
-        if not tally.under_way:
-            job.status = JStatus.INCOMPLETE if tally.failed else JStatus.DONE
-            job.error = jobs.failure_summary(tally, selectors.bulk_job_requests(job_id)) if tally.failed else ""
-            job.finished_at = job.updated_at
-            fields += ["status", "error", "finished_at"]
-        job.save(update_fields=fields)
-    return job
+    """Done once the server confirmed each request the job queued, incomplete once every request has
+    finished and some failed (see handles.jobs.settle_job)."""
+    return jobs.settle_job(BULK_JOBS, job_id)
 
 
 def bulk_job_retry_failed(*, job: BulkJob, actor: User = None) -> int:
-    """Retry the failed requests of a verifying or incomplete job (fresh attempts, handed to the queue),
-    and put it back to verifying, in one transaction under the job's row lock. Returns how many."""
-    with transaction.atomic():
-        job = BulkJob.objects.select_for_update().get(pk=job.pk)
-        if job.status not in (JStatus.VERIFYING, JStatus.INCOMPLETE):
-            raise HandleStateError(f"{job} is {job.get_status_display().lower()}; only the failed requests of a "
-                                   "job that is verifying or incomplete are retried.")
-        failed = selectors.bulk_job_requests(job.pk).filter(status=HandleRequest.Status.ERROR)
-        retried = handle_services.requests_retry_bulk(request_ids=list(failed.values_list("pk", flat=True)),
-                                                      actor=actor)
-        if not retried:
-            raise HandleStateError(f"{job} has no failed requests to retry.")
-        BulkJob.objects.filter(pk=job.pk).update(status=JStatus.VERIFYING, error="", finished_at=None,
-                                                 updated_at=timezone.now())
-    bulk_job_settle(job.pk)  # the tally now counts them as queued
-    return retried
+    """Retry the failed requests of a verifying or incomplete job (fresh attempts, handed to the queue);
+    it verifies again. Returns how many."""
+    return jobs.retry_failed(BULK_JOBS, job.pk, retry=lambda request_ids: handle_services.requests_retry_bulk(
+        request_ids=request_ids, actor=actor))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -21,12 +20,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Model, Q, QuerySet, Value
+from django.db.models import Model, Q, Value
 from django.utils import timezone
 
 from handles import jobs
 from handles import services as core
-from handles.exceptions import HandleServiceError, HandleStateError
+from handles.exceptions import HandleServiceError
 from handles.models import Handle, HandleRequest, Prefix
 from handles.repair import importer, rules, selectors, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
@@ -403,15 +402,12 @@ def import_batch_finish_push(batch_id: int, *, error: str = "") -> ImportBatch:
 def import_batch_settle(batch_id: int) -> ImportBatch:
     """A verifying import becomes applied once every handle is verified on the server, incomplete once
     every request has finished and some failed (or some lines could not be pushed)."""
-    return _settle(ImportBatch.objects.defer("content"), batch_id, tally=selectors.import_tally,
-                   requests=selectors.import_requests, done=IState.APPLIED, incomplete=IState.INCOMPLETE,
-                   noun="handle", unpushed_note=UNREAD_NOTE)
+    return jobs.settle_job(IMPORTS, batch_id)
 
 
 def import_batch_retry_failed(*, batch: ImportBatch, actor: User = None) -> int:
     """Retry the import's failed requests (fresh attempts); it verifies again. Returns how many."""
-    return _retry_failed(ImportBatch.objects.defer("content"), batch.pk, requests=selectors.import_requests,
-                         actor=actor, settle=import_batch_settle)
+    return jobs.retry_failed(IMPORTS, batch.pk, retry=partial(_retry, actor=actor))
 
 
 # --- Reconciliation ---------------------------------------------------------------------------------
@@ -515,15 +511,12 @@ def _repair_end(job_id: int, counts: Counter[str], error: str) -> RepairJob:
 def repair_job_settle(job_id: int) -> RepairJob:
     """A verifying repair is done once each of its requests is verified on the server, incomplete once
     every request has finished and some failed."""
-    return _settle(RepairJob.objects.all(), job_id, tally=selectors.repair_job_tally,
-                   requests=selectors.repair_job_requests, done=RState.DONE, incomplete=RState.INCOMPLETE,
-                   noun="repair")
+    return jobs.settle_job(REPAIRS, job_id)
 
 
 def repair_job_retry_failed(*, job: RepairJob, actor: User = None) -> int:
     """Retry the repair's failed requests (fresh attempts); it verifies again. Returns how many."""
-    return _retry_failed(RepairJob.objects.all(), job.pk, requests=selectors.repair_job_requests, actor=actor,
-                         settle=repair_job_settle)
+    return jobs.retry_failed(REPAIRS, job.pk, retry=partial(_retry, actor=actor))
 
 
 def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str]:
@@ -630,49 +623,24 @@ def jobs_settle() -> int:
     return finished
 
 
-def _settle(jobs_of_kind: QuerySet, job_id: int, *, tally: Callable[[int], jobs.Tally],
-            requests: Callable[[int], QuerySet[HandleRequest]], done: str, incomplete: str, noun: str,
-            unpushed_note: str = "") -> VerifiedJob:
-    """Count the job's requests by status (one GROUP BY) under the job's row lock, so two settles of one job
-    run one after the other and the later one sees every finished request. Still under way: the tally
-    moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
-    with transaction.atomic():
-        job = jobs_of_kind.select_for_update().get(pk=job_id)
-        if job.state != "verifying":
-            return job
-        counted: jobs.Tally = tally(job_id)
-        job.verification = counted.as_dict()
-        job.progress_done, job.progress_total = counted.success, counted.total
-        fields = ["verification", "progress_done", "progress_total"]
-        if not counted.under_way:
-            job.state = incomplete if counted.failed else done
-            job.error = jobs.failure_summary(counted, requests(job_id), noun=noun, unpushed_note=unpushed_note) \
-                if counted.failed else ""
-            job.message = "Some changes were not verified on the server" if counted.failed else \
-                "Verified on the server"
-            job.finished_at = timezone.now()
-            fields += ["state", "error", "message", "finished_at"]
-        job.save(update_fields=fields)
-    return job
+def _record_verification(job: VerifiedJob, tally: jobs.Tally) -> list[str]:
+    """What an import or repair keeps beside the tally: its progress bar (verified of all) and message."""
+    job.progress_done, job.progress_total = tally.success, tally.total
+    job.message = {jobs.VERIFYING: VERIFYING_MESSAGE, jobs.INCOMPLETE: "Some changes were not verified on the server"
+                   }.get(job.state, "Verified on the server")
+    return ["progress_done", "progress_total", "message"]
 
 
-def _retry_failed(jobs_of_kind: QuerySet, job_id: int, *, requests: Callable[[int], QuerySet[HandleRequest]],
-                  actor: User, settle: Callable[[int], VerifiedJob]) -> int:
-    """Give a job's failed requests fresh attempts and put the job back to verifying, in one transaction
-    under the job's row lock: a settle in between cannot find it finished with nothing under way."""
-    with transaction.atomic():
-        job = jobs_of_kind.select_for_update().get(pk=job_id)
-        if job.state not in ("verifying", "incomplete"):
-            raise HandleStateError(f"{job} is {job.get_state_display().lower()}; only the failed requests of a job "
-                                   "that is verifying or incomplete are retried.")
-        failed = requests(job_id).filter(status=HandleRequest.Status.ERROR).values_list("pk", flat=True)
-        retried = core.requests_retry_bulk(request_ids=list(failed), actor=actor)
-        if not retried:
-            raise HandleStateError(f"{job} has no failed requests to retry.")
-        jobs_of_kind.filter(pk=job_id).update(state="verifying", error="", message=VERIFYING_MESSAGE,
-                                              finished_at=None)
-    settle(job_id)  # the tally now counts them as queued
-    return retried
+IMPORTS = jobs.JobKind(jobs=ImportBatch.objects.defer("content"), state_field="state", tally=selectors.import_tally,
+                       requests=selectors.import_requests, done=IState.APPLIED, noun="handle",
+                       unpushed_note=UNREAD_NOTE, record=_record_verification)
+REPAIRS = jobs.JobKind(jobs=RepairJob.objects.all(), state_field="state", tally=selectors.repair_job_tally,
+                       requests=selectors.repair_job_requests, done=RState.DONE, noun="repair",
+                       record=_record_verification)
+
+
+def _retry(request_ids: list[int], actor: User) -> int:
+    return core.requests_retry_bulk(request_ids=request_ids, actor=actor)
 
 
 # --- Resolution health --------------------------------------------------------------------------------
