@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from handles import services
+from handles.citation import citation_url
 from handles.desk import services as desk_services
 from handles.desk.forms import DateRangeForm, RedirectRuleForm
 from handles.desk.models import BulkJob, Collection
@@ -351,7 +352,7 @@ class HandleAdmin(admin.ModelAdmin):
                 form = MintForm({**request.POST.dict(), "suffix": suffix})
                 form.is_valid()
                 preview = {"full_handle": f"{data['prefix'].prefix}/{suffix}", "suffix": suffix,
-                           "resolver_url": f"{settings.HANDLES_RESOLVER_BASE_URL}/{data['prefix'].prefix}/{suffix}"}
+                           "resolver_url": citation_url(data["prefix"].prefix, suffix)}
             except HandleServiceError as exc:
                 form.add_error("suffix" if exc.code in ("handle_exists", "suffix_required", "invalid_suffix")
                                else None, exc.message)

@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from handles.models import Asset, Prefix
-from handles.validators import validate_suffix, validate_target_url
+from handles.validators import validate_new_suffix, validate_target_url
 
 URL_WIDGET = forms.URLInput(attrs={"size": 90, "placeholder": "https://..."})
 
@@ -12,7 +12,7 @@ URL_WIDGET = forms.URLInput(attrs={"size": 90, "placeholder": "https://..."})
 class MintForm(forms.Form):
     prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)
     suffix = forms.CharField(
-        required=False, max_length=255, validators=[validate_suffix],
+        required=False, max_length=255, validators=[validate_new_suffix],
         help_text="Leave empty to let the prefix's suffix policy choose (random opaque, or the asset's id).",
         widget=forms.TextInput(attrs={"size": 40}),
     )

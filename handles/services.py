@@ -28,7 +28,7 @@ from django.utils import timezone
 from handles import tasks
 from handles.exceptions import HandleExists, HandleServiceError, HandleStateError, PrefixForbidden
 from handles.models import Asset, Handle, HandleRequest, Prefix
-from handles.validators import ascii_upper, validate_suffix, validate_target_url
+from handles.validators import ascii_upper, validate_new_suffix, validate_target_url
 
 User = AbstractBaseUser | AnonymousUser | None
 Op = HandleRequest.Op
@@ -108,7 +108,7 @@ def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None =
     try:
         validate_target_url(target_url)
         chosen = _choose_suffix(prefix, (suffix or "").strip() or None, asset)
-        validate_suffix(chosen)
+        validate_new_suffix(chosen)
     except ValidationError as exc:
         raise _validation(exc) from exc
     existing = Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).select_related("prefix").first()
