@@ -50,6 +50,7 @@ from handles.desk.selectors import (
 )
 from handles.exceptions import HandleServiceError
 from handles.forms import ConfirmForm, MintForm, RedirectForm, TombstoneForm
+from handles.labels import LabelledFieldsAdmin, counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
 
 Kind = BulkJob.Kind
@@ -79,8 +80,8 @@ class SuperuserOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prefix)
-class PrefixAdmin(SuperuserOnlyAdmin):
-    list_display = ["prefix", "site_name", "is_default", "server_url", "suffix_policy", "asset_delete_action",
+class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
+    list_display = ["prefix", "site_name", "is_default", "server_url_column", "suffix_policy", "asset_delete_action",
                     "last_contact"]
     readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error"]
     # Handle servers are reached over HTTPS; a bare host name in the form means https (as Django 6 will).
@@ -94,6 +95,10 @@ class PrefixAdmin(SuperuserOnlyAdmin):
         ("Imports and repairs", {"fields": ["url_template", "vendor_suffix_pattern"]}),
         ("Last contact with the server", {"fields": ["last_contact_at", "last_contact_ok", "last_contact_error"]}),
     ]
+
+    @admin.display(description="Server URL", ordering="server_url")
+    def server_url_column(self, obj: Prefix) -> str:
+        return obj.server_url
 
     @admin.display(description="Last contact")
     def last_contact(self, obj: Prefix) -> str:
@@ -120,7 +125,7 @@ class SourceSystemFilter(admin.SimpleListFilter):
 
 
 @admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
+class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["source_system", "external_id", "title", "state", "handle_count"]
     list_filter = [SourceSystemFilter, "state"]
     search_fields = ["external_id", "title"]
@@ -212,7 +217,7 @@ class HandleChangeList(ChangeList):
 
 # --- Handles ------------------------------------------------------------------------------------------
 @admin.register(Handle)
-class HandleAdmin(admin.ModelAdmin):
+class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["full_handle_display", "target_link", "status_badge", "health", "asset_display", "updated_at"]
     list_filter = [PrefixFilter, StatusFilter, SyncFilter, SourceFilter, CollectionFilter]
     # Assets are fetched for the rows shown (prefetch), not joined: a join makes PostgreSQL weigh reading
@@ -228,12 +233,12 @@ class HandleAdmin(admin.ModelAdmin):
     list_per_page = 50
     fieldsets = [
         (None, {"fields": ["full_handle_display", "status_badge", "target_link", "resolver_link", "asset_display"]}),
-        ("Withdrawal", {"fields": ["tombstone_reason", "successor_url", "tombstoned_at", "deleted_at"]}),
+        ("Withdrawal", {"fields": ["tombstone_reason", "successor_link", "tombstoned_at", "deleted_at"]}),
         ("Sync with the Handle server", {"fields": ["health", "version", "synced_version", "synced_at"]}),
         ("Record", {"fields": ["is_primary", "created_by", "created_at", "updated_at"]}),
     ]
     readonly_fields = ["full_handle_display", "status_badge", "target_link", "resolver_link", "asset_display",
-                       "tombstone_reason", "successor_url", "tombstoned_at", "deleted_at", "health", "version",
+                       "tombstone_reason", "successor_link", "tombstoned_at", "deleted_at", "health", "version",
                        "synced_version", "synced_at", "is_primary", "created_by", "created_at", "updated_at"]
     actions = ["verify_selected", "retry_selected", "redirect_rule_selected", "tombstone_selected",
                "restore_selected", "delete_selected_handles"]
@@ -252,6 +257,10 @@ class HandleAdmin(admin.ModelAdmin):
     @admin.display(description="Handle", ordering="suffix_key")
     def full_handle_display(self, obj: Handle) -> str:
         return obj.full_handle
+
+    @admin.display(description="Successor URL")
+    def successor_link(self, obj: Handle) -> str:
+        return format_html('<a href="{0}" rel="noreferrer nofollow">{0}</a>', obj.successor_url) if obj.successor_url else "-"
 
     @admin.display(description="Target URL")
     def target_link(self, obj: Handle) -> str:
@@ -336,7 +345,7 @@ class HandleAdmin(admin.ModelAdmin):
         same suffix is minted. A taken or deleted suffix is refused with the service's message."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        form = MintForm(request.POST or None)
+        form = MintForm(request.POST or None, admin_site=self.admin_site)
         preview = None
         if request.method == "POST" and "_edit" not in request.POST and form.is_valid():
             data = form.cleaned_data
@@ -349,7 +358,7 @@ class HandleAdmin(admin.ModelAdmin):
                 suffix = services.handle_mint_preview(prefix=data["prefix"], target_url=data["target_url"],
                                                       suffix=data["suffix"], asset=data["asset"])
                 # The confirm step carries the chosen suffix, so what is minted is what was previewed.
-                form = MintForm({**request.POST.dict(), "suffix": suffix})
+                form = MintForm({**request.POST.dict(), "suffix": suffix}, admin_site=self.admin_site)
                 form.is_valid()
                 preview = {"full_handle": f"{data['prefix'].prefix}/{suffix}", "suffix": suffix,
                            "resolver_url": citation_url(data["prefix"].prefix, suffix)}
@@ -425,7 +434,7 @@ class HandleAdmin(admin.ModelAdmin):
 
     def _describe(self, request: HttpRequest, selection: dict) -> str:
         if "ids" in selection:
-            return f"{len(selection['ids'])} selected handle(s)"
+            return f"{counted(len(selection['ids']), 'selected handle')}"
         return HandleFilter.from_params(request.GET).describe()
 
     def _run(self, request: HttpRequest, queryset: QuerySet, kind: str, verb: str,
@@ -468,7 +477,7 @@ class HandleAdmin(admin.ModelAdmin):
                  template: str = "admin/handles/handle/confirm_selection.html", **context) -> HttpResponse:
         count = queryset.count()
         return self._page(
-            request, template, f"{verb} {count} handle(s)?", form=form, count=count, action=action, verb=verb,
+            request, template, f"{verb} {counted(count, 'handle')}?", form=form, count=count, action=action, verb=verb,
             handles=list(queryset.select_related("prefix").order_by("pk")[:100]),
             selected=request.POST.getlist(ACTION_CHECKBOX_NAME), select_across=request.POST.get("select_across", "0"),
             inline_limit=settings.HANDLES_DESK_INLINE_LIMIT, **context)
@@ -613,7 +622,7 @@ def _day_range(cleaned: dict) -> tuple:
 
 
 @admin.register(HandleRequest)
-class HandleRequestAdmin(admin.ModelAdmin):
+class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["id", "created_at", "action", "op", "handle_link", "status_badge", "attempts", "requester",
                     "short_error"]
     list_filter = ["status", "op", "action", RequestPrefixFilter, RequestDateFilter, ErrorGroupFilter,
@@ -675,7 +684,7 @@ class HandleRequestAdmin(admin.ModelAdmin):
         if not too_many:
             results = desk_services.bulk_apply(kind=Kind.RETRY, objects=failed.select_related("handle__prefix")
                                                .order_by("pk"), actor=request.user)
-            self.message_user(request, f"Retrying {len(results)} failed request(s); the others were left alone.",
+            self.message_user(request, f"Retrying {counted(len(results), 'failed request')}; the others were left alone.",
                               messages.SUCCESS)
             return None
         # The ids themselves: exact whatever the list's filters were (an outage is retried from the
@@ -734,6 +743,6 @@ class HandleRequestAdmin(admin.ModelAdmin):
             return self._retry_job(request, selection, f"failed requests: {signature[:200] or 'all'}")
         results = desk_services.bulk_apply(kind=Kind.RETRY, objects=group.select_related("handle__prefix")
                                            .order_by("pk"), actor=request.user)
-        self.message_user(request, f"Retrying {len(results)} failed request(s).", messages.SUCCESS)
+        self.message_user(request, f"Retrying {counted(len(results), 'failed request')}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:handles_handlerequest_failures") + "?" + request.POST.get(
             "query", ""))

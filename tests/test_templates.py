@@ -21,3 +21,16 @@ def test_no_template_has_a_multi_line_hash_comment():
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if re.search(r"\{#(?!.*#\})", line)]
     assert offenders == []
+
+
+def test_counts_agree_with_their_nouns():
+    """'1 handle', '2 lines': templates use |pluralize, code handles.labels.counted (ngettext); no '(s)'."""
+    from handles.labels import counted
+
+    assert (counted(1, "handle"), counted(2, "line"), counted(12078, "failed request")) == (
+        "1 handle", "2 lines", "12,078 failed requests")
+    offenders = [f"{path.relative_to(ROOT)}:{number}"
+                 for path in TEMPLATES
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"[a-z]\(s\)", line.replace("http(s)", ""))]
+    assert offenders == []

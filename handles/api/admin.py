@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from handles.api import services
 from handles.api.models import ApiToken
+from handles.labels import counted
 
 
 @admin.register(ApiToken)
@@ -71,4 +72,4 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens (at once, for good)")
     def revoke_selected(self, request, queryset):
         revoked = sum(services.token_revoke(token=token) for token in queryset)
-        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+        self.message_user(request, f"Revoked {counted(revoked, 'token')}.", messages.SUCCESS)

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from handles.desk import exports, services
 from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError
+from handles.labels import LabelledFieldsAdmin, counted
 
 
 def job_status(job: BulkJob) -> dict:
@@ -112,13 +113,13 @@ class BulkJobAdmin(admin.ModelAdmin):
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.WARNING)
         else:
-            self.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on the "
+            self.message_user(request, f"{counted(retried, 'failed request')} queued again; the job verifies them on the "
                                        "server.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
+class CollectionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["name", "source_system", "external_id_prefix", "url_prefix", "browse_link"]
     search_fields = ["name"]
     fields = ["name", "source_system", "external_id_prefix", "url_prefix", "description"]

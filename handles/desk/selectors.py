@@ -37,6 +37,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from handles.jobs import Tally
+from handles.labels import counted
 from handles.models import Asset, ErrorSignature, Handle, HandleRequest, Prefix
 from handles.validators import ascii_upper, split_handle
 
@@ -476,7 +477,7 @@ def worker_state(now: datetime | None = None) -> WorkerState:
         stats = []
     if stats:
         workers = sum(len(s.workers) for s in stats)
-        return WorkerState(True, f"{len(stats)} cluster(s), {workers} worker(s): "
+        return WorkerState(True, f"{counted(len(stats), 'cluster')}, {counted(workers, 'worker')}: "
                                  + ", ".join(f"{s.host} ({s.status})" for s in stats))
     schedule = Schedule.objects.filter(func="handles.tasks.sweep_requests").order_by("pk").first()
     if schedule is None or schedule.next_run is None:

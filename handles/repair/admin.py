@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from handles import services as core
 from handles.exceptions import HandleServiceError
+from handles.labels import LabelledFieldsAdmin, counted
 from handles.models import Handle
 from handles.repair import selectors, services
 from handles.repair.csvfile import ImportFileError, csv_lines
@@ -75,7 +76,7 @@ def _retry_failed(model_admin: admin.ModelAdmin, request: HttpRequest, retry, **
     except HandleServiceError as exc:
         model_admin.message_user(request, exc.message, messages.ERROR)
     else:
-        model_admin.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on "
+        model_admin.message_user(request, f"{counted(retried, 'failed request')} queued again; the job verifies them on "
                                           "the server.", messages.SUCCESS)
 
 
@@ -106,7 +107,7 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
 
 # --- Presets ---------------------------------------------------------------------------------------------
 @admin.register(ImportPreset)
-class ImportPresetAdmin(admin.ModelAdmin):
+class ImportPresetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     form = ImportPresetForm
     list_display = ["name", "handle_column", "external_id_column", "url_column", "prefix", "source_system", "mode"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
@@ -390,7 +391,7 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
 
 
 @admin.register(HandleCheck)
-class HandleCheckAdmin(admin.ModelAdmin):
+class HandleCheckAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     """Every handle's last check; filter by outcome, prefix, source system."""
 
     list_display = ["handle_link", "outcome", "http_status", "final_url", "detail", "checked_at"]
@@ -465,7 +466,7 @@ class AssetWithSeveralHandlesAdmin(admin.ModelAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
             else:
                 self.message_user(request, f"{handle} is now the primary handle."
-                                  + (f" {len(redirects)} other handle(s) queued to resolve to the same target."
+                                  + (f" {counted(len(redirects), 'other handle')} queued to resolve to the same target."
                                      if redirects else " The others already resolve to the same target."),
                                   messages.SUCCESS)
             return HttpResponseRedirect(request.path)

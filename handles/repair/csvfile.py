@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from handles.labels import counted
+
 DELIMITERS = (",", ";", "\t")
 _FORMULA_START = "=+-@\t\r"
 _FORMULA = re.compile(r"^(=|[+\-@]\s*[A-Za-z_.]+\s*[(|!])")
@@ -146,7 +148,7 @@ def records(text: str, csv_layout: CsvLayout, max_cell: int) -> Iterator[tuple[i
             continue
         problem = ""
         if len(cells) > width and any(cells[width:]):
-            problem = f"{len(cells)} cells, but the header names {width} columns"
+            problem = f"{counted(len(cells), 'cell')}, but the header names {counted(width, 'column')}"
         longest = max(map(len, row))
         if longest > max_cell:
             problem = f"a cell is {longest:,} characters long (at most {max_cell:,} are accepted)"

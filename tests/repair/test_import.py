@@ -232,7 +232,7 @@ def test_command_dry_run_apply_presets_and_report(grinnell_prefix, tmp_path, cap
     assert ImportPreset.objects.get(name="semicolons").handle_column == "Identifier"
     with django_capture_on_commit_callbacks(execute=False):
         call_command("import_handles", str(path), "--preset", "semicolons", "--apply")
-    assert "Applied: 2 handle(s) recorded" in capsys.readouterr().out
+    assert "Applied: 2 handles recorded" in capsys.readouterr().out
     assert Handle.objects.count() == 2
 
 
