@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from handles import services
+from handles.admin_log import ADDITION, log_desk_action
 from handles.citation import citation_url
 from handles.desk import services as desk_services
 from handles.desk.forms import DateRangeForm, RedirectRuleForm
@@ -352,6 +353,7 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             try:
                 if "_mint" in request.POST:
                     req = services.handle_mint(actor=request.user, via="admin", **data)
+                    self.log_addition(request, req.handle, f"Minted; request #{req.pk} queued.")
                     self.message_user(request, f"Minted {req.full_handle}; request #{req.pk} is {req.status}.",
                                       messages.SUCCESS)
                     return HttpResponseRedirect(reverse("admin:handles_handle_change", args=[req.handle_id]))
@@ -380,6 +382,7 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             except HandleServiceError as exc:
                 form.add_error(None, exc.message)
             else:
+                self.log_change(request, handle, f"{req.get_action_display()} queued as request #{req.pk}.")
                 self.message_user(request, f"{req.get_action_display()} of {handle} queued as request #{req.pk}.",
                                   messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:handles_handle_change", args=[handle.pk]))
@@ -446,6 +449,7 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             if not too_many:
                 results = desk_services.bulk_apply(kind=kind, objects=objects.order_by("pk"), parameters=parameters,
                                                    actor=request.user)
+                log_desk_action(request, [obj for obj, result in results if result.outcome == "ok"], f"{verb}.")
                 self._report(request, verb, results)
                 return None
             selection = self._selection(request)
@@ -455,6 +459,7 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                                          "handle_ids": selection.get("ids")}}
             job = desk_services.bulk_job_create(kind=kind, selection=selection, parameters=parameters,
                                                 description=description, actor=request.user)
+            log_desk_action(request, [job], f"{verb}: {description}.", flag=ADDITION)
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return None
@@ -684,6 +689,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         if not too_many:
             results = desk_services.bulk_apply(kind=Kind.RETRY, objects=failed.select_related("handle__prefix")
                                                .order_by("pk"), actor=request.user)
+            log_desk_action(request, [obj for obj, result in results if result.outcome == "ok"], "Retried.")
             self.message_user(request, f"Retrying {counted(len(results), 'failed request')}; the others were left alone.",
                               messages.SUCCESS)
             return None
@@ -695,6 +701,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def _retry_job(self, request: HttpRequest, selection: dict, description: str) -> HttpResponse:
         job = desk_services.bulk_job_create(kind=Kind.RETRY, selection=selection, description=description,
                                             actor=request.user)
+        log_desk_action(request, [job], f"Retry: {description}.", flag=ADDITION)
         self.message_user(request, f"Retry: job #{job.pk} runs in the background.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
@@ -743,6 +750,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             return self._retry_job(request, selection, f"failed requests: {signature[:200] or 'all'}")
         results = desk_services.bulk_apply(kind=Kind.RETRY, objects=group.select_related("handle__prefix")
                                            .order_by("pk"), actor=request.user)
+        log_desk_action(request, [obj for obj, result in results if result.outcome == "ok"], "Retried.")
         self.message_user(request, f"Retrying {counted(len(results), 'failed request')}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:handles_handlerequest_failures") + "?" + request.POST.get(
             "query", ""))
