@@ -25,7 +25,7 @@ def test_desk_actions_are_in_recent_actions_and_the_history(staff_client, staff_
     staff_client.post(reverse("admin:handles_handle_add"), {
         "prefix": prefix.pk, "suffix": "logged-1", "target_url": "https://example.org/1", "_mint": "1"})
     handle = Handle.objects.get(suffix="logged-1")
-    assert logged(handle) == [(ADDITION, "Minted; request #%d queued." % handle.requests.get().pk)]
+    assert logged(handle) == [(ADDITION, f"Minted; request #{handle.requests.get().pk} queued.")]
 
     staff_client.post(reverse("admin:handles_handle_redirect", args=[handle.pk]), {"target_url": "https://example.org/2"})
     staff_client.post(reverse("admin:handles_handle_tombstone", args=[handle.pk]), {"reason": "Withdrawn"})
