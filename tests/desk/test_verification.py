@@ -105,7 +105,7 @@ def test_a_verify_job_that_finds_a_handle_missing_reports_it_and_a_retry_verifie
     job = run_queue(services.bulk_job_create, kind="verify", selection={"ids": [h.pk for h in handles]})
     job.refresh_from_db()
     assert (job.status, job.verification) == (JStatus.INCOMPLETE, tally(success=1, error=1))
-    assert "1 of 2 changes were not verified" in job.error and f"for example: {handles[1].full_handle} is missing on the Handle server" in job.error
+    assert "1 of 2 changes was not verified" in job.error and f"for example: {handles[1].full_handle} is missing on the Handle server" in job.error
 
     client.create_handle(handles[1].full_handle, records.new_record(
         "http://old.example/1", admin_handle=prefix.hs_admin_handle, admin_index=prefix.hs_admin_index,

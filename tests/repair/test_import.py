@@ -207,7 +207,7 @@ def test_push_mode_when_the_server_does_not_answer_then_continues(run_queue, gri
     batch.refresh_from_db()
     # Nothing could be pushed: the import is incomplete, and says how to go on.
     assert batch.state == ImportBatch.State.INCOMPLETE and batch.verification["unpushed"] == 1
-    assert "1 of 1 handles were not verified" in batch.error and "Continue pushing" in batch.error
+    assert "1 of 1 handle was not verified" in batch.error and "Continue pushing" in batch.error
     assert Handle.objects.get().status == "pending" and not HandleRequest.objects.exists()
     grinnell_server.clear_faults()
     run_queue(services.import_batch_continue_push, batch=batch)

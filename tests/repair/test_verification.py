@@ -91,7 +91,7 @@ def test_a_repair_whose_change_the_server_refuses_is_incomplete_until_retried(ru
     fixed.refresh_from_db()
     assert (fixed.state, fixed.verification) == (RState.DONE, tally(success=1))  # settled on its own requests
     assert (broken.state, broken.verification) == (RState.INCOMPLETE, tally(error=1))
-    assert broken.error.startswith("1 of 1 repairs were not verified on the server. 1 failed; the commonest error "
+    assert broken.error.startswith("1 of 1 repair was not verified on the server. 1 failed; the commonest error "
                                    "(1×), for example: 11084/missing already exists on the Handle server")
     assert broken.finished and broken.get_state_display() == "Incomplete: some changes failed on the server"
     assert server_url(grinnell_live, "11084/missing") == "https://ex.org/theirs"
@@ -146,7 +146,7 @@ def test_an_adopt_import_is_applied_only_when_every_handle_is_verified(run_queue
     run_all(run_queue, verifications)
     batch.refresh_from_db()
     assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
-    assert batch.error == ("1 of 2 handles were not verified on the server. 1 failed; the commonest error (1×), for "
+    assert batch.error == ("1 of 2 handles was not verified on the server. 1 failed; the commonest error (1×), for "
                            "example: 11084/2 is missing on the Handle server. Retry the failed requests once the cause is "
                            "fixed.")
     page = staff_client.get(reverse("admin:handles_repair_importbatch_change", args=[batch.pk])).content.decode()
@@ -227,7 +227,7 @@ def test_the_commands_wait_for_the_servers_verdict(grinnell_live, site, tmp_path
     path = tmp_path / "legacy.csv"
     path.write_text("Handle URL,MMS ID\n11084/7,777\n11084/8,888\n")  # 11084/8 is not on the server
     with pytest.raises(CommandError, match=r"Applied; some handles failed on the server\. verified on the server: "
-                                           r"1 of 2; failed: 1\. 1 of 2 handles were not verified") as failed:
+                                           r"1 of 2; failed: 1\. 1 of 2 handles was not verified") as failed:
         call_command("import_handles", str(path), "--source-system", "alma", "--apply", "--wait")
     assert failed.value.returncode == 1
 
