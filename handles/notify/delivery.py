@@ -51,7 +51,7 @@ def render_body(template: str, notification: Notification) -> str:
     context = {**{k: "" if v is None else v for k, v in data.items()},
                "subject_json": json.dumps(notification.subject), "details_json": json.dumps(notification.details),
                "text_json": json.dumps(text), "payload_json": json.dumps(data)}
-    return _template_engine.from_string(template).render(Context(context))
+    return _template_engine.from_string(template).render(Context(context, autoescape=False))
 
 
 def webhook_body(endpoint: WebhookEndpoint, notification: Notification) -> bytes:
