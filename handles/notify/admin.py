@@ -272,6 +272,8 @@ class WatchdogRunAdmin(ReadOnlyAdmin):
                 *super().get_urls()]
 
     def run_view(self, request: HttpRequest):
-        if request.method == "POST" and request.user.has_perm("handles.change_handle"):
+        if request.method == "POST":
+            if not request.user.has_perm("handles.change_handle"):
+                raise PermissionDenied
             self.message_user(request, tasks.watchdog_all() + ". Results appear here when the worker ran them.")
         return HttpResponseRedirect(reverse("admin:handles_notify_watchdogrun_changelist"))

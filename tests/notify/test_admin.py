@@ -24,8 +24,12 @@ def test_staff_subscribe_themselves_and_see_only_their_own(staff_client, staff_u
     listing = staff_client.get(reverse("admin:handles_notify_subscription_changelist")).content.decode()
     assert "me@example.org" in listing and "root@example.org" not in listing
     other = Subscription.objects.get(user=superuser)
-    assert staff_client.get(reverse("admin:handles_notify_subscription_change", args=[other.pk])).status_code in (
-        302, 403, 404)
+    url = reverse("admin:handles_notify_subscription_change", args=[other.pk])
+    assert staff_client.get(url)["Location"] == reverse("admin:index")  # "no such subscription" for them
+    staff_client.post(url, {"kinds": ["drift"], "email": "mallory@example.org", "active": "on"})
+    staff_client.post(reverse("admin:handles_notify_subscription_delete", args=[other.pk]), {"post": "yes"})
+    other.refresh_from_db()
+    assert (other.kinds, other.email) == (["job"], "root@example.org")
 
 
 def test_a_second_subscription_for_the_same_prefix_is_refused_with_a_message(staff_client, staff_user):
