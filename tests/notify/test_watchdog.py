@@ -80,3 +80,18 @@ def test_our_local_resolver_and_tombstone_page(prefix, live_server, settings, ru
     settings.HANDLES_PUBLIC_BASE_URL = "http://127.0.0.1:9"
     result = watchdog.check_local(prefix)
     assert result.ok is False and "did not answer" in result.detail
+
+
+def test_the_watchdog_command_prints_each_check_and_fails_when_one_fails(registered, capsys):
+    from django.core.management import CommandError, call_command
+
+    call_command("watchdog", registered.prefix)
+    out = capsys.readouterr().out
+    assert out.startswith(f"{registered.prefix}: green") and "[pass] the global registry sends the prefix" in out
+    registered.secret_env_var = "HANDLE_SECRET_NOT_SET"
+    registered.save()
+    with pytest.raises(CommandError, match="1 prefix"):
+        call_command("watchdog")
+    assert "[FAIL] our credentials authenticate" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="No such prefix: 1.2"):
+        call_command("watchdog", "1.2")
