@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
+from handles.models import Prefix
 from handles.notify import services
 from handles.notify.models import Kind
 
@@ -110,16 +111,18 @@ def job_settled(job: Any) -> None:
 
 
 @never_raises
-def prefix_auth_failed(*, prefix: Any, error: str = "") -> None:
+def prefix_auth_failed(*, prefix_id: int, error: str = "") -> None:
     """The Handle server refused our credentials for this prefix (the queue paused it, or the watchdog saw
-    it): one alarm until it recovers, whoever noticed first."""
-    services.condition_report(Kind.SERVER, key=services.auth_condition_key(prefix.pk), failing=True, prefix=prefix,
+    it): one alarm until it recovers, whoever noticed first (they share one condition)."""
+    prefix = Prefix.objects.get(pk=prefix_id)
+    services.condition_report(Kind.SERVER, key=services.auth_condition_key(prefix_id), failing=True, prefix=prefix,
                               subject=f"The Handle server of {prefix.prefix} refuses our credentials",
                               details=error or "Requests to it wait until the credentials work again.")
 
 
 @never_raises
-def prefix_auth_recovered(*, prefix: Any) -> None:
-    services.condition_report(Kind.SERVER, key=services.auth_condition_key(prefix.pk), failing=False, prefix=prefix,
+def prefix_auth_recovered(*, prefix_id: int) -> None:
+    prefix = Prefix.objects.get(pk=prefix_id)
+    services.condition_report(Kind.SERVER, key=services.auth_condition_key(prefix_id), failing=False, prefix=prefix,
                               subject=f"The Handle server of {prefix.prefix} accepts our credentials again",
                               details="Requests to it go out again.")

@@ -180,13 +180,13 @@ def test_a_template_that_does_not_make_json_is_refused():
 # --- Conditions and the hooks ----------------------------------------------------------------------------------
 def test_credentials_alarm_once_whoever_notices_first(commit, prefix, sim, monkeypatch, settings):
     settings.HANDLES_WATCHDOG_CHECKS = ["server", "credentials"]
-    commit(hooks.prefix_auth_failed, prefix=prefix, error="401 from the server")  # i12a's pause
+    commit(hooks.prefix_auth_failed, prefix_id=prefix.pk, error="401 from the server")  # i12a's pause
     monkeypatch.setenv(SECRET_ENV, "wrong-secret")
     assert commit(tasks.watch_prefix, prefix.pk) == "red: credentials"
     assert list(Notification.objects.values_list("subject", flat=True)) == [
         f"The Handle server of {prefix.prefix} refuses our credentials"]
     monkeypatch.undo()
-    commit(hooks.prefix_auth_recovered, prefix=prefix)
+    commit(hooks.prefix_auth_recovered, prefix_id=prefix.pk)
     assert commit(tasks.watch_prefix, prefix.pk) == "green: all checks pass"
     assert Notification.objects.count() == 2
     assert not Condition.objects.get(key=f"server-auth:{prefix.pk}").failing
