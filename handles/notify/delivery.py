@@ -12,6 +12,7 @@ import json
 import smtplib
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -84,10 +85,19 @@ def send_webhook(delivery: Delivery) -> AttemptResult:
         response = requests.post(endpoint.url, data=body, headers=headers, allow_redirects=False,
                                  timeout=settings.HANDLES_NOTIFY_WEBHOOK_TIMEOUT)
     except requests.RequestException as exc:
-        return AttemptResult(ok=False, error=f"{exc.__class__.__name__}: {exc}"[:2000],
+        return AttemptResult(ok=False, error=_redacted(f"{exc.__class__.__name__}: {exc}", endpoint.url)[:2000],
                              elapsed_ms=int((time.monotonic() - started) * 1000))
     return AttemptResult(ok=200 <= response.status_code < 300, status_code=response.status_code,
                          response_excerpt=response.text[:500], elapsed_ms=int((time.monotonic() - started) * 1000))
+
+
+def _redacted(text: str, url: str) -> str:
+    """The error without the endpoint's path and query, which may hold its token (see webhook_recipient)."""
+    parts = urlsplit(url)
+    for secret in filter(None, [parts.path + (f"?{parts.query}" if parts.query else ""), parts.path, parts.query]):
+        if secret not in ("/", ""):
+            text = text.replace(secret, "/…")
+    return text
 
 
 def email_text(notification: Notification) -> str:
@@ -110,7 +120,7 @@ def send_email(delivery: Delivery) -> AttemptResult:
     except smtplib.SMTPResponseException as exc:
         return AttemptResult(ok=False, status_code=exc.smtp_code, error=f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
                              elapsed_ms=int((time.monotonic() - started) * 1000))
-    except (smtplib.SMTPException, OSError) as exc:
+    except Exception as exc:  # refused, unreachable, or a message Django will not send: logged, tried again
         return AttemptResult(ok=False, error=f"{exc.__class__.__name__}: {exc}"[:2000],
                              elapsed_ms=int((time.monotonic() - started) * 1000))
     return AttemptResult(ok=True, response_excerpt=f"accepted by {settings.EMAIL_HOST}:{settings.EMAIL_PORT}",

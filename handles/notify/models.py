@@ -128,7 +128,7 @@ class Delivery(models.Model):
     subscription = models.ForeignKey(Subscription, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.SET_NULL, null=True, blank=True,
                                  related_name="deliveries")
-    recipient = models.CharField(max_length=1000, help_text="The email address or the webhook URL.")
+    recipient = models.CharField(max_length=1000, help_text="The email address, or the endpoint's name and host.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -79,7 +80,7 @@ def notification_record(kind: str, prefix: int | str | None, subject: str, detai
         if Notification.objects.filter(dedupe_key=dedupe_key, created_at__gte=window).exists():
             return None
     notification = Notification.objects.create(
-        kind=kind, prefix_id=_prefix_id(prefix), subject=subject[:300], details=details[:DETAILS_LIMIT],
+        kind=kind, prefix_id=_prefix_id(prefix), subject=" ".join(subject.split())[:300], details=details[:DETAILS_LIMIT],
         dedupe_key=(dedupe_key or "")[:200], occurrences=max(1, count), created_at=now)
     if kind not in DIGESTED_KINDS:
         _fan_out(notification)
@@ -117,16 +118,19 @@ def _wants(kinds: list[str], prefix_id: int | None, kind: str, target_prefix_id:
     return kind in (kinds or []) and (prefix_id is None or prefix_id == target_prefix_id)
 
 
-def _fan_out(notification: Notification, *, subscriptions: Iterable[Subscription] | None = None,
-             endpoints: Iterable[WebhookEndpoint] | None = None) -> list[Delivery]:
+def webhook_recipient(endpoint: WebhookEndpoint) -> str:
+    """How the log names an endpoint: its name and host. A chat service's webhook URL is itself a secret
+    (Slack's carries its token in the path), and staff who read the log may not manage endpoints."""
+    return f"{endpoint.name} ({urlsplit(endpoint.url).scheme}://{urlsplit(endpoint.url).netloc}/…)"
+
+
+def _fan_out(notification: Notification) -> list[Delivery]:
     """A delivery per distinct address and per endpoint that subscribed to this kind (and prefix)."""
-    if subscriptions is None:
-        subscriptions = [s for s in Subscription.objects.filter(active=True, user__is_active=True, user__is_staff=True)
-                         .select_related("user").order_by("pk")
-                         if _wants(s.kinds, s.prefix_id, notification.kind, notification.prefix_id)]
-    if endpoints is None:
-        endpoints = [e for e in WebhookEndpoint.objects.filter(active=True).order_by("pk")
-                     if _wants(e.kinds, e.prefix_id, notification.kind, notification.prefix_id)]
+    subscriptions = [s for s in Subscription.objects.filter(active=True, user__is_active=True, user__is_staff=True)
+                     .select_related("user").order_by("pk")
+                     if _wants(s.kinds, s.prefix_id, notification.kind, notification.prefix_id)]
+    endpoints = [e for e in WebhookEndpoint.objects.filter(active=True).order_by("pk")
+                 if _wants(e.kinds, e.prefix_id, notification.kind, notification.prefix_id)]
     deliveries: list[Delivery] = []
     addresses: set[str] = set()
     for subscription in subscriptions:
@@ -137,7 +141,7 @@ def _fan_out(notification: Notification, *, subscriptions: Iterable[Subscription
                                        subscription=subscription, recipient=address))
     for endpoint in endpoints:
         deliveries.append(Delivery(notification=notification, channel=Delivery.Channel.WEBHOOK, endpoint=endpoint,
-                                   recipient=endpoint.url))
+                                   recipient=webhook_recipient(endpoint)))
     Delivery.objects.bulk_create(deliveries)
     created = list(Delivery.objects.filter(notification=notification).values_list("pk", flat=True))
     from handles.notify import tasks
@@ -291,7 +295,7 @@ def test_send(*, actor, endpoints: Iterable[WebhookEndpoint] = (), to_self: bool
             deliveries.append(Delivery(notification=notification, channel=Delivery.Channel.EMAIL,
                                        subscription=subscription, recipient=address))
     deliveries += [Delivery(notification=notification, channel=Delivery.Channel.WEBHOOK, endpoint=endpoint,
-                            recipient=endpoint.url) for endpoint in endpoints]
+                            recipient=webhook_recipient(endpoint)) for endpoint in endpoints]
     Delivery.objects.bulk_create(deliveries)
     from handles.notify import tasks
 

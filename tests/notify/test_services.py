@@ -162,6 +162,16 @@ def test_mail_that_cannot_be_handed_over_waits_for_a_retry(commit, subscribed, s
     assert delivery.status == Delivery.Status.PENDING and "ConnectionRefused" in delivery.last_error
 
 
+def test_the_log_keeps_a_webhook_urls_token_out(commit, db):
+    services.endpoint_save(endpoint=WebhookEndpoint(name="Slack", url="http://127.0.0.1:9/services/T0/B0/sekrit",
+                                                    kinds=[Kind.JOB]))
+    commit(services.emit, Kind.JOB, subject="x")
+    delivery = Delivery.objects.get()
+    assert delivery.recipient == "Slack (http://127.0.0.1:9/…)"
+    assert "ConnectionError" in delivery.last_error and "sekrit" not in delivery.last_error
+    assert "sekrit" not in delivery.log.get().error
+
+
 def test_a_body_template_makes_a_chat_service_message(commit, endpoint, receiver):
     endpoint.body_template = '{"text": {{ text_json }}, "username": "handles"}'
     endpoint.save()
