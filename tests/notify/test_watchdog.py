@@ -95,3 +95,12 @@ def test_the_watchdog_command_prints_each_check_and_fails_when_one_fails(registe
     assert "[FAIL] our credentials authenticate" in capsys.readouterr().out
     with pytest.raises(CommandError, match="No such prefix: 1.2"):
         call_command("watchdog", "1.2")
+
+
+def test_a_misspelt_check_name_is_a_startup_error(settings):
+    from handles.notify.apps import check_watchdog_settings
+
+    assert check_watchdog_settings() == []
+    settings.HANDLES_WATCHDOG_CHECKS = ["server", "regsitry"]
+    (error,) = check_watchdog_settings()
+    assert error.id == "handles_notify.E001" and "regsitry" in error.msg
