@@ -29,6 +29,7 @@ from handles import tasks
 from handles.exceptions import HandleExists, HandleServiceError, HandleStateError, PrefixForbidden
 from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
+from handles.notify import hooks as notify_hooks
 from handles.validators import ascii_upper, validate_new_suffix, validate_target_url
 
 User = AbstractBaseUser | AnonymousUser | None
@@ -485,6 +486,7 @@ def requests_finish_batch(results: list[tuple[Claim, Outcome | None]], *,
         _save_rows(recorded, [*_FINISH_FIELDS, "attempts"])
         _save_rows(synced, _SYNC_FIELDS)
         _hand_over_next([r.handle_id for r in recorded if r.finished])
+        notify_hooks.requests_failed(recorded)
         return recorded
 
 
@@ -509,6 +511,7 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
                 request.status = RStatus.ERROR
                 request.finished_at = now
                 request.error = f"Gave up after {counted(request.attempts, 'attempt')}: the worker stopped each time."
+                notify_hooks.requests_failed([request])
             else:
                 request.status = RStatus.QUEUED
                 request.next_attempt_at = None  # due at once

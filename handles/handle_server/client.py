@@ -244,8 +244,10 @@ class HandleServerClient:
         return self._call("DELETE", self.handle_url(handle), auth=True)
 
     def get_handle(self, handle: str, *, indexes: list[int] | None = None, types: list[str] | None = None,
-                   authenticated: bool = False) -> ServerAnswer:
+                   authenticated: bool = False, authoritative: bool = False) -> ServerAnswer:
+        """`authoritative`: through a proxy, bypass its cache (`auth=true`) [TM §14.5.1]."""
         params = [("index", str(i)) for i in indexes or []] + [("type", t) for t in types or []]
+        params += [("auth", "true")] if authoritative else []
         return self._call("GET", self.handle_url(handle), params=params or None, auth=authenticated)
 
     def get_url(self, handle: str) -> tuple[str | None, ServerAnswer]:
@@ -270,6 +272,11 @@ class HandleServerClient:
         total = self.count_handles(prefix)
         for page in range(0, (total + page_size - 1) // page_size):
             yield from self.list_page(prefix, page, page_size)
+
+    def homed_prefixes(self) -> list[str]:
+        """The prefixes homed on this server, as `0.NA/P`: an authenticated read that writes nothing [§2.1]."""
+        answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
+        return [str(p) for p in (answer.body or {}).get("prefixes", [])]
 
     def close(self) -> None:
         self._session.close()
