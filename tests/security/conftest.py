@@ -63,6 +63,7 @@ def world(db) -> dict:
     Task.objects.create(id="b" * 32, name="f", func="math.floor", started=timezone.now(),
                         stopped=timezone.now(), success=False)
     OrmQ.objects.create(key="default", payload="x", lock=timezone.now())
+    kept_token = issue_token("read", name="kept")
     notification = Notification.objects.create(kind="job", prefix=prefix, subject="Import #1 ended incomplete")
     someone = UserFactory(username="someone", is_staff=False)
     return {
