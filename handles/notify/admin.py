@@ -14,6 +14,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from handles.labels import LabelledFieldsAdmin
 from handles.notify import services, tasks
 from handles.notify.forms import SubscriptionForm, WebhookEndpointForm
 from handles.notify.models import (
@@ -39,7 +40,7 @@ def _kinds(kinds: list[str]) -> str:
     return ", ".join(labels.get(k, k).split(" (")[0] for k in kinds or []) or "—"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
@@ -51,7 +52,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     form = SubscriptionForm
     list_display = ["user", "prefix_display", "kinds_display", "address", "active"]
     list_filter = ["active", "prefix"]
@@ -127,7 +128,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     """Model permissions decide: superusers, and staff given handles_notify.*_webhookendpoint."""
 
     form = WebhookEndpointForm

@@ -37,7 +37,7 @@ class SubscriptionForm(_KindsForm):
 
 
 class WebhookEndpointForm(_KindsForm):
-    url = forms.URLField(max_length=1000, assume_scheme="https")
+    url = forms.URLField(label="URL", max_length=1000, assume_scheme="https")
 
     class Meta:
         model = WebhookEndpoint
