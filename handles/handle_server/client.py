@@ -246,7 +246,7 @@ class HandleServerClient:
             error_class = classify(response.status_code, body)
         if error_class is not None:
             rc = body.get("responseCode") if isinstance(body, dict) else None
-            message = body.get("message") if isinstance(body, dict) else None
+            message = (body.get("message") or body.get("error")) if isinstance(body, dict) else None
             detail = f"HTTP {response.status_code}" + (f", responseCode {rc}" if rc is not None else "")
             raise error_class(
                 f"{_ERROR_WORDS.get(error_class, 'Handle server error')} ({detail})" + (f": {message}" if message else ""),
