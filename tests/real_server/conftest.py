@@ -15,6 +15,7 @@ from handles import services
 from handles.handle_server.client import HandleNotFound, HandleServerClient, ServerConfig
 from handles.models import Prefix
 from tests.real_server.server import RealServer, dist_folder
+from tests.reliability.conftest import broker_queue, clusters  # noqa: F401  (fixtures: real worker clusters)
 
 SECRET_ENV = "HANDLE_SECRET_REAL"
 WRONG_SECRET_ENV = "HANDLE_SECRET_REAL_WRONG"
@@ -109,3 +110,23 @@ def server_listing(client: HandleServerClient, prefix: str) -> dict[str, str | N
     with ThreadPoolExecutor(max_workers=4) as pool:
         urls = list(pool.map(lambda h: client.get_url(h)[0], handles))
     return {h.upper(): url for h, url in zip(handles, urls, strict=True)}
+
+
+# A worker's settings against the real server: a push may take a while on a busy machine, and retries
+# back off long enough that a server restart does not use up a request's attempts.
+WORKER_ENV = {"HANDLES_SERVER_TIMEOUT": 10, "HANDLES_LEASE_SECONDS": 60, "HANDLES_BACKOFF_BASE_SECONDS": 1,
+              "HANDLES_BACKOFF_MAX_SECONDS": 10, "HANDLES_AUTH_PROBE_BASE_SECONDS": 1,
+              "HANDLES_AUTH_PROBE_MAX_SECONDS": 5, "HANDLES_DRAIN_SECONDS": 5}
+
+
+def assert_server_matches_database(client: HandleServerClient, prefix: Prefix) -> int:
+    """The server holds exactly the handles we intend, each resolving to its intended URL, and our records
+    say they are in sync. Returns how many handles exist on the server."""
+    from handles.models import Handle
+
+    on_server = server_listing(client, prefix.prefix)
+    handles = list(Handle.objects.filter(prefix=prefix).select_related("prefix"))
+    intended = {h.full_handle.upper(): h.resolver_target for h in handles if h.exists_on_server}
+    assert on_server == intended
+    assert all(h.in_sync for h in handles), [h.full_handle for h in handles if not h.in_sync][:5]
+    return len(on_server)
