@@ -201,3 +201,18 @@ def test_authenticate_writes_nothing_and_tells_good_from_wrong_credentials(handl
     with pytest.raises(hs.AuthenticationFailed):
         wrong.authenticate()
     assert live.count_handles("20.500.12345") == before
+
+
+@pytest.mark.parametrize("login", ["secret key", "client certificate"])
+def test_live_error_table_as_on_the_real_server(handle_server, login):
+    """The same cases as the real-server tier's error table (tests/handle_server/error_table.py)."""
+    from tests.handle_server.error_table import check_error_table
+
+    handle_server.clear_faults()
+    cert = login == "client certificate"
+    config = ServerConfig(
+        base_url=handle_server.base_url, pinned_certificate=handle_server.cert_path.read_text(), timeout=3,
+        auth_identity=handle_server.client_identity if cert else handle_server.admin_identity,
+        secret="" if cert else handle_server.secret, client_cert=str(handle_server.client_cert_path) if cert else "",
+        client_key=str(handle_server.client_key_path) if cert else "")
+    check_error_table(HandleServerClient(config), "20.500.12345")

@@ -11,17 +11,8 @@ import requests
 
 from handles.handle_server import client as hs
 from handles.handle_server.client import HandleServerClient
+from tests.handle_server.error_table import check_error_table, url_record, url_value
 from tests.real_server.conftest import cert_config, secret_config
-
-
-def url_record(server, url: str) -> list[dict]:
-    return [{"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
-        "handle": f"{server.prefix}/ADMIN", "index": 300, "permissions": "111111111111"}}},
-        {"index": 1, "type": "URL", "data": {"format": "string", "value": url}}]
-
-
-def url_value(url: str) -> dict:
-    return {"index": 1, "type": "URL", "data": {"format": "string", "value": url}}
 
 
 @pytest.fixture
@@ -35,7 +26,7 @@ def test_every_operation(clean_server, client, login):
     identity = client.config.auth_identity
     assert client.authenticate().body == {"authenticated": True, "id": identity}
     handle = f"{prefix}/rt-{uuid.uuid4().hex[:8]}/with slash"
-    assert client.create_handle(handle, url_record(clean_server, "https://example.org/1")).status == 201
+    assert client.create_handle(handle, url_record(clean_server.prefix, "https://example.org/1")).status == 201
     assert client.get_url(handle)[0] == "https://example.org/1"
     assert client.update_values(handle, [url_value("https://example.org/2")]).status == 200
     assert client.get_url(handle.upper())[0] == "https://example.org/2"  # case-insensitive
@@ -49,40 +40,7 @@ def test_every_operation(clean_server, client, login):
 
 
 def test_error_table(clean_server, client):
-    prefix = clean_server.prefix
-    handle = f"{prefix}/rt-{uuid.uuid4().hex[:8]}"
-    client.create_handle(handle, url_record(clean_server, "https://example.org/a"))
-    cases = [
-        (hs.HandleAlreadyExists, 409, 101, lambda: client.create_handle(handle, url_record(clean_server, "https://x.org"))),
-        (hs.HandleNotFound, 404, 100, lambda: client.update_values(f"{handle}-none", [url_value("https://x.org")])),
-        (hs.HandleNotFound, 404, 100, lambda: client.get_handle(f"{handle}-none")),
-        (hs.HandleNotFound, 404, 100, lambda: client.delete_handle(f"{handle}-none")),
-        (hs.InvalidRequest, 400, 301, lambda: client.create_handle("99.999/elsewhere", url_record(clean_server, "https://x.org"))),
-        (hs.InvalidRequest, 400, 301, lambda: client.count_handles("99.999")),
-        (hs.InvalidRequest, 400, 202, lambda: client.update_values(handle, [{**url_value("https://x.org"), "index": 0}])),
-        (hs.InvalidRequest, 400, 4, lambda: client.update_values(handle, [{
-            "index": 2, "type": "URL", "data": {"format": "nonsense", "value": "x"}}])),
-    ]
-    for error, status, rc, call in cases:
-        with pytest.raises(error) as raised:
-            call()
-        assert (raised.value.status, raised.value.response_code) == (status, rc), raised.value.exchange
-    anonymous = HandleServerClient(secret_config(clean_server, auth_identity="", secret=""))
-    with pytest.raises(hs.AuthenticationFailed) as refused:
-        anonymous.count_handles(prefix)
-    assert (refused.value.status, refused.value.response_code) == (401, 402)
-    with pytest.raises(hs.AuthenticationFailed):
-        anonymous.authenticate()  # 200 {"authenticated": false}
-    client.delete_handle(handle)
-
-
-def test_a_wrong_secret_is_a_401_with_an_empty_body(clean_server):
-    wrong = HandleServerClient(secret_config(clean_server, secret="not-the-secret"))
-    with pytest.raises(hs.AuthenticationFailed) as refused:
-        wrong.create_handle(f"{clean_server.prefix}/rt-wrong", url_record(clean_server, "https://x.org"))
-    assert (refused.value.status, refused.value.body) == (401, "")
-    with pytest.raises(hs.AuthenticationFailed, match="Identity not verified"):
-        wrong.authenticate()
+    check_error_table(client, clean_server.prefix)
 
 
 @pytest.mark.parametrize("make_config", [secret_config, cert_config], ids=["secret key", "client certificate"])
