@@ -99,7 +99,7 @@ class PrefixAdmin(SuperuserOnlyAdmin):
     @admin.display(description="Authentication")
     def authentication(self, obj: Prefix) -> str:
         """While the server refuses our credentials: since when, why, and the requests that wait."""
-        if obj.pk is None or not obj.auth_failing:
+        if obj is None or obj.pk is None or not obj.auth_failing:
             return _badge("in_sync", "ok")
         obj.waiting = HandleRequest.objects.paused().filter(handle__prefix_id=obj.pk).count()
         return render_to_string("admin/handles/prefix/auth_failing.html", {"p": obj})

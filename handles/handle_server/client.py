@@ -228,6 +228,10 @@ class HandleServerClient:
             raise TransientHandleServerError(f"Timed out after {self.config.timeout:g} s: {shown}",
                                              exchange=f"{shown} -> timeout") from exc
         except requests.exceptions.SSLError as exc:
+            if _connection_lost(exc):
+                # The server closed the connection during the handshake (it is going away): an outage.
+                raise TransientHandleServerError(f"Could not reach {self.base_url}: connection closed during "
+                                                 "the TLS handshake", exchange=f"{shown} -> TLS EOF") from exc
             # A certificate that does not match the pin is a configuration error, not an outage.
             raise InvalidRequest(f"TLS failure talking to {self.base_url}: {exc}",
                                  exchange=f"{shown} -> TLS error") from exc
@@ -321,6 +325,22 @@ _ERROR_WORDS: dict[type[HandleServerError], str] = {
     InvalidRequest: "The Handle server refused the request",
     TransientHandleServerError: "The Handle server is unavailable",
 }
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a TLS error is the connection closing or resetting (a server shutting down or restarting),
+    not a refusal of the certificate or the protocol. requests nests the ssl error inside urllib3's."""
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError | ConnectionError):
+            return True
+        pending.extend([error.__cause__, error.__context__, getattr(error, "reason", None), *error.args])
+    return False
 
 
 def url_of(body: dict[str, Any] | None) -> str | None:

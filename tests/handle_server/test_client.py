@@ -216,3 +216,15 @@ def test_live_error_table_as_on_the_real_server(handle_server, login):
         secret="" if cert else handle_server.secret, client_cert=str(handle_server.client_cert_path) if cert else "",
         client_key=str(handle_server.client_key_path) if cert else "")
     check_error_table(HandleServerClient(config), "20.500.12345")
+
+
+def test_a_connection_closed_during_the_tls_handshake_is_transient(monkeypatch):
+    """A server going away may accept a connection and close it mid-handshake (SSLEOFError): an outage to
+    retry, unlike a certificate that fails the pin."""
+    client = make_client()
+    closed = requests.exceptions.SSLError(hs.ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+    refused = requests.exceptions.SSLError(hs.ssl.SSLCertVerificationError(1, "certificate verify failed"))
+    for error, expected in ((closed, hs.TransientHandleServerError), (refused, hs.InvalidRequest)):
+        monkeypatch.setattr(client._session, "request", lambda *a, error=error, **k: (_ for _ in ()).throw(error))
+        with pytest.raises(expected):
+            client.get_handle(H)
