@@ -230,8 +230,9 @@ class HandleServerClient:
         except requests.exceptions.SSLError as exc:
             if _connection_lost(exc):
                 # The server closed the connection during the handshake (it is going away): an outage.
-                raise TransientHandleServerError(f"Could not reach {self.base_url}: connection closed during "
-                                                 "the TLS handshake", exchange=f"{shown} -> TLS EOF") from exc
+                raise TransientHandleServerError(f"Could not reach {self.base_url}: ConnectionError (closed "
+                                                 "during the TLS handshake)",
+                                                 exchange=f"{shown} -> ConnectionError") from exc
             # A certificate that does not match the pin is a configuration error, not an outage.
             raise InvalidRequest(f"TLS failure talking to {self.base_url}: {exc}",
                                  exchange=f"{shown} -> TLS error") from exc
