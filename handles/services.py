@@ -595,6 +595,15 @@ def prefix_auth_failed(*, prefix_id: int, error: str, now: datetime | None = Non
     return bool(started)
 
 
+def prefix_auth_probe_claim(*, prefix_id: int, now: datetime | None = None) -> bool:
+    """Take the prefix's due probe: its next time moves past the probe's longest run, so a second probe
+    (the schedule and the sweep may both fire) finds it not due and schedules nothing."""
+    now = now or timezone.now()
+    busy_until = now + timedelta(seconds=2 * settings.HANDLES_SERVER_TIMEOUT)
+    return bool(Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=False, auth_probe_at__lte=now)
+                .update(auth_probe_at=busy_until))
+
+
 def prefix_auth_probe_failed(*, prefix_id: int, error: str, now: datetime | None = None) -> None:
     """A probe was refused too (or could not reach the server): probe again later, waiting twice as long."""
     now = now or timezone.now()

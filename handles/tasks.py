@@ -167,6 +167,8 @@ def probe_prefix_auth(prefix_id: int) -> str:
     prefix = Prefix.objects.filter(pk=prefix_id).first()
     if prefix is None or not prefix.auth_failing:
         return "not paused"
+    if not services.prefix_auth_probe_claim(prefix_id=prefix_id):
+        return "not due"  # another probe runs, or ran and set the next time (a schedule and the sweep)
     try:
         client_for(prefix.server_config()).authenticate()
     except HandleServerError as exc:

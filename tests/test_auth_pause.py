@@ -47,9 +47,11 @@ def test_shutdown_401_pauses_the_prefix_and_the_probe_resumes_it(prefix, sim, ru
     assert services.requests_claim_batch(10) == []
     assert HandleRequest.objects.paused().filter(pk__in=[r.pk for r in mints]).count() == 3
 
-    assert tasks.probe_prefix_auth(prefix.pk).startswith("still failing")  # still shutting down
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.probe_prefix_auth(prefix.pk).startswith("still failing")  # still shutting down
     prefix.refresh_from_db()
     assert prefix.auth_probes == 1 and prefix.auth_failing
+    assert Schedule.objects.filter(func="handles.tasks.probe_prefix_auth").count() == 2  # the next probe
 
     sim.clear_faults()
     with django_capture_on_commit_callbacks(execute=True):
@@ -96,6 +98,22 @@ def test_probes_back_off_up_to_the_maximum(prefix, settings):
     assert delays == [10, 20, 30, 30, 30]
     assert services.prefix_auth_recovered(prefix_id=prefix.pk) is True
     assert services.prefix_auth_recovered(prefix_id=prefix.pk) is False
+
+
+def test_two_probes_at_once_make_one_probe_and_one_next_schedule(prefix, sim, settings, monkeypatch,
+                                                                  django_capture_on_commit_callbacks):
+    """The probe's schedule and the minute sweep may both fire: one probes, the other finds it not due."""
+    settings.HANDLES_AUTH_PROBE_BASE_SECONDS = 5
+    monkeypatch.setenv(SECRET_ENV, "wrong")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.prefix_auth_failed(prefix_id=prefix.pk, error="refused", now=timezone.now() - timedelta(seconds=10))
+        assert tasks.probe_prefix_auth(prefix.pk).startswith("still failing")
+        assert tasks.probe_prefix_auth(prefix.pk) == "not due"
+        tasks.sweep_requests()  # the sweep probes only due prefixes
+    prefix.refresh_from_db()
+    assert prefix.auth_probes == 1
+    # The pause's first probe, and the one the failed probe set: none from the probes that were not due.
+    assert Schedule.objects.filter(func="handles.tasks.probe_prefix_auth").count() == 2
 
 
 def test_staff_see_the_pause_and_cancel_the_waiting_requests(prefix, sim, run_queue, unique_suffix, staff_client,
