@@ -13,7 +13,6 @@ from handles_project.settings import DATABASES  # noqa: E402
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("HANDLES_TEST_DB", "test_handles")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HANDLES_BACKOFF_BASE_SECONDS = 0.0
-HANDLES_AUTH_PROBE_BASE_SECONDS = 0.0  # a paused prefix's probe is due at once; backoff tests set their own
 HANDLES_SERVER_TIMEOUT = 3.0
 HANDLES_DRAIN_SECONDS = 0.0  # an inline task pushes exactly the request it was handed; drain tests set it
 

@@ -26,6 +26,12 @@ def refreshed(requests: list[HandleRequest]) -> list[HandleRequest]:
     return list(HandleRequest.objects.filter(pk__in=[r.pk for r in requests]).order_by("pk"))
 
 
+@pytest.fixture(autouse=True)
+def probe_at_once(settings):
+    """Each probe is due as soon as the one before has failed (the backoff test sets its own)."""
+    settings.HANDLES_AUTH_PROBE_BASE_SECONDS = 0
+
+
 def test_shutdown_401_pauses_the_prefix_and_the_probe_resumes_it(prefix, sim, run_queue, unique_suffix,
                                                                 django_capture_on_commit_callbacks):
     sim.set_fault("shutdown")
