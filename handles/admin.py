@@ -22,6 +22,7 @@ from django.db import models
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -83,8 +84,8 @@ class SuperuserOnlyAdmin(admin.ModelAdmin):
 @admin.register(Prefix)
 class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
     list_display = ["prefix", "site_name", "is_default", "server_url_column", "suffix_policy", "asset_delete_action",
-                    "last_contact"]
-    readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error"]
+                    "last_contact", "authentication"]
+    readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error", "authentication"]
     # Handle servers are reached over HTTPS; a bare host name in the form means https (as Django 6 will).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -94,12 +95,21 @@ class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
         ("New handles", {"fields": ["hs_admin_handle", "hs_admin_index", "hs_admin_permissions", "suffix_policy",
                                     "suffix_length", "suffix_alphabet", "asset_delete_action"]}),
         ("Imports and repairs", {"fields": ["url_template", "vendor_suffix_pattern"]}),
-        ("Last contact with the server", {"fields": ["last_contact_at", "last_contact_ok", "last_contact_error"]}),
+        ("Last contact with the server", {"fields": ["last_contact_at", "last_contact_ok", "last_contact_error",
+                                                     "authentication"]}),
     ]
 
     @admin.display(description="Server URL", ordering="server_url")
     def server_url_column(self, obj: Prefix) -> str:
         return obj.server_url
+
+    @admin.display(description="Authentication")
+    def authentication(self, obj: Prefix) -> str:
+        """While the server refuses our credentials: since when, why, and the requests that wait."""
+        if obj is None or obj.pk is None or not obj.auth_failing:
+            return _badge("in_sync", "ok")
+        obj.waiting = HandleRequest.objects.paused().filter(handle__prefix_id=obj.pk).count()
+        return render_to_string("admin/handles/prefix/auth_failing.html", {"p": obj})
 
     @admin.display(description="Last contact")
     def last_contact(self, obj: Prefix) -> str:
@@ -639,7 +649,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_select_related = ["requested_by"]
-    actions = ["retry_selected"]
+    actions = ["retry_selected", "cancel_selected"]
     change_list_template = "admin/handles/handlerequest/change_list.html"
     readonly_fields = ["id", "handle_link", "op", "action", "full_handle", "url", "from_url", "from_status",
                        "to_status", "reason", "status_badge", "attempts", "max_attempts", "next_attempt_at",
@@ -697,6 +707,14 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         # failures page, whose selection is its error group).
         selection = {"ids": list(failed.order_by("pk").values_list("pk", flat=True))}
         return self._retry_job(request, selection, f"{len(selection['ids'])} selected failed requests")
+
+    @admin.action(description="Cancel selected queued requests (they end in error, unsent)")
+    def cancel_selected(self, request, queryset):
+        ids = list(queryset.filter(status=HandleRequest.Status.QUEUED).values_list("pk", flat=True)
+                   [:settings.HANDLES_DESK_INLINE_LIMIT])
+        cancelled = services.requests_cancel(request_ids=ids, actor=request.user)
+        self.message_user(request, f"Cancelled {cancelled} queued request(s); the others were left alone.",
+                          messages.SUCCESS)
 
     def _retry_job(self, request: HttpRequest, selection: dict, description: str) -> HttpResponse:
         job = desk_services.bulk_job_create(kind=Kind.RETRY, selection=selection, description=description,

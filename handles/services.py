@@ -281,7 +281,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "success" | "transient" | "permanent"
+    kind: str  # "success" | "transient" | "permanent" | "auth" (credentials refused: the prefix pauses)
     output: str = ""
     server_error: str = ""
     error: str = ""
@@ -325,6 +325,8 @@ def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | st
             return "running"
         if request.status == RStatus.QUEUED and request.next_attempt_at and request.next_attempt_at > now:
             return "not due"
+        if request.status == RStatus.QUEUED and handle.prefix.auth_failing:
+            return "paused"
         if _next_request_of(handle_id) != request.pk:
             return "waiting"
         if request.status == RStatus.RUNNING:  # its lease ran out: the worker that held it stopped
@@ -415,6 +417,13 @@ def _apply_outcome(request: HandleRequest, handle: Handle, claim: Claim, outcome
                 if handle.status == HStatus.PENDING and claim.exists:
                     handle.status = HStatus.ACTIVE
                 return True
+    elif outcome.kind == "auth":
+        # Not this request's failure: it waits for its prefix's probe, its attempt not spent.
+        request.status = RStatus.QUEUED
+        request.attempts -= 1
+        request.next_attempt_at = None
+        request.error = f"Waiting: {outcome.error}"
+        request.server_error = outcome.server_error
     elif outcome.kind == "transient" and request.attempts < request.max_attempts:
         request.status = RStatus.QUEUED
         request.next_attempt_at = now + _backoff(request.attempts)
@@ -565,6 +574,96 @@ def prefix_record_contact(*, prefix_id: int, ok: bool, error: str = "", now: dat
             Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=recent) | ~Q(last_contact_ok=ok))
         Prefix.objects.filter(pk__in=stale.values("pk")).update(
             last_contact_at=now, last_contact_ok=ok, last_contact_error=error[:2000])
+
+
+# --- Authentication failures: the prefix's, not a request's ----------------------------------------------
+# A 401/402 means the server refuses our credentials for now (it is shutting down, its admin handle is being
+# restored, the secret was rotated): no request is spent or ended for it. The prefix's queue pauses, a probe
+# checks the credentials with backoff (tasks.probe_prefix_auth), and the queue resumes when they work.
+# prefix_auth_failed and prefix_auth_recovered are the two transitions: hook notifications there.
+def _probe_delay(failed_probes: int) -> timedelta:
+    seconds = settings.HANDLES_AUTH_PROBE_BASE_SECONDS * (2 ** failed_probes)
+    return timedelta(seconds=min(seconds, settings.HANDLES_AUTH_PROBE_MAX_SECONDS))
+
+
+def prefix_auth_failed(*, prefix_id: int, error: str, now: datetime | None = None) -> bool:
+    """The server refused the prefix's credentials: pause its queue and schedule a probe. Returns True if
+    this call started the pause (many workers may report the same refusal; one starts it)."""
+    now = now or timezone.now()
+    probe_at = now + _probe_delay(0)
+    with transaction.atomic():
+        started = Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=True).update(
+            auth_failing_since=now, auth_error=error[:2000], auth_probes=0, auth_probe_at=probe_at)
+        if started:
+            transaction.on_commit(partial(tasks.schedule_auth_probe, prefix_id, probe_at))
+            notify_hooks.prefix_auth_failed(prefix_id=prefix_id, error=error)
+    return bool(started)
+
+
+def prefix_auth_probe_claim(*, prefix_id: int, now: datetime | None = None) -> bool:
+    """Take the prefix's due probe: its next time moves past the probe's longest run, so a second probe
+    (the schedule and the sweep may both fire) finds it not due and schedules nothing."""
+    now = now or timezone.now()
+    busy_until = now + timedelta(seconds=2 * settings.HANDLES_SERVER_TIMEOUT)
+    return bool(Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=False, auth_probe_at__lte=now)
+                .update(auth_probe_at=busy_until))
+
+
+def prefix_auth_probe_failed(*, prefix_id: int, error: str, now: datetime | None = None) -> None:
+    """A probe was refused too (or could not reach the server): probe again later, waiting twice as long."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        prefix = Prefix.objects.select_for_update().filter(pk=prefix_id, auth_failing_since__isnull=False).first()
+        if prefix is None:
+            return
+        prefix.auth_probes += 1
+        prefix.auth_error = error[:2000]
+        prefix.auth_probe_at = now + _probe_delay(prefix.auth_probes)
+        prefix.save(update_fields=["auth_probes", "auth_error", "auth_probe_at", "updated_at"])
+        transaction.on_commit(partial(tasks.schedule_auth_probe, prefix_id, prefix.auth_probe_at))
+
+
+def prefix_auth_recovered(*, prefix_id: int) -> bool:
+    """The credentials work again: end the pause and hand the prefix's waiting requests to the queue.
+    Returns True if this call ended a pause."""
+    with transaction.atomic():
+        ended = Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=False).update(
+            auth_failing_since=None, auth_error="", auth_probes=0, auth_probe_at=None)
+        if ended:
+            heads = (HandleRequest.objects.unfinished().filter(handle__prefix_id=prefix_id).values("handle_id")
+                     .annotate(first=Min("id")).values_list("first", flat=True))
+            ids = list(HandleRequest.objects.due().filter(pk__in=heads).order_by("pk").values_list("pk", flat=True))
+            transaction.on_commit(partial(tasks.enqueue_request_ids, ids))
+            notify_hooks.prefix_auth_recovered(prefix_id=prefix_id)
+    return bool(ended)
+
+
+def prefixes_auth_probe_due(*, now: datetime | None = None) -> list[int]:
+    """Paused prefixes whose probe time has come (the sweep's safety net for a lost probe schedule)."""
+    return list(Prefix.objects.filter(auth_failing_since__isnull=False, auth_probe_at__lte=now or timezone.now())
+                .values_list("pk", flat=True))
+
+
+def requests_cancel(*, request_ids: Iterable[int], actor: User = None, now: datetime | None = None) -> int:
+    """Staff give up on queued requests (e.g. while their prefix's authentication fails): they end in
+    error, never pushed by this request, and can be retried later like any failed request. Running ones
+    are left to finish. Returns how many were cancelled."""
+    now = now or timezone.now()
+    who = getattr(_user(actor), "username", "") or "staff"
+    with transaction.atomic():
+        requests = list(HandleRequest.objects.select_for_update().filter(
+            pk__in=list(request_ids), status=RStatus.QUEUED).order_by("pk"))
+        for request in requests:
+            request.status = RStatus.ERROR
+            request.finished_at = now
+            request.updated_at = now
+            request.error = f"Cancelled by {who} before it reached the server." + (
+                f" Last error: {request.error}" if request.error else "")
+            request.server_output = "\n".join(filter(None, [request.server_output,
+                                                            _stamp(f"cancelled by {who}", now)]))
+        _save_rows(requests, ["status", "finished_at", "updated_at", "error", "server_output"])
+        _hand_over_next([r.handle_id for r in requests])
+    return len(requests)
 
 
 # --- Import and repair (bulk) -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -75,7 +76,7 @@ def push_request(request_id: int) -> str:
         (kind,) = _push_batch([claim], claimed_at)
         result = kind or "lease lost"
     drained, stopped = 0, "trouble"
-    if result != "transient":  # after a transient failure the rest wait for their backoff and the sweep
+    if result not in ("transient", "auth"):  # after a failure the rest wait for their backoff and the sweep
         drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS)
     if drained:
         result = f"{result}; drained {drained}"
@@ -108,7 +109,7 @@ def _drain(deadline: float) -> tuple[int, str]:
             return pushed, "idle"
         kinds = _push_batch(claims, claimed_at)
         pushed += sum(kind is not None for kind in kinds)
-        if "transient" in kinds or None in kinds:
+        if "transient" in kinds or "auth" in kinds or None in kinds:
             return pushed, "trouble"  # backoff and the sweep take it from here
     return pushed, "time"
 
@@ -133,9 +134,12 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
         outcome = None
         if not results or (not troubled and time.monotonic() < give_back_at):  # the first fits, as alone
             outcome = push(claim, prefixes[claim.prefix_id], clients[claim.prefix_id])
-            troubled = outcome.kind == "transient"
+            troubled = outcome.kind in ("transient", "auth")
         results.append((claim, outcome))
     recorded = {request.pk for request in services.requests_finish_batch(results)}
+    for claim, outcome in results:
+        if outcome is not None and outcome.kind == "auth":
+            services.prefix_auth_failed(prefix_id=claim.prefix_id, error=outcome.error)
     # Only transient failures (outage, timeout, 5xx) say the server is unreachable.
     for prefix_id in prefixes:
         outcomes = [o for c, o in results if o is not None and c.prefix_id == prefix_id]
@@ -145,11 +149,43 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
     return [outcome.kind if outcome and claim.request_id in recorded else None for claim, outcome in results]
 
 
+def schedule_auth_probe(prefix_id: int, at: datetime) -> None:
+    """Run probe_prefix_auth for a prefix at `at` (a one-off django-q2 schedule: the cluster's scheduler
+    looks every 30 s or so; the minute sweep probes too, should the schedule be lost)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.create(func="handles.tasks.probe_prefix_auth", args=repr(prefix_id), schedule_type=Schedule.ONCE,
+                            repeats=-1, next_run=at, name=f"auth probe prefix {prefix_id} {at:%Y%m%d%H%M%S%f}")
+
+
+def probe_prefix_auth(prefix_id: int) -> str:
+    """Check a paused prefix's credentials without writing (client.authenticate); resume its queue if they
+    work, else probe again later with backoff."""
+    from handles import services
+    from handles.handle_server.client import HandleServerError, client_for
+    from handles.models import Prefix
+
+    prefix = Prefix.objects.filter(pk=prefix_id).first()
+    if prefix is None or not prefix.auth_failing:
+        return "not paused"
+    if not services.prefix_auth_probe_claim(prefix_id=prefix_id):
+        return "not due"  # another probe runs, or ran and set the next time (a schedule and the sweep)
+    try:
+        client_for(prefix.server_config()).authenticate()
+    except HandleServerError as exc:
+        services.prefix_auth_probe_failed(prefix_id=prefix_id, error=str(exc))
+        return f"still failing: {exc}"
+    services.prefix_auth_recovered(prefix_id=prefix_id)
+    return "recovered"
+
+
 def sweep_requests() -> str:
-    """Every minute (a django-q2 schedule): recover crashed workers' requests and lost enqueues, and settle
-    the jobs whose requests have all finished."""
+    """Every minute (a django-q2 schedule): recover crashed workers' requests and lost enqueues, probe
+    paused prefixes whose probe is due, and settle the jobs whose requests have all finished."""
     from handles import services
 
+    for prefix_id in services.prefixes_auth_probe_due():
+        probe_prefix_auth(prefix_id)
     counts = services.requests_sweep()
     settled = jobs.settle_all()  # the safety net for a settle missed at the end of a push (a crashed worker)
     result = f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"

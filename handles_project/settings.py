@@ -149,6 +149,10 @@ HANDLES_SERVER_TIMEOUT = env.float("HANDLES_SERVER_TIMEOUT", default=10.0)
 HANDLES_MAX_ATTEMPTS = env.int("HANDLES_MAX_ATTEMPTS", default=10)
 HANDLES_BACKOFF_BASE_SECONDS = env.float("HANDLES_BACKOFF_BASE_SECONDS", default=10.0)
 HANDLES_BACKOFF_MAX_SECONDS = env.float("HANDLES_BACKOFF_MAX_SECONDS", default=1800.0)
+# While a server refuses our credentials (401/402) the prefix's queue waits; a probe checks them again after
+# BASE seconds, doubling up to MAX (docs/handle-server.md, "Authentication failures").
+HANDLES_AUTH_PROBE_BASE_SECONDS = env.float("HANDLES_AUTH_PROBE_BASE_SECONDS", default=5.0)
+HANDLES_AUTH_PROBE_MAX_SECONDS = env.float("HANDLES_AUTH_PROBE_MAX_SECONDS", default=300.0)
 # A request left `running` longer than this is taken back by the sweep (crashed worker).
 HANDLES_LEASE_SECONDS = env.float("HANDLES_LEASE_SECONDS", default=max(60.0, 6 * HANDLES_SERVER_TIMEOUT))
 # A queued request whose task seems lost (broker restarted, Redis flushed) is handed over again after this.

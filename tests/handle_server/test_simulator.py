@@ -302,7 +302,8 @@ def test_http_protocol_details(sim, https):
     options = https.request("OPTIONS", "/api/handles")
     assert options.headers["Allow"] == "GET, HEAD, POST, PUT, DELETE, TRACE, OPTIONS"
     sessions = https.request("POST", "/api/sessions", auth=True)
-    assert (sessions.status, sessions.json["message"]) == (404, "Unknown HTTP API endpoint POST /api/sessions")
+    assert (sessions.status, sessions.json["authenticated"], sessions.json["id"]) == (201, True, f"300:{PREFIX}/ADMIN")
+    assert https.request("GET", "/api/sessions").status == 405
     posted = https.request("POST", api(f"{PREFIX}/ADMIN"), body={"index": [1]})
     assert [v["index"] for v in posted.json["values"]] == [1]  # POST = GET with parameters in the body
 
