@@ -10,7 +10,7 @@ export HANDLES_DEV ?= 1
 export HANDLE_SECRET_DEMO ?= demo-simulator-secret
 export DJANGO_DEBUG ?= 1
 
-.PHONY: run test test-fast test-slow bench lint clean install
+.PHONY: run test test-fast test-slow test-real bench lint clean install
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -30,11 +30,16 @@ run: $(STAMP)
 # `.ci/run` calls both.
 test: $(STAMP)
 	@$(PY) -m tests.services_ready
-	HANDLES_DEV= $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider -m "not slow"
+	HANDLES_DEV= $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider -m "not slow and not real_server"
 
 test-slow: $(STAMP)
 	@$(PY) -m tests.services_ready
 	HANDLES_DEV= $(PY) -m pytest -q -p no:cacheprovider -m slow
+
+# Against a real HANDLE.NET server started from HANDLES_REAL_SERVER_DIST (e.g. ../shared/real-handle-server).
+test-real: $(STAMP)
+	@$(PY) -m tests.services_ready
+	HANDLES_DEV= $(PY) -m pytest -q -p no:cacheprovider -m real_server tests/real_server
 
 bench: $(STAMP)
 	@$(PY) -m tests.services_ready

@@ -87,6 +87,7 @@ _STATUS_BY_RC = {
     RC_INSUFFICIENT_PERMISSIONS: 403, RC_AUTHENTICATION_NEEDED: 401,  # 403 over plain HTTP, see _challenge
 }
 MSG_NOT_HOMED = "That prefix doesn't live here"
+MSG_NO_LISTING = "This server does not support the list handles operation."
 MSG_INDEXES_POSITIVE = "Value indexes must be positive"
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -657,14 +658,16 @@ def load_csv(data_dir: str | Path, csv_path: str | Path) -> int:
         return bulk_load(data_dir, ((row[0], row[1]) for row in rows))
 
 
-FAULT_MODES = ("ok", "slow", "503", "drop", "down")
+FAULT_MODES = ("ok", "slow", "503", "drop", "down",
+               "nolist")  # as a server whose config.dct says "allow_list_hdls" = "no"
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
     """ok; slow (sleep `delay` s before answering); 503 (answer rc 3 "Server too busy"); drop (read the
     request, close without answering); down (close each new connection at once, and kept-alive ones at
-    their next request). `until` (unix time) switches the fault off by itself."""
+    their next request); nolist (listing handles refused with rc 5, as `allow_list_hdls = no` does).
+    `until` (unix time) switches the fault off by itself."""
 
     mode: str = "ok"
     delay: float = 0.0
@@ -727,6 +730,7 @@ class Request:
     body: bytes
     secure: bool
     identity: str | None = None  # "index:handle" once Basic auth succeeded over HTTPS
+    listing_allowed: bool = True  # False under the "nolist" fault
 
     def param(self, name: str) -> str | None:
         values = self.params.get(name)
@@ -956,6 +960,8 @@ class HandleApi:
 
     def _list_handles(self, req: Request, prefix: str) -> Response:
         """[TM §14.5.4, SRC HandleServer `doListHandles`, servlets/ListCallback]: homed check, then auth."""
+        if not req.listing_allowed:  # checked first: before the homed check and authentication [LIVE]
+            return self._rc(req, RC_OPERATION_NOT_SUPPORTED, prefix, MSG_NO_LISTING)
         page, page_size = self._paging(req)
         na = ascii_upper(prefix)
         na = na if "/" in na else f"0.NA/{na}"
@@ -1275,7 +1281,9 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
             params.setdefault(name, []).append(value)
         try:
-            return self.server.api.dispatch(Request(self.command, path, params, self.headers, body, self.secure))
+            listing_allowed = self.server.faults.current().mode != "nolist"
+            return self.server.api.dispatch(Request(self.command, path, params, self.headers, body, self.secure,
+                                                    listing_allowed=listing_allowed))
         except Exception:
             traceback.print_exc()
             return Response(500, json.dumps({"responseCode": RC_ERROR, "message": "Internal Error"}).encode(),
