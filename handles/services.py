@@ -1,7 +1,7 @@
 """Every write to our models goes through this module.
 
 A change to a handle locks its row, updates it, bumps its version and records one HandleRequest; the
-request is handed to the task queue only after the transaction commits. The task pushes the handle's
+request is handed to the task queue as the transaction commits (never before). The task pushes the handle's
 *current* state and reads it back, so duplicates converge and a stale push cannot win.
 """
 
@@ -47,14 +47,15 @@ def _validation(exc: ValidationError) -> HandleServiceError:
 
 def _record_request(handle: Handle, *, op: str, action: str, actor: User, via: str, from_url: str = "",
                     from_status: str = "", reason: str = "") -> HandleRequest:
+    handed_over_now = tasks.queue_in_our_database()  # handed over in this transaction: marked as it is recorded
     request = HandleRequest.objects.create(
         handle=handle, op=op, action=action, full_handle=handle.full_handle,
         url="" if op == Op.DELETE else handle.resolver_target,
         from_url=from_url, from_status=from_status, to_status=handle.status, reason=reason,
         handle_version=handle.version, requested_by=_user(actor), requested_via=via,
-        max_attempts=settings.HANDLES_MAX_ATTEMPTS,
+        max_attempts=settings.HANDLES_MAX_ATTEMPTS, enqueued_at=timezone.now() if handed_over_now else None,
     )
-    transaction.on_commit(partial(tasks.enqueue_request, request.pk))
+    tasks.enqueue_request_on_commit(request.pk, marked=handed_over_now)
     return request
 
 
@@ -106,14 +107,19 @@ def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None =
                         asset: Asset | None = None) -> str:
     """The suffix handle_mint would use, refused exactly as handle_mint refuses it; changes nothing.
     The admin's mint page shows it, then mints exactly that suffix."""
+    given = (suffix or "").strip() or None
     try:
         validate_target_url(target_url)
-        chosen = _choose_suffix(prefix, (suffix or "").strip() or None, asset)
+        chosen = _choose_suffix(prefix, given, asset)
         validate_suffix(chosen)
     except ValidationError as exc:
         raise _validation(exc) from exc
-    existing = Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).select_related("prefix").first()
+    if given is None and prefix.suffix_policy == Prefix.SuffixPolicy.RANDOM:
+        return chosen  # _choose_suffix drew it among the free ones
+    # Unordered, one row, the prefix we have: the model's ordering would join the prefix table for nothing.
+    existing = next(iter(Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).order_by()[:1]), None)
     if existing is not None:
+        existing.prefix = prefix
         raise HandleExists(_taken_message(existing))
     return chosen
 
@@ -293,7 +299,7 @@ def request_retry(*, request: HandleRequest, actor: User = None) -> HandleReques
     request.server_output += _retried_note(actor, timezone.now())
     request.save(update_fields=["status", "max_attempts", "next_attempt_at", "finished_at", "server_output",
                                 "updated_at"])
-    transaction.on_commit(partial(tasks.enqueue_request, request.pk))
+    tasks.enqueue_request_on_commit(request.pk)
     return request
 
 
@@ -511,9 +517,9 @@ def _save_rows(objs: list[Model], fields: list[str]) -> None:
 
 
 def _hand_over_next(handle_ids: list[int]) -> None:
-    """After finished requests commit, hand each handle's next unfinished request to the queue."""
+    """As finished requests commit, hand each handle's next unfinished request to the queue."""
     for request_id in sorted(_heads_of(handle_ids).values()):
-        transaction.on_commit(partial(tasks.enqueue_request, request_id))
+        tasks.enqueue_request_on_commit(request_id)
 
 
 def request_finish(claim: Claim, outcome: Outcome, *, now: datetime | None = None) -> HandleRequest | None:

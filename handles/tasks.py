@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import transaction
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from handles import jobs
@@ -31,8 +34,31 @@ def enqueue_request(request_id: int) -> None:
     from handles import services
 
     services.requests_mark_enqueued([request_id])
+    _send(request_id)
+
+
+def _send(request_id: int) -> None:
     async_task("handles.tasks.push_request", request_id, group="handle-requests",
                task_name=f"handle request {request_id}")
+
+
+def queue_in_our_database() -> bool:
+    """The ORM broker, whose queue table is in our database, with tasks run by workers (not inline)."""
+    return Conf.ORM == "default" and not Conf.SYNC
+
+
+def enqueue_request_on_commit(request_id: int, *, marked: bool = False) -> None:
+    """Hand a request to the task queue as the transaction that records it commits (call it inside that
+    transaction). With the ORM broker the task row is written in the same transaction: it commits with the
+    request or not at all, and that commit is the only one (each commit waits for the disk, most of what a
+    mint costs). With Redis, or with tasks run inline (tests), the hand-over runs after the commit.
+    `marked`: the request was recorded with its enqueued_at already set (queue_in_our_database() said so)."""
+    if not queue_in_our_database():
+        transaction.on_commit(partial(enqueue_request, request_id))
+    elif marked:
+        _send(request_id)
+    else:
+        enqueue_request(request_id)
 
 
 def broker_backlog() -> int:
