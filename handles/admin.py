@@ -115,10 +115,11 @@ class PrefixAdmin(SuperuserOnlyAdmin):
         return own + super().get_urls()
 
     def check_connection_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """GET explains the check; POST runs it (it writes a scratch handle on the server) and shows the report."""
-        prefix = get_object_or_404(Prefix, pk=pk)
-        if not self.has_view_permission(request, prefix):
+        """GET explains the check; POST runs it and shows the report. For those who may change handles: it
+        creates, changes and deletes a scratch handle on the server."""
+        if not _may_change_handles(request):
             raise PermissionDenied
+        prefix = get_object_or_404(Prefix, pk=pk)
         report = check_connection(prefix) if request.method == "POST" else None
         context = {**self.admin_site.each_context(request), "title": f"Check connection: {prefix.prefix}",
                    "opts": self.model._meta, "original": prefix, "report": report}

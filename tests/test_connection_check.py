@@ -192,7 +192,11 @@ def test_the_admin_page_shows_the_failed_step_and_the_fix(staff_client, prefix, 
     assert html.count('class="hd-step-not-run"') == 6
 
 
-def test_the_check_is_for_staff_only(client, prefix):
+def test_the_check_is_for_those_who_may_change_handles(client, manager_user, prefix):
     url = reverse("admin:handles_prefix_check_connection", args=[prefix.pk])
     answer = client.post(url)
     assert answer.status_code == 302 and "/login/" in answer["Location"]
+    client.force_login(manager_user)  # staff who may only look
+    assert client.post(url).status_code == 403
+    page = client.get(reverse("admin:handles_prefix_change", args=[prefix.pk])).content.decode()
+    assert "check-connection" not in page
