@@ -31,6 +31,7 @@ from django.views.decorators.http import require_POST
 from handles import services
 from handles.admin_log import ADDITION, log_desk_action
 from handles.citation import citation_url
+from handles.connection_check import check_connection
 from handles.desk import services as desk_services
 from handles.desk.forms import DateRangeForm, RedirectRuleForm
 from handles.desk.models import BulkJob, Collection
@@ -122,6 +123,24 @@ class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
 
     def save_model(self, request, obj, form, change):
         services.prefix_save(prefix=obj)
+
+    change_form_template = "admin/handles/prefix/change_form.html"
+
+    def get_urls(self):
+        own = [path("<int:pk>/check-connection/", self.admin_site.admin_view(self.check_connection_view),
+                    name="handles_prefix_check_connection")]
+        return own + super().get_urls()
+
+    def check_connection_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET explains the check; POST runs it and shows the report. For those who may change handles: it
+        creates, changes and deletes a scratch handle on the server."""
+        if not _may_change_handles(request):
+            raise PermissionDenied
+        prefix = get_object_or_404(Prefix, pk=pk)
+        report = check_connection(prefix) if request.method == "POST" else None
+        context = {**self.admin_site.each_context(request), "title": f"Check connection: {prefix.prefix}",
+                   "opts": self.model._meta, "original": prefix, "report": report}
+        return render(request, "admin/handles/prefix/check_connection.html", context)
 
 
 class SourceSystemFilter(admin.SimpleListFilter):

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -309,6 +309,11 @@ class HandleServerClient:
                             auth=True)
         return list(answer.body.get("handles", []))
 
+    def list_prefixes(self) -> list[str]:
+        """The prefixes homed on this server, as `0.NA/PREFIX` (authenticated)."""
+        answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
+        return list(answer.body.get("prefixes", []))
+
     def iter_handles(self, prefix: str, page_size: int = 1000) -> Iterator[str]:
         """Every handle under the prefix, upper-cased as the server lists them. Pages shift if the prefix
         changes meanwhile (the server has no snapshot), so callers compare sets, not positions."""
@@ -349,6 +354,11 @@ def _connection_lost(exc: BaseException) -> bool:
             return True
         pending.extend([error.__cause__, error.__context__, getattr(error, "reason", None), *error.args])
     return False
+def server_certificate(base_url: str, timeout: float) -> str:
+    """The PEM certificate the server presents, fetched without verifying it (Check connection compares it
+    with the pin). Raises OSError (ssl.SSLError included) when nothing answers TLS there."""
+    parts = urlsplit(base_url)
+    return ssl.get_server_certificate((parts.hostname or "", parts.port or 443), timeout=timeout)
 
 
 def url_of(body: dict[str, Any] | None) -> str | None:

@@ -100,6 +100,7 @@ MSG_NOT_HOMED = "That prefix doesn't live here"
 MSG_IDENTITY_NOT_VERIFIED = "Identity not verified"
 # What the real server puts in its challenge while it shuts down [LIVE, docs/handle-server.md].
 MSG_SHUTDOWN_VERIFYING = "Exception (net.handle.hdllib.HandleException) verifying identity"
+MSG_NO_LISTING = "This server does not support the list handles operation."
 MSG_INDEXES_POSITIVE = "Value indexes must be positive"
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -723,7 +724,8 @@ def load_csv(data_dir: str | Path, csv_path: str | Path) -> int:
         return bulk_load(data_dir, ((row[0], row[1]) for row in rows))
 
 
-FAULT_MODES = ("ok", "slow", "503", "drop", "down", "shutdown")
+FAULT_MODES = ("ok", "slow", "503", "drop", "down", "shutdown",
+               "nolist")  # nolist: as a server whose config.dct says "allow_list_hdls" = "no"
 
 
 @dataclass(frozen=True, slots=True)
@@ -732,8 +734,8 @@ class Fault:
     request, close without answering); down (close each new connection at once, and kept-alive ones at
     their next request); shutdown (the real server's last seconds after SIGTERM: every request that
     authenticates gets 401, with an empty body for a handle request, and a challenge naming the exception
-    it met verifying the identity; reads without credentials are answered). `until` (unix time) switches
-    the fault off by itself."""
+    it met verifying the identity; reads without credentials are answered); nolist (listing handles refused
+    with rc 5, as `allow_list_hdls = no` does). `until` (unix time) switches the fault off by itself."""
 
     mode: str = "ok"
     delay: float = 0.0
@@ -799,6 +801,7 @@ class Request:
     peer_certificate: bytes | None = None  # DER of the client certificate the TLS handshake verified
     offered_ticket: bool = False  # the ClientHello carried the session-ticket extension
     shutting_down: bool = False  # the "shutdown" fault
+    listing_allowed: bool = True  # False under the "nolist" fault
 
     def param(self, name: str) -> str | None:
         values = self.params.get(name)
@@ -1084,6 +1087,8 @@ class HandleApi:
 
     def _list_handles(self, req: Request, prefix: str) -> Response:
         """[TM §14.5.4, SRC HandleServer `doListHandles`, servlets/ListCallback]: homed check, then auth."""
+        if not req.listing_allowed:  # checked first: before the homed check and authentication [LIVE]
+            return self._rc(req, RC_OPERATION_NOT_SUPPORTED, prefix, MSG_NO_LISTING)
         page, page_size = self._paging(req)
         na = ascii_upper(prefix)
         na = na if "/" in na else f"0.NA/{na}"
@@ -1413,9 +1418,10 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
             params.setdefault(name, []).append(value)
         try:
+            listing_allowed = self.server.faults.current().mode != "nolist"
             return self.server.api.dispatch(Request(
                 self.command, path, params, self.headers, body, self.secure, peer_certificate=self.peer_certificate,
-                offered_ticket=self.offered_ticket, shutting_down=shutting_down))
+                offered_ticket=self.offered_ticket, shutting_down=shutting_down, listing_allowed=listing_allowed))
         except Exception:
             traceback.print_exc()
             return Response(500, json.dumps({"responseCode": RC_ERROR, "message": "Internal Error"}).encode(),

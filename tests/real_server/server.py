@@ -77,6 +77,18 @@ class RealServer:
             time.sleep(0.1)
         raise AssertionError(f"the real server (PID {pid}) still runs {timeout:.0f} s after SIGTERM")
 
+    def set_config(self, name: str, value: str) -> None:
+        """Change one server_config setting in config.dct (as an operator would); takes effect at restart."""
+        config = self.folder / "svr" / "config.dct"
+        key = f'"{name}" = '
+        lines = [line[:line.index(key)] + f'{key}"{value}"' if key in line else line
+                 for line in config.read_text().split("\n")]
+        config.write_text("\n".join(lines))
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
     @property
     def url(self) -> str:
         return self.env["HANDLE_SERVER_URL"]

@@ -95,6 +95,7 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles/handle/<int:pk>/delete-handle/": (EDITORS, EDITORS),
     "admin/handles/handle/<int:pk>/verify/": (EDITORS, EDITORS),
     "admin/handles/handle/<int:pk>/retry/": (EDITORS, EDITORS),
+    "admin/handles/prefix/<int:pk>/check-connection/": (EDITORS, EDITORS),  # writes a scratch handle on the server
     "admin/handles/handlerequest/failures/": (DESK, None),
     "admin/handles/handlerequest/failures/retry/": (NOBODY, EDITORS),
     "admin/handles_repair/importbatch/<int:pk>/status.json": (DESK, None),
