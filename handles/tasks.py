@@ -151,5 +151,38 @@ def sweep_requests() -> str:
 
     counts = services.requests_sweep()
     settled = jobs.settle_all()  # the safety net for a settle missed at the end of a push (a crashed worker)
+    resumed = resume_stalled_jobs()
     result = f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"
-    return f"{result}, settled {settled} job(s)" if settled else result
+    result = f"{result}, settled {settled} job(s)" if settled else result
+    return f"{result}, resumed {resumed} job(s)" if resumed else result
+
+
+# --- Long jobs: one slice per task (handles.jobs) ------------------------------------------------------
+def enqueue_job_slice(kind: str, job_id: int) -> None:
+    """Hand a job's next slice (or its first) to the task queue."""
+    runner = jobs.runner(kind)
+    jobs.mark_enqueued(runner, [job_id])
+    async_task("handles.tasks.run_job_slice", kind, job_id, group="handles-jobs",
+               task_name=f"{runner.label} {job_id}")
+
+
+def run_job_slice(kind: str, job_id: int) -> str:
+    """One slice of a long job; while work remains, the rest goes to a fresh task, so no task outlives the
+    cluster's timeout. Running this twice at once is harmless: one task holds the job's lease."""
+    outcome = jobs.run_slice(jobs.runner(kind), job_id)
+    if outcome == jobs.CONTINUE:
+        enqueue_job_slice(kind, job_id)
+    return outcome
+
+
+def resume_stalled_jobs(kinds: list[str] | None = None) -> int:
+    """From the minute sweep: hand each stalled job (a dead worker, a slice killed at the timeout, a lost
+    task) to a new task, which resumes it where it stopped."""
+    resumed = 0
+    for runner in jobs.runners():
+        if kinds is not None and runner.name not in kinds:
+            continue
+        for job_id in jobs.stalled(runner):
+            enqueue_job_slice(runner.name, job_id)
+            resumed += 1
+    return resumed
