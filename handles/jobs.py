@@ -222,12 +222,11 @@ class Runner:
     running: str | None = "running"  # the state a claimed job takes (None: it keeps its own)
     state_field: str = "state"
     budget: Callable[[], float] = lambda: settings.HANDLES_JOB_SLICE_SECONDS
-    cancellable: Q = Q()  # besides `claimable`, the states in which staff may cancel
-    on_cancel: Callable[[int], None] = lambda job_id: None  # what cancelling leaves behind (rows to drop)
+    defer: tuple[str, ...] = ()  # fields a slice never needs (an import's file)
 
     @property
     def jobs(self) -> QuerySet:
-        return self.model._default_manager.all()
+        return self.model._default_manager.defer(*self.defer)
 
     def state_of(self, job: models.Model) -> str:
         return getattr(job, self.state_field)
@@ -387,7 +386,7 @@ def cancel(runner: Runner, job_id: int) -> models.Model:
     once). What it already did stays done, and its page says so."""
     with transaction.atomic():
         job = runner.jobs.select_for_update().get(pk=job_id)
-        if not runner.jobs.filter(runner.claimable | runner.cancellable, pk=job_id).exists():
+        if not runner.jobs.filter(runner.claimable, pk=job_id).exists():
             shown = getattr(job, f"get_{runner.state_field}_display")().lower()
             raise HandleStateError(f"{job} is {shown}; only a job that is waiting for or doing its work can be "
                                    "cancelled.")
@@ -401,9 +400,11 @@ def cancel(runner: Runner, job_id: int) -> models.Model:
         elif hasattr(job, "message"):
             changes["message"] = "Cancelling: stops after the slice under way"
         runner.jobs.filter(pk=job_id).update(**changes)
-    if changes.get(runner.state_field) == CANCELLED:
-        runner.on_cancel(job_id)
     return runner.jobs.get(pk=job_id)
+
+
+# A job (re)started for new work: no lease, no checkpoint, no cancel request left from before.
+FRESH = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0, "cancel_requested": False}
 
 
 FINISHED_STATES = ("done", "incomplete", "failed", "cancelled", "applied", "analysed", "uploaded")

@@ -12,7 +12,6 @@ called by the queue through handles.jobs), else incomplete.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable

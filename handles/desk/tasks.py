@@ -5,8 +5,6 @@ Services are imported inside the functions, because services import this module.
 
 from __future__ import annotations
 
-from django_q.tasks import async_task
-
 
 def enqueue_bulk_job(job_id: int) -> None:
     """Hand a job (or the rest of it) to the task queue: its slices run as handles.tasks.run_job_slice."""

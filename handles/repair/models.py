@@ -289,7 +289,7 @@ class RepairJob(Job):
     Done only once the server confirmed every request it queued."""
 
     class State(models.TextChoices):
-        # The values of JobState (job_claim takes a queued job), plus verifying and incomplete.
+        # The values of JobState (the runner claims a queued job), plus verifying and incomplete.
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Queuing the repairs"
         VERIFYING = "verifying", "Verifying on the server"
