@@ -159,6 +159,12 @@ class ImportBatch(Job):
         return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.APPLIED, self.State.INCOMPLETE,
                               self.State.FAILED, self.State.CANCELLED)
 
+    @property
+    def reconfigurable(self) -> bool:
+        """Not applied and not under way: its mapping may change and its dry run run again."""
+        return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.FAILED) or (
+            self.state == self.State.CANCELLED and self.applied_at is None)
+
 
 class ImportRowQuerySet(models.QuerySet):
     def outcome_counts(self) -> dict[str, int]:

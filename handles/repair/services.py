@@ -83,6 +83,12 @@ def _internal_error(exc: Exception) -> str:
     return f"Internal error ({exc.__class__.__name__}: {exc}). Nothing was half-applied; the log has details."
 
 
+def job_cancel(*, kind: str, job_id: int, actor: User = None) -> Model:
+    """Staff stop a job (import, reconcile, repair, health): at once if no task has started it, else at
+    the end of the slice under way (handles.jobs.cancel). What it did stays done."""
+    return jobs.cancel(jobs.runner(kind), job_id)
+
+
 # --- Presets --------------------------------------------------------------------------------------
 @transaction.atomic
 def preset_save(*, preset: ImportPreset, actor: User = None) -> ImportPreset:
@@ -135,7 +141,7 @@ def import_batch_configure(*, batch: ImportBatch, mapping: dict[str, str], prefi
                            save_preset_as: str = "", actor: User = None) -> ImportBatch:
     """Set how the file is read. Refuses a mapping that cannot read it, with every reason at once."""
     batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
-    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+    if not batch.reconfigurable:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; it cannot be "
                                  "changed now.", code="invalid_state")
     options = ImportOptions(mapping=mapping, prefix=prefix, source_system=source_system.strip(),
@@ -165,7 +171,7 @@ def _options(batch: ImportBatch) -> ImportOptions:
 def import_batch_start_analysis(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
     """Queue the dry run; the admin follows it on a progress bar."""
     batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
-    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+    if not batch.reconfigurable:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}.", code="invalid_state")
     batch.state, batch.error, batch.message = ImportBatch.State.ANALYSING, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0
