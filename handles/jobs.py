@@ -254,7 +254,7 @@ def runners() -> list[Runner]:
 def lease_seconds() -> float:
     """A slice cannot outlive the task timeout (the cluster kills it): a lease a little longer is free once
     the task surely ended."""
-    return settings.HANDLES_TASK_TIMEOUT + 30.0
+    return settings.HANDLES_TASK_TIMEOUT * 1.5 + 5.0
 
 
 @dataclass
@@ -278,6 +278,7 @@ class Slice:
         transaction of the work it records: both commit, or neither. Raises LeaseLost."""
         if checkpoint is not None:
             fields["checkpoint"] = checkpoint
+        fields.setdefault("slice_attempts", 0)  # progress: a slice killed after this was not in vain
         if not self.runner.jobs.filter(pk=self.job_id, lease_token=self.token).update(**fields):
             raise LeaseLost(f"{self.runner.label} {self.job_id}")
 

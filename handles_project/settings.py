@@ -172,6 +172,8 @@ HANDLES_IMPORT_MAX_CELL = env.int("HANDLES_IMPORT_MAX_CELL", default=10_000)
 # Reconciliation: listing page size, and parallel reads of handle records (the client keeps 4 connections).
 HANDLES_RECONCILE_PAGE_SIZE = env.int("HANDLES_RECONCILE_PAGE_SIZE", default=1000)
 HANDLES_RECONCILE_WORKERS = env.int("HANDLES_RECONCILE_WORKERS", default=4)
+# A repair queues this many rows' requests per transaction (each with its rows marked and the job's counts).
+HANDLES_REPAIR_CHUNK = env.int("HANDLES_REPAIR_CHUNK", default=2000)
 # Resolution health: following target pages over HTTP(S).
 HANDLES_HEALTH_TIMEOUT = env.float("HANDLES_HEALTH_TIMEOUT", default=10.0)
 HANDLES_HEALTH_TIMEOUT_RETRIES = env.int("HANDLES_HEALTH_TIMEOUT_RETRIES", default=2)

@@ -113,13 +113,19 @@ def run_slice(run: HealthRun, work: jobs.Slice) -> str:
         work.save({"begun": True}, progress_total=total, progress_done=0, counts={}, error="",
                   message="Following each handle")
         run.refresh_from_db()
-    recorded = check_slice(run, budget_seconds=work.time_left())
-    counts = run_counts(run.pk)
-    if not recorded or not _unchecked(run).exists():
-        services.health_finish(run.pk, counts=counts)
-        return JobState.DONE
-    work.save(progress_done=sum(counts.values()), counts=counts)
-    return jobs.CONTINUE
+    # Progress is saved at least every quarter of the task timeout, so a slice killed at the timeout keeps
+    # what it checked and counts as progress.
+    step = settings.HANDLES_TASK_TIMEOUT / 4
+    while True:
+        recorded = check_slice(run, budget_seconds=min(work.time_left(), step))
+        counts = run_counts(run.pk)
+        if not recorded or not _unchecked(run).exists():
+            services.job_progress(HealthRun, run.pk, done=sum(counts.values()))
+            services.health_finish(run.pk, counts=counts)
+            return JobState.DONE
+        work.save(progress_done=sum(counts.values()), counts=counts)
+        if work.over():
+            return jobs.CONTINUE
 
 
 RUNNER = jobs.Runner(name="health", label="health check", model=HealthRun, work=run_slice,

@@ -498,7 +498,7 @@ def _repair_slice(job: RepairJob, work: jobs.Slice) -> str:
     counts: Counter[str] = Counter(job.counts)
     done = job.progress_done
     try:
-        while chunk := list(repair_rows(job).select_related("handle").order_by("pk")[:CHUNK]):
+        while chunk := list(repair_rows(job).select_related("handle").order_by("pk")[:settings.HANDLES_REPAIR_CHUNK]):
             with transaction.atomic():
                 counts.update(_repair_chunk(job, chunk))
                 done += len(chunk)
