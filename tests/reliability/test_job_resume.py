@@ -21,7 +21,14 @@ from handles.handle_server.client import client_for
 from handles.models import Handle, HandleRequest, Prefix
 from handles.repair import health, reconcile
 from handles.repair import services as repair
-from handles.repair.models import HandleCheck, ImportBatch, ImportMode, ImportRow, ReconciliationRow, RepairJob
+from handles.repair.models import (
+    HandleCheck,
+    ImportBatch,
+    ImportMode,
+    ImportRow,
+    ReconciliationRow,
+    RepairJob,
+)
 from handles.validators import ascii_upper
 from tests.conftest import SECRET_ENV, SIM_SECRET
 from tests.reliability.conftest import heavy
@@ -108,13 +115,19 @@ def state_of(kind: str, job_id: int):
     return runner.state_of(runner.jobs.get(pk=job_id))
 
 
+@pytest.fixture(autouse=True)
+def quick_sweep(settings):
+    """Requests whose hand-over died with a cluster are handed out again after 10 s, not 10 minutes."""
+    settings.HANDLES_REENQUEUE_AFTER_SECONDS = 10
+
+
 def sweep_until_ended(kind: str, job_id: int, *, timeout: float = 300.0) -> None:
-    """The minute sweep, here every second: resume stalled jobs and settle verifying ones, until the job ended."""
+    """The minute sweep (handles.tasks.sweep_requests), here every second: requests taken back from a dead
+    worker, verifying jobs settled, stalled jobs resumed; until the job ended."""
     deadline = time.monotonic() + timeout
     while state_of(kind, job_id) not in FINISHED:
         assert time.monotonic() < deadline, f"{kind} #{job_id} is still {state_of(kind, job_id)} after {timeout:.0f} s"
-        tasks.resume_stalled_jobs()
-        jobs.settle_all()
+        tasks.sweep_requests()
         time.sleep(1.0)
 
 
@@ -327,5 +340,5 @@ def test_a_bulk_job_resumes_and_changes_each_handle_once(clusters, own_prefix, i
     assert job.status in ("done", "incomplete"), (job.status, job.error)
     assert (job.processed, job.succeeded) == (n, n)
     assert BulkJobItem.objects.filter(job=job).count() == n
-    per_handle = HandleRequest.objects.filter(via=f"job:{job_id}").values("handle_id").annotate(n=Count("pk"))
+    per_handle = HandleRequest.objects.filter(requested_via=f"job:{job_id}").values("handle_id").annotate(n=Count("pk"))
     assert len(per_handle) == n and {row["n"] for row in per_handle} == {1}
