@@ -67,15 +67,17 @@ def push_request(request_id: int) -> str:
     from handles import services
 
     claimed_at = time.monotonic()
+    # The cluster kills a task at HANDLES_TASK_TIMEOUT: no push may start that could outlast it.
+    task_ends = claimed_at + settings.HANDLES_TASK_TIMEOUT - 3 * settings.HANDLES_SERVER_TIMEOUT
     claim = services.request_claim(request_id)
     if isinstance(claim, str):
         result = claim
     else:
-        (kind,) = _push_batch([claim], claimed_at)
+        (kind,) = _push_batch([claim], claimed_at, task_ends)
         result = kind or "lease lost"
     drained, stopped = 0, "trouble"
     if result != "transient":  # after a transient failure the rest wait for their backoff and the sweep
-        drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS)
+        drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS, task_ends)
     if drained:
         result = f"{result}; drained {drained}"
     # Settle verifying jobs when nothing is left to push (a job whose last request this was is done now, not
@@ -94,7 +96,7 @@ def _anything_due() -> bool:
     return HandleRequest.objects.due().exists()
 
 
-def _drain(deadline: float) -> tuple[int, str]:
+def _drain(deadline: float, task_ends: float) -> tuple[int, str]:
     """Push batches of due requests until none is left, the time is up, or the server is in trouble.
     Returns how many were pushed, and why it stopped: "idle", "time" or "trouble"."""
     from handles import services
@@ -105,17 +107,17 @@ def _drain(deadline: float) -> tuple[int, str]:
         claims = services.requests_claim_batch(settings.HANDLES_DRAIN_BATCH)
         if not claims:
             return pushed, "idle"
-        kinds = _push_batch(claims, claimed_at)
+        kinds = _push_batch(claims, claimed_at, task_ends)
         pushed += sum(kind is not None for kind in kinds)
         if "transient" in kinds or None in kinds:
             return pushed, "trouble"  # backoff and the sweep take it from here
     return pushed, "time"
 
 
-def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | None]:
+def _push_batch(claims: list[services.Claim], claimed_at: float, task_ends: float) -> list[str | None]:
     """Push claimed requests one after another (no transaction open) and record them in one transaction.
-    Once a push fails transiently, or the lease has no room left for a slowest push (3 calls that each
-    time out), the rest go back to the queue unpushed: the sweep must never take back a request whose
+    Once a push fails transiently, or the lease or the task (HANDLES_TASK_TIMEOUT) has no room left for a
+    slowest push (3 calls that each time out), the rest go back to the queue unpushed: the sweep must never take back a request whose
     push is still running. Returns each claim's outcome kind; None for one not pushed or whose lease
     was lost."""
     from handles import services
@@ -125,7 +127,7 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
 
     prefixes = Prefix.objects.in_bulk({claim.prefix_id for claim in claims})
     clients = {pk: client_for(prefix.server_config()) for pk, prefix in prefixes.items()}
-    give_back_at = claimed_at + settings.HANDLES_LEASE_SECONDS - 3 * settings.HANDLES_SERVER_TIMEOUT
+    give_back_at = min(claimed_at + settings.HANDLES_LEASE_SECONDS - 3 * settings.HANDLES_SERVER_TIMEOUT, task_ends)
     results: list[tuple[services.Claim, services.Outcome | None]] = []
     troubled = False
     for claim in claims:

@@ -349,7 +349,6 @@ def push_import(batch_id: int) -> ImportBatch:
     return jobs.run_inline(IMPORT_RUNNER, batch_id)
 
 
-PUSH_CHUNK = 200
 
 
 def push_slice(batch: ImportBatch, work: jobs.Slice) -> str:
@@ -367,7 +366,8 @@ def push_slice(batch: ImportBatch, work: jobs.Slice) -> str:
                       message="Reading each handle from the server")
     pending = rows.values_list("line", "handle_id", "handle__prefix_id", "handle__suffix", "target_url").order_by("line")
     with ThreadPoolExecutor(max_workers=settings.HANDLES_RECONCILE_WORKERS) as pool:
-        while chunk := list(pending.filter(line__gt=after_line)[:PUSH_CHUNK]):
+        # A few reads per worker thread per chunk: a chunk is the unit a slice killed at the timeout keeps.
+        while chunk := list(pending.filter(line__gt=after_line)[:4 * settings.HANDLES_RECONCILE_WORKERS]):
             prefixes = {p.pk: p for p in Prefix.objects.filter(pk__in={r[2] for r in chunk})}
             lookups = [(client_for(prefixes[r[2]].server_config()), f"{prefixes[r[2]].prefix}/{r[3]}") for r in chunk]
             records = list(pool.map(lambda lookup: read_url(*lookup), lookups))

@@ -169,7 +169,7 @@ def outcomes_of(run_id: int) -> dict[int, str]:
     return dict(HandleCheck.objects.filter(run_id=run_id).values_list("handle_id", "outcome"))
 
 
-@pytest.mark.parametrize("interruption", ["kill", "timeout"])
+@pytest.mark.parametrize("interruption", ["kill", pytest.param("timeout", marks=pytest.mark.slow)])
 def test_a_health_check_resumes_and_checks_each_handle_once(clusters, own_prefix, slow_site, settings, monkeypatch,
                                                             interruption):
     settings.HANDLES_HEALTH_ALLOW_PRIVATE, settings.HANDLES_HEALTH_HOST_INTERVAL = True, 0
@@ -215,7 +215,7 @@ def rows_of(run_id: int) -> set[tuple]:
                                                                           "our_url"))
 
 
-@pytest.mark.parametrize("interruption", ["kill", "timeout"])
+@pytest.mark.parametrize("interruption", ["kill", pytest.param("timeout", marks=pytest.mark.slow)])
 def test_a_reconciliation_resumes_at_its_page_and_finds_the_same_drift(clusters, own_prefix, own_sim, settings,
                                                                          interruption):
     settings.HANDLES_RECONCILE_PAGE_SIZE = 10
@@ -268,7 +268,7 @@ def analysed_push_import(prefix: Prefix, content: bytes) -> ImportBatch:
     return batch
 
 
-@pytest.mark.parametrize("interruption", ["kill", "timeout"])
+@pytest.mark.parametrize("interruption", ["kill", pytest.param("timeout", marks=pytest.mark.slow)])
 def test_an_import_push_resumes_and_queues_one_request_per_line(clusters, own_prefix, own_sim, interruption):
     content, expected = push_file(own_prefix)
     batch = analysed_push_import(own_prefix, content)
@@ -312,6 +312,7 @@ def test_a_repair_resumes_and_queues_each_row_once(clusters, own_prefix, own_sim
     assert not ReconciliationRow.objects.filter(run=run, repair_request__isnull=True).exists()
 
 
+@pytest.mark.slow
 def test_a_repair_killed_at_the_task_timeout_is_resumed(clusters, own_prefix, own_sim):
     record_here(own_prefix, [(f"rt{i}", f"https://example.org/rt/{i}") for i in range(1500)])
     run = reconcile.run(repair.reconciliation_start(prefix=own_prefix, via="test", enqueue=False).pk)
@@ -328,9 +329,9 @@ def verify_job(handles: list[Handle]) -> int:
     return desk.bulk_job_create(kind="verify", selection={"ids": [h.pk for h in handles]}).pk
 
 
-@pytest.mark.parametrize("interruption", ["kill", "timeout"])
+@pytest.mark.parametrize("interruption", ["kill", pytest.param("timeout", marks=pytest.mark.slow)])
 def test_a_bulk_job_resumes_and_changes_each_handle_once(clusters, own_prefix, interruption):
-    n = 200 if interruption == "kill" else 1200
+    n = 200 if interruption == "kill" else 600
     handles = record_here(own_prefix, [(f"bj{i}", f"https://example.org/bj/{i}") for i in range(n)])
     if interruption == "kill":
         job_id = through_a_crash(clusters, "bulk", lambda: verify_job(handles), lambda job: job.processed >= 20)
