@@ -25,7 +25,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from handles.exceptions import HandleStateError
+from handles.labels import counted
 from handles.models import ErrorSignature, HandleRequest
+from handles.notify import hooks as notify_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +106,8 @@ def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None
 def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: str = "change",
                     unpushed_note: str = "") -> str:
     """Why a settled job is incomplete, in words: how many of its changes failed and the commonest error."""
-    parts = [f"{tally.failed:,} of {tally.total:,} {noun}s were not verified on the server."]
+    parts = [f"{tally.failed:,} of {counted(tally.total, noun)} {'was' if tally.failed == 1 else 'were'} not verified "
+             "on the server."]
     if tally.error:
         top = commonest_error(requests)
         parts.append(f"{tally.error:,} failed" + (f"; the commonest error ({top[1]:,}×), for example: {top[0].rstrip('.')}."
@@ -153,6 +156,7 @@ def settle_job(kind: JobKind, job_id: int) -> models.Model:
             fields += [kind.state_field, "error", "finished_at"]
         fields += kind.record(job, counted)
         job.save(update_fields=fields)
+        notify_hooks.job_settled(job)
     return job
 
 

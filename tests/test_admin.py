@@ -369,7 +369,8 @@ def test_dashboard_shows_counts_queue_failures_worker_and_prefix_contact(staff_c
     HandleFactory(prefix=offline_prefix, suffix="d1")
     HandleFactory(prefix=offline_prefix, suffix="d2", status=Handle.Status.TOMBSTONED)
     h = HandleFactory(prefix=offline_prefix, suffix="d3")
-    _failed(h, "boom")
+    # Failed an hour ago: a request a worker finished in the last two minutes would show it as running.
+    _failed(h, "boom", when=timezone.now() - datetime.timedelta(hours=1))
     HandleRequest.objects.create(handle=h, op="verify", action="verify", full_handle=h.full_handle,
                                  handle_version=1, status="queued")
     services.prefix_record_contact(prefix_id=offline_prefix.pk, ok=False, error="Connection refused")

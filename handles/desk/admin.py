@@ -10,9 +10,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from handles.admin_log import log_desk_action
 from handles.desk import exports, services
 from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError
+from handles.labels import LabelledFieldsAdmin, counted
 
 
 def job_status(job: BulkJob) -> dict:
@@ -100,6 +102,7 @@ class BulkJobAdmin(admin.ModelAdmin):
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.WARNING)
         else:
+            log_desk_action(request, [job], "Cancelled.")
             self.message_user(request, f"{job} stops after its current chunk.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
@@ -112,13 +115,14 @@ class BulkJobAdmin(admin.ModelAdmin):
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.WARNING)
         else:
-            self.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on the "
+            log_desk_action(request, [job], f"Retried {counted(retried, 'failed request')}.")
+            self.message_user(request, f"{counted(retried, 'failed request')} queued again; the job verifies them on the "
                                        "server.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
+class CollectionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["name", "source_system", "external_id_prefix", "url_prefix", "browse_link"]
     search_fields = ["name"]
     fields = ["name", "source_system", "external_id_prefix", "url_prefix", "description"]

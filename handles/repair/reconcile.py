@@ -24,6 +24,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from handles import jobs
 from handles.handle_server.client import HandleNotFound, HandleServerClient, HandleServerError, client_for
+from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair import services
 from handles.repair.models import (
@@ -389,7 +390,7 @@ def push_slice(batch: ImportBatch, work: jobs.Slice) -> str:
                           progress_done=done)
             if work.over():
                 return jobs.CONTINUE
-    error = (f"{unreadable} handle(s) could not be read from the server; they stay pending without a request. "
+    error = (f"{counted(unreadable, 'handle')} could not be read from the server; they stay pending without a request. "
              "Use \"Continue pushing\" when the server answers again.") if unreadable else ""
     return services.import_batch_finish_push(batch.pk, error=error).state
 

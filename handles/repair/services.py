@@ -26,7 +26,9 @@ from django.utils import timezone
 from handles import jobs
 from handles import services as core
 from handles.exceptions import HandleServiceError
+from handles.labels import counted
 from handles.models import Handle, HandleRequest, Prefix
+from handles.notify import hooks as notify_hooks
 from handles.repair import importer, rules, selectors, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
 from handles.repair.importer import ImportOptions, Verdict
@@ -231,7 +233,7 @@ def import_batch_analyse(batch_id: int) -> ImportBatch:
     counts["vendor"] = rows.filter(vendor=True).count()
     ImportBatch.objects.filter(pk=batch.pk).update(
         state=ImportBatch.State.ANALYSED, analysed_at=timezone.now(), counts=counts,
-        message=f"Dry run: {counts['rows']:,} lines classified", progress_done=counts["rows"],
+        message=f"Dry run: {counted(counts['rows'], 'line')} classified", progress_done=counts["rows"],
         progress_total=counts["rows"])
     return ImportBatch.objects.get(pk=batch.pk)
 
@@ -449,7 +451,9 @@ def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "
     ReconciliationRun.objects.filter(pk=run_id).update(
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts,
         error=error, message="" if error else "Done")
-    return ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
+    run = ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
+    notify_hooks.reconciliation_finished(run)
+    return run
 
 
 # --- Repairs ---------------------------------------------------------------------------------------
@@ -699,4 +703,6 @@ def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> He
     HealthRun.objects.filter(pk=run_id).update(
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts, error=error,
         message="" if error else "Done")
-    return HealthRun.objects.get(pk=run_id)
+    run = HealthRun.objects.get(pk=run_id)
+    notify_hooks.health_run_finished(run)
+    return run

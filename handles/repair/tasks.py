@@ -3,6 +3,8 @@ the services and engines. The one module of this app that hands work to the brok
 
 from __future__ import annotations
 
+from handles.labels import counted
+
 
 def enqueue_job(kind: str, job_id: int) -> None:
     """Hand a job's first slice to the task queue (handles.jobs runs every kind); called after the
@@ -63,7 +65,7 @@ def reconcile_all_prefixes() -> str:
     from handles.repair import services
 
     runs = [services.reconciliation_start(prefix=prefix, via="schedule") for prefix in Prefix.objects.all()]
-    return f"started {len(runs)} reconciliation(s)"
+    return f"started {counted(len(runs), 'reconciliation')}"
 
 
 def check_health_everywhere() -> str:
