@@ -141,6 +141,7 @@ def push_requests(request_ids: list[int]) -> str:
     from handles.models import HandleRequest
 
     deadline = time.monotonic() + settings.HANDLES_DRAIN_SECONDS
+    task_ends = time.monotonic() + settings.HANDLES_TASK_TIMEOUT - 3 * settings.HANDLES_SERVER_TIMEOUT
     pushed, trouble = 0, False
     for start in range(0, len(request_ids), settings.HANDLES_DRAIN_BATCH):
         if start and time.monotonic() >= deadline:  # the first batch goes in any case, as push_request's own
@@ -148,7 +149,7 @@ def push_requests(request_ids: list[int]) -> str:
         chunk = request_ids[start:start + settings.HANDLES_DRAIN_BATCH]
         claimed_at = time.monotonic()
         claims = services.requests_claim_batch(len(chunk), among=chunk)
-        kinds = _push_batch(claims, claimed_at) if claims else []
+        kinds = _push_batch(claims, claimed_at, task_ends) if claims else []
         pushed += sum(kind is not None for kind in kinds)
         if "transient" in kinds or None in kinds:
             trouble = True
@@ -159,7 +160,7 @@ def push_requests(request_ids: list[int]) -> str:
     result = f"pushed {pushed} of {len(request_ids)}" + (f"; handed out {len(left)}" if left else "")
     stopped = "trouble"
     if not trouble:
-        drained, stopped = _drain(deadline)
+        drained, stopped = _drain(deadline, task_ends)
         if drained:
             result = f"{result}; drained {drained}"
     if stopped == "idle" or not _anything_due():
