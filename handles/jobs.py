@@ -11,11 +11,17 @@ nothing more to do, and the minute sweep calls it as the safety net.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from handles.exceptions import HandleStateError
@@ -172,3 +178,259 @@ def retry_failed(kind: JobKind, job_id: int, *, retry: Callable[[list[int]], int
         job.save(update_fields=[kind.state_field, "error", "finished_at"])
     settle_job(kind, job_id)  # the tally (and what `record` keeps) now counts them as queued
     return retried
+
+
+# --- One runner for every kind of long work ------------------------------------------------------------
+# A job's work runs in slices, each one django-q2 task that stops taking new work after a time budget
+# (HANDLES_JOB_SLICE_SECONDS, a fraction of HANDLES_TASK_TIMEOUT). A slice holds the job's lease; its
+# effects and its checkpoint commit together (or its per-item effects are idempotent), so a slice killed by
+# the task timeout or a dead worker is resumed by the minute sweep where it stopped, once its lease runs out.
+CONTINUE = "continue"  # a slice's outcome: more work remains (the task hands it to a new task)
+BUSY = "busy"  # another task holds the job's lease, or the job is not waiting for work
+CANCELLED, FAILED = "cancelled", "failed"  # the same stored values in every job model
+
+
+class LeaseLost(Exception):
+    """The slice no longer holds the job (its lease ran out and another task took it): roll back."""
+
+
+class LeasedJob(models.Model):
+    """What the runner keeps on every kind of job: the lease of the task working on it, where its work
+    stopped, and whether staff asked it to stop."""
+
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    checkpoint = models.JSONField(default=dict, blank=True, editable=False,
+                                  help_text="Where the work stopped: the next slice starts there.")
+    slice_attempts = models.PositiveSmallIntegerField(
+        default=0, editable=False, help_text="Slices started since the last one that finished (a slice killed "
+                                             "again and again fails the job instead of looping).")
+
+    class Meta:
+        abstract = True
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One kind of long work. `work(job, slice)` does one slice: it returns CONTINUE while work remains
+    (checking slice.over() between units, after at least one), or, once the work is done, the job's new
+    state (which it has saved itself, e.g. verifying or done)."""
+
+    name: str
+    label: str
+    model: type[models.Model]
+    work: Callable[[models.Model, Slice], str]
+    claimable: Q  # the job waits for, or is in the middle of, its work
+    running: str | None = "running"  # the state a claimed job takes (None: it keeps its own)
+    state_field: str = "state"
+    budget: Callable[[], float] = lambda: settings.HANDLES_JOB_SLICE_SECONDS
+    defer: tuple[str, ...] = ()  # fields a slice never needs (an import's file)
+
+    @property
+    def jobs(self) -> QuerySet:
+        return self.model._default_manager.defer(*self.defer)
+
+    def state_of(self, job: models.Model) -> str:
+        return getattr(job, self.state_field)
+
+
+_runners: dict[str, Runner] = {}
+
+
+def register_runner(runner: Runner) -> None:
+    """Called from an app's ready(): the task, the sweep and `cancel_job` find the kind by its name."""
+    _runners[runner.name] = runner
+
+
+def runner(name: str) -> Runner:
+    try:
+        return _runners[name]
+    except KeyError:
+        raise HandleStateError(f"Unknown kind of job {name!r}; known: {', '.join(sorted(_runners))}.") from None
+
+
+def runners() -> list[Runner]:
+    return list(_runners.values())
+
+
+def lease_seconds() -> float:
+    """A slice cannot outlive the task timeout (the cluster kills it): a lease a little longer is free once
+    the task surely ended."""
+    return settings.HANDLES_TASK_TIMEOUT * 1.5 + 5.0
+
+
+@dataclass
+class Slice:
+    """The running slice, as its work sees it."""
+
+    runner: Runner
+    job_id: int
+    token: uuid.UUID
+    deadline: float
+
+    def over(self) -> bool:
+        """The budget is spent: finish the unit at hand, save the checkpoint, return CONTINUE."""
+        return time.monotonic() >= self.deadline
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def save(self, checkpoint: dict | None = None, **fields: Any) -> None:
+        """Record progress (and where to start next) while holding the lease. Call it inside the
+        transaction of the work it records: both commit, or neither. Raises LeaseLost."""
+        if checkpoint is not None:
+            fields["checkpoint"] = checkpoint
+        fields.setdefault("slice_attempts", 0)  # progress: a slice killed after this was not in vain
+        if not self.runner.jobs.filter(pk=self.job_id, lease_token=self.token).update(**fields):
+            raise LeaseLost(f"{self.runner.label} {self.job_id}")
+
+    def cancel_requested(self) -> bool:
+        return self.runner.jobs.filter(pk=self.job_id, cancel_requested=True).exists()
+
+
+def _touch(runner: Runner, changes: dict[str, Any], now) -> dict[str, Any]:
+    if any(f.name == "updated_at" for f in runner.model._meta.concrete_fields):
+        changes["updated_at"] = now
+    return changes
+
+
+def claim(runner: Runner, job_id: int, *, now=None) -> uuid.UUID | None:
+    """Take the job's lease (a conditional UPDATE): only one task works on a job at a time, and a lease
+    that ran out (a dead worker, a task killed at its timeout) can be taken by the next."""
+    now = now or timezone.now()
+    token = uuid.uuid4()
+    changes: dict[str, Any] = {"lease_token": token, "lease_until": now + timedelta(seconds=lease_seconds()),
+                               "started_at": Coalesce("started_at", Value(now)),
+                               "slice_attempts": F("slice_attempts") + 1}
+    if runner.running:
+        changes[runner.state_field] = runner.running
+    taken = runner.jobs.filter(runner.claimable, pk=job_id).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now)).update(**_touch(runner, changes, now))
+    return token if taken else None
+
+
+def release(runner: Runner, job_id: int, token: uuid.UUID | None, **changes: Any) -> bool:
+    """Give up the lease, with whatever else changes (a final state)."""
+    now = timezone.now()
+    return bool(runner.jobs.filter(pk=job_id, lease_token=token).update(
+        **_touch(runner, {"lease_token": None, "lease_until": None, **changes}, now)))
+
+
+def _end(runner: Runner, job_id: int, token: uuid.UUID | None, state: str, error: str = "", message: str = "") -> None:
+    changes: dict[str, Any] = {runner.state_field: state, "error": error, "finished_at": timezone.now()}
+    if any(f.name == "message" for f in runner.model._meta.concrete_fields):
+        changes["message"] = message
+    release(runner, job_id, token, **changes)
+
+
+def run_slice(runner: Runner, job_id: int, *, now=None) -> str:
+    """One slice of a job: CONTINUE (the caller hands the rest to a new task), the job's state once its
+    work is done (or cancelled, or failed), or BUSY (another task holds it, or it waits for nothing)."""
+    token = claim(runner, job_id, now=now)
+    if token is None:
+        return BUSY
+    job = runner.jobs.get(pk=job_id)
+    if job.cancel_requested:
+        _end(runner, job_id, token, CANCELLED, message="Cancelled by staff")
+        return CANCELLED
+    if job.slice_attempts > settings.HANDLES_JOB_MAX_ATTEMPTS:
+        _end(runner, job_id, token, FAILED, error=(
+            f"Stopped: {job.slice_attempts - 1} slices in a row did not finish (the worker died, or a slice outran "
+            f"the task timeout, HANDLES_TASK_TIMEOUT = {settings.HANDLES_TASK_TIMEOUT:g} s)."))
+        return FAILED
+    work = Slice(runner, job_id, token, time.monotonic() + runner.budget())
+    try:
+        outcome = runner.work(job, work)
+    except LeaseLost:
+        return BUSY  # the job went on in another task; what this one did in its last transaction rolled back
+    except Exception as exc:  # a bug or a lost database must stop the job visibly, not leave it "running"
+        logger.exception("%s %s failed", runner.label, job_id)
+        _end(runner, job_id, token, FAILED, error=f"{exc.__class__.__name__}: {exc}")
+        return FAILED
+    if outcome == CONTINUE and work.cancel_requested():
+        _end(runner, job_id, token, CANCELLED, message="Cancelled by staff")
+        return CANCELLED
+    release(runner, job_id, token, slice_attempts=0)
+    return outcome
+
+
+def run_inline(runner: Runner, job_id: int, *, on_slice: Callable[[models.Model], None] | None = None,
+               poll: float = 1.0) -> models.Model:
+    """Every slice in this process (a command without --background, the tests), one after another. If a
+    worker holds the job (the sweep handed it out), wait for that worker instead."""
+    while True:
+        outcome = run_slice(runner, job_id)
+        job = runner.jobs.get(pk=job_id)
+        if on_slice:
+            on_slice(job)
+        if outcome == CONTINUE:
+            continue
+        if outcome != BUSY or not runner.jobs.filter(runner.claimable, pk=job_id).exists():
+            return job
+        time.sleep(poll)
+
+
+def stalled(runner: Runner, *, now=None) -> list[int]:
+    """Jobs to hand to a task again: a lease ran out (the worker died, or the task was killed at its
+    timeout), or a job's task seems lost. A duplicate hand-over is harmless: one task holds the lease."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.HANDLES_REENQUEUE_AFTER_SECONDS)
+    return list(runner.jobs.filter(runner.claimable).filter(
+        Q(lease_until__lt=now) | Q(lease_until__isnull=True) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+    ).order_by("pk").values_list("pk", flat=True)[:100])
+
+
+def mark_enqueued(runner: Runner, job_ids: list[int]) -> None:
+    runner.jobs.filter(pk__in=job_ids).update(enqueued_at=timezone.now())
+
+
+def cancel(runner: Runner, job_id: int) -> models.Model:
+    """Staff ask a job to stop: it stops at its next slice boundary (a job no task has started stops at
+    once). What it already did stays done, and its page says so."""
+    with transaction.atomic():
+        job = runner.jobs.select_for_update().get(pk=job_id)
+        if not runner.jobs.filter(runner.claimable, pk=job_id).exists():
+            shown = getattr(job, f"get_{runner.state_field}_display")().lower()
+            raise HandleStateError(f"{job} is {shown}; only a job that is waiting for or doing its work can be "
+                                   "cancelled.")
+        changes: dict[str, Any] = {"cancel_requested": True}
+        if job.lease_until is None and (job.started_at is None or runner.state_of(job) == "queued"):
+            # No task has started it: it stops at once (a task that comes later finds it cancelled).
+            changes.update({runner.state_field: CANCELLED, "finished_at": timezone.now(), "lease_token": None,
+                            "lease_until": None})
+            if hasattr(job, "message"):
+                changes["message"] = "Cancelled by staff"
+        elif hasattr(job, "message"):
+            changes["message"] = "Cancelling: stops after the slice under way"
+        runner.jobs.filter(pk=job_id).update(**changes)
+    return runner.jobs.get(pk=job_id)
+
+
+# A job (re)started for new work: no lease, no checkpoint, no cancel request left from before.
+FRESH = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0, "cancel_requested": False}
+
+
+FINISHED_STATES = ("done", "incomplete", "failed", "cancelled", "applied", "analysed", "uploaded")
+
+
+def wait(runner: Runner, job_id: int, *, timeout: float, poll: float = 1.0,
+         on_change: Callable[[models.Model], None] | None = None) -> models.Model:
+    """Poll until the job's work ends (verifying is settled on the way: settling is idempotent)."""
+    deadline = time.monotonic() + timeout
+    shown = None
+    while True:
+        job = runner.jobs.get(pk=job_id)
+        state = runner.state_of(job)
+        if state == VERIFYING:
+            settle_all()
+            job = runner.jobs.get(pk=job_id)
+            state = runner.state_of(job)
+        seen = (state, getattr(job, "progress_done", None), getattr(job, "processed", None))
+        if on_change and seen != shown:
+            shown = seen
+            on_change(job)
+        if state in FINISHED_STATES or time.monotonic() >= deadline:
+            return job
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

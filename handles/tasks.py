@@ -109,15 +109,17 @@ def push_request(request_id: int) -> str:
     from handles import services
 
     claimed_at = time.monotonic()
+    # The cluster kills a task at HANDLES_TASK_TIMEOUT: no push may start that could outlast it.
+    task_ends = claimed_at + settings.HANDLES_TASK_TIMEOUT - 3 * settings.HANDLES_SERVER_TIMEOUT
     claim = services.request_claim(request_id)
     if isinstance(claim, str):
         result = claim
     else:
-        (kind,) = _push_batch([claim], claimed_at)
+        (kind,) = _push_batch([claim], claimed_at, task_ends)
         result = kind or "lease lost"
     drained, stopped = 0, "trouble"
     if result not in ("transient", "auth"):  # after a failure the rest wait for their backoff and the sweep
-        drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS)
+        drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS, task_ends)
     if drained:
         result = f"{result}; drained {drained}"
     # Settle verifying jobs when nothing is left to push (a job whose last request this was is done now, not
@@ -139,6 +141,7 @@ def push_requests(request_ids: list[int]) -> str:
     from handles.models import HandleRequest
 
     deadline = time.monotonic() + settings.HANDLES_DRAIN_SECONDS
+    task_ends = time.monotonic() + settings.HANDLES_TASK_TIMEOUT - 3 * settings.HANDLES_SERVER_TIMEOUT
     pushed, trouble = 0, False
     for start in range(0, len(request_ids), settings.HANDLES_DRAIN_BATCH):
         if start and time.monotonic() >= deadline:  # the first batch goes in any case, as push_request's own
@@ -146,7 +149,7 @@ def push_requests(request_ids: list[int]) -> str:
         chunk = request_ids[start:start + settings.HANDLES_DRAIN_BATCH]
         claimed_at = time.monotonic()
         claims = services.requests_claim_batch(len(chunk), among=chunk)
-        kinds = _push_batch(claims, claimed_at) if claims else []
+        kinds = _push_batch(claims, claimed_at, task_ends) if claims else []
         pushed += sum(kind is not None for kind in kinds)
         if "transient" in kinds or None in kinds:
             trouble = True
@@ -157,7 +160,7 @@ def push_requests(request_ids: list[int]) -> str:
     result = f"pushed {pushed} of {len(request_ids)}" + (f"; handed out {len(left)}" if left else "")
     stopped = "trouble"
     if not trouble:
-        drained, stopped = _drain(deadline)
+        drained, stopped = _drain(deadline, task_ends)
         if drained:
             result = f"{result}; drained {drained}"
     if stopped == "idle" or not _anything_due():
@@ -172,7 +175,7 @@ def _anything_due() -> bool:
     return HandleRequest.objects.due().exists()
 
 
-def _drain(deadline: float) -> tuple[int, str]:
+def _drain(deadline: float, task_ends: float) -> tuple[int, str]:
     """Push batches of due requests until none is left, the time is up, or the server is in trouble.
     Returns how many were pushed, and why it stopped: "idle", "time" or "trouble"."""
     from handles import services
@@ -183,17 +186,17 @@ def _drain(deadline: float) -> tuple[int, str]:
         claims = services.requests_claim_batch(settings.HANDLES_DRAIN_BATCH)
         if not claims:
             return pushed, "idle"
-        kinds = _push_batch(claims, claimed_at)
+        kinds = _push_batch(claims, claimed_at, task_ends)
         pushed += sum(kind is not None for kind in kinds)
         if "transient" in kinds or "auth" in kinds or None in kinds:
             return pushed, "trouble"  # backoff and the sweep take it from here
     return pushed, "time"
 
 
-def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | None]:
+def _push_batch(claims: list[services.Claim], claimed_at: float, task_ends: float) -> list[str | None]:
     """Push claimed requests one after another (no transaction open) and record them in one transaction.
-    Once a push fails transiently, or the lease has no room left for a slowest push (3 calls that each
-    time out), the rest go back to the queue unpushed: the sweep must never take back a request whose
+    Once a push fails transiently, or the lease or the task (HANDLES_TASK_TIMEOUT) has no room left for a
+    slowest push (3 calls that each time out), the rest go back to the queue unpushed: the sweep must never take back a request whose
     push is still running. Returns each claim's outcome kind; None for one not pushed or whose lease
     was lost."""
     from handles import services
@@ -203,7 +206,7 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
 
     prefixes = Prefix.objects.in_bulk({claim.prefix_id for claim in claims})
     clients = {pk: client_for(prefix.server_config()) for pk, prefix in prefixes.items()}
-    give_back_at = claimed_at + settings.HANDLES_LEASE_SECONDS - 3 * settings.HANDLES_SERVER_TIMEOUT
+    give_back_at = min(claimed_at + settings.HANDLES_LEASE_SECONDS - 3 * settings.HANDLES_SERVER_TIMEOUT, task_ends)
     results: list[tuple[services.Claim, services.Outcome | None]] = []
     troubled = False
     for claim in claims:
@@ -264,5 +267,38 @@ def sweep_requests() -> str:
         probe_prefix_auth(prefix_id)
     counts = services.requests_sweep()
     settled = jobs.settle_all()  # the safety net for a settle missed at the end of a push (a crashed worker)
+    resumed = resume_stalled_jobs()
     result = f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"
-    return f"{result}, settled {counted(settled, 'job')}" if settled else result
+    result = f"{result}, settled {counted(settled, 'job')}" if settled else result
+    return f"{result}, resumed {counted(resumed, 'job')}" if resumed else result
+
+
+# --- Long jobs: one slice per task (handles.jobs) ------------------------------------------------------
+def enqueue_job_slice(kind: str, job_id: int) -> None:
+    """Hand a job's next slice (or its first) to the task queue."""
+    runner = jobs.runner(kind)
+    jobs.mark_enqueued(runner, [job_id])
+    async_task("handles.tasks.run_job_slice", kind, job_id, group="handles-jobs",
+               task_name=f"{runner.label} {job_id}")
+
+
+def run_job_slice(kind: str, job_id: int) -> str:
+    """One slice of a long job; while work remains, the rest goes to a fresh task, so no task outlives the
+    cluster's timeout. Running this twice at once is harmless: one task holds the job's lease."""
+    outcome = jobs.run_slice(jobs.runner(kind), job_id)
+    if outcome == jobs.CONTINUE:
+        enqueue_job_slice(kind, job_id)
+    return outcome
+
+
+def resume_stalled_jobs(kinds: list[str] | None = None) -> int:
+    """From the minute sweep: hand each stalled job (a dead worker, a slice killed at the timeout, a lost
+    task) to a new task, which resumes it where it stopped."""
+    resumed = 0
+    for runner in jobs.runners():
+        if kinds is not None and runner.name not in kinds:
+            continue
+        for job_id in jobs.stalled(runner):
+            enqueue_job_slice(runner.name, job_id)
+            resumed += 1
+    return resumed

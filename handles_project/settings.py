@@ -118,11 +118,19 @@ if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
 # Our request log owns retries (next_attempt_at + the sweep), so the broker never re-presents a failed
 # task (ack_failures, max_attempts=1) and `retry` exceeds `timeout` as django-q2 requires.
 REDIS_URL = env.str("HANDLES_REDIS_URL", default="")
+# One django-q2 task may run this long (seconds) before the cluster kills it. It bounds a slice of a job,
+# not a job: long jobs run in slices of HANDLES_JOB_SLICE_SECONDS, each a new task (handles.jobs).
+HANDLES_TASK_TIMEOUT = env.int("HANDLES_TASK_TIMEOUT", default=120)
+# A slice stops taking new work after this long, well inside the task timeout (its last unit may overrun).
+HANDLES_JOB_SLICE_SECONDS = env.float("HANDLES_JOB_SLICE_SECONDS", default=HANDLES_TASK_TIMEOUT / 4)
+# A job whose slices are killed this many times in a row (dead workers, a slice outrunning the timeout) fails.
+HANDLES_JOB_MAX_ATTEMPTS = env.int("HANDLES_JOB_MAX_ATTEMPTS", default=5)
 Q_CLUSTER = {
     "name": env.str("HANDLES_Q_NAME", default="handles"),
     "workers": env.int("HANDLES_Q_WORKERS", default=2),
-    "timeout": 120,
-    "retry": 180,
+    "timeout": HANDLES_TASK_TIMEOUT,
+    # django-q2 hands a task out again if not acknowledged after `retry` seconds: it must exceed the timeout.
+    "retry": HANDLES_TASK_TIMEOUT + max(30, HANDLES_TASK_TIMEOUT // 2),
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
@@ -164,7 +172,7 @@ HANDLES_REENQUEUE_AFTER_SECONDS = env.float("HANDLES_REENQUEUE_AFTER_SECONDS", d
 # After its own request, a queue task keeps pushing other due requests for up to this long (well under
 # Q_CLUSTER's timeout), claimed and recorded HANDLES_DRAIN_BATCH at a time: one transaction per batch
 # instead of per request. 0 pushes only the task's own request.
-HANDLES_DRAIN_SECONDS = env.float("HANDLES_DRAIN_SECONDS", default=20.0)
+HANDLES_DRAIN_SECONDS = env.float("HANDLES_DRAIN_SECONDS", default=min(20.0, HANDLES_TASK_TIMEOUT / 4))
 HANDLES_DRAIN_BATCH = env.int("HANDLES_DRAIN_BATCH", default=50)
 # Longest suffix we accept (bytes of UTF-8); the native protocol refuses handles over 2048 bytes.
 HANDLES_MAX_SUFFIX_BYTES = env.int("HANDLES_MAX_SUFFIX_BYTES", default=255)
@@ -178,6 +186,8 @@ HANDLES_IMPORT_MAX_CELL = env.int("HANDLES_IMPORT_MAX_CELL", default=10_000)
 # Reconciliation: listing page size, and parallel reads of handle records (the client keeps 4 connections).
 HANDLES_RECONCILE_PAGE_SIZE = env.int("HANDLES_RECONCILE_PAGE_SIZE", default=1000)
 HANDLES_RECONCILE_WORKERS = env.int("HANDLES_RECONCILE_WORKERS", default=4)
+# A repair queues this many rows' requests per transaction (each with its rows marked and the job's counts).
+HANDLES_REPAIR_CHUNK = env.int("HANDLES_REPAIR_CHUNK", default=2000)
 # Resolution health: following target pages over HTTP(S).
 HANDLES_HEALTH_TIMEOUT = env.float("HANDLES_HEALTH_TIMEOUT", default=10.0)
 HANDLES_HEALTH_TIMEOUT_RETRIES = env.int("HANDLES_HEALTH_TIMEOUT_RETRIES", default=2)
@@ -210,7 +220,7 @@ HANDLES_DESK_INLINE_LIMIT = env.int("HANDLES_DESK_INLINE_LIMIT", default=200)
 HANDLES_DESK_COUNT_LIMIT = env.int("HANDLES_DESK_COUNT_LIMIT", default=1000)
 # A bulk job works in chunks of this many handles, and hands over to a fresh task after this many seconds.
 HANDLES_DESK_JOB_CHUNK = env.int("HANDLES_DESK_JOB_CHUNK", default=100)
-HANDLES_DESK_JOB_SLICE_SECONDS = env.float("HANDLES_DESK_JOB_SLICE_SECONDS", default=30.0)
+HANDLES_DESK_JOB_SLICE_SECONDS = env.float("HANDLES_DESK_JOB_SLICE_SECONDS", default=min(30.0, HANDLES_JOB_SLICE_SECONDS))
 # CSV exports read this many rows per query (keyset pagination on the primary key).
 HANDLES_DESK_EXPORT_CHUNK = env.int("HANDLES_DESK_EXPORT_CHUNK", default=2000)
 

@@ -59,7 +59,7 @@ def test_a_long_drain_moves_a_busy_jobs_tally(verifying_job, settings, monkeypat
     while a big job runs; one request per task (no drain) does not count the job's requests after each."""
     settings.HANDLES_DRAIN_SECONDS = drain_seconds
     job, requests = verifying_job
-    monkeypatch.setattr(tasks, "_drain", lambda deadline: (0, "time"))  # its time ran out, others still due
+    monkeypatch.setattr(tasks, "_drain", lambda deadline, task_ends: (0, "time"))  # its time ran out, others due
     assert tasks.push_request(requests[0].pk) == "success"
     job.refresh_from_db()
     assert job.status == BulkJob.Status.VERIFYING

@@ -13,3 +13,4 @@ class DeskConfig(AppConfig):
 
         # A bulk job ends done only once the server confirmed the requests it queued.
         jobs.register_settler(services.bulk_jobs_settle)
+        jobs.register_runner(services.BULK_RUNNER)

@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Count, Q
 from django.urls import reverse
 
+from handles.jobs import LeasedJob
 from handles.models import Handle, HandleRequest
 
 
@@ -54,7 +55,7 @@ class Collection(models.Model):
         return q
 
 
-class BulkJob(models.Model):
+class BulkJob(LeasedJob):
     """One action over a selection of handles (or failed requests), run in the background in chunks.
     Done only once the server confirmed each request it queued (verifying until then)."""
 
@@ -91,12 +92,8 @@ class BulkJob(models.Model):
     verification = models.JSONField(default=dict, blank=True,
                                     help_text="What became of the job's requests (handles.jobs.Tally): success "
                                               "is verified on the server; error, queued, running.")
-    cancel_requested = models.BooleanField(default=False)
-    # A task holds the job while it works on a slice; a lease that runs out lets the resume schedule hand
-    # the job to a new task (a crashed or restarted worker).
-    lease_token = models.UUIDField(null=True, blank=True, editable=False)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # The lease, the checkpoint and cancel_requested come from handles.jobs.LeasedJob: a task holds the job
+    # while it works on a slice; a lease that runs out lets the sweep hand the job to a new task.
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")

@@ -12,7 +12,6 @@ called by the queue through handles.jobs), else incomplete.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -190,22 +189,15 @@ def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[st
     return job
 
 
-@transaction.atomic
 def bulk_job_cancel(*, job: BulkJob, actor: User = None) -> BulkJob:
     """Ask a job to stop after its current chunk. What it already did stays done (and in its report)."""
-    job = BulkJob.objects.select_for_update().get(pk=job.pk)
+    job = BulkJob.objects.get(pk=job.pk)
     if job.finished:
         raise HandleStateError(f"{job} is already {job.get_status_display().lower()}.")
     if job.status == JStatus.VERIFYING:
         raise HandleStateError(f"{job} has queued every change; the worker is verifying them on the server, "
                                "and there is nothing left to cancel.")
-    job.cancel_requested = True
-    job.save(update_fields=["cancel_requested", "updated_at"])
-    if job.status == JStatus.QUEUED and job.lease_until is None:
-        # Not started yet: nothing to wait for.
-        _finish(job.pk, None, JStatus.CANCELLED)
-        job.refresh_from_db()
-    return job
+    return jobs.cancel(BULK_RUNNER, job.pk)
 
 
 def bulk_jobs_mark_enqueued(job_ids: list[int], *, now: datetime | None = None) -> None:
@@ -213,35 +205,16 @@ def bulk_jobs_mark_enqueued(job_ids: list[int], *, now: datetime | None = None) 
 
 
 def bulk_jobs_stalled(*, now: datetime | None = None) -> list[int]:
-    """Jobs to hand to a task again: a lease ran out (the worker died mid-slice), or a queued job's task
-    seems lost. A duplicate hand-over is harmless: only one task can hold the lease."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.HANDLES_REENQUEUE_AFTER_SECONDS)
-    return list(BulkJob.objects.filter(status__in=[JStatus.QUEUED, JStatus.RUNNING]).filter(
-        Q(lease_until__lt=now)
-        | Q(lease_until__isnull=True) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
-    ).values_list("pk", flat=True)[:100])
+    """Jobs to hand to a task again (handles.jobs.stalled): a lease ran out, or a queued job's task seems lost."""
+    return jobs.stalled(BULK_RUNNER, now=now)
 
 
 def _lease_seconds() -> float:
-    return settings.HANDLES_DESK_JOB_SLICE_SECONDS + 120.0
+    return jobs.lease_seconds()
 
 
 def _claim(job_id: int, now: datetime) -> uuid.UUID | None:
-    token = uuid.uuid4()
-    taken = BulkJob.objects.filter(pk=job_id, status__in=[JStatus.QUEUED, JStatus.RUNNING]).filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    ).update(status=JStatus.RUNNING, lease_token=token, lease_until=now + timedelta(seconds=_lease_seconds()),
-             started_at=Coalesce("started_at", now), updated_at=now)
-    return token if taken else None
-
-
-def _finish(job_id: int, token: uuid.UUID | None, status: str, error: str = "") -> None:
-    """Give up the job's lease with its new status; a verifying job is finished only when it settles."""
-    now = timezone.now()
-    changes: dict[str, Any] = {"status": status, "finished_at": None if status == JStatus.VERIFYING else now,
-                               "lease_token": None, "lease_until": None, "error": error, "updated_at": now}
-    BulkJob.objects.filter(pk=job_id, lease_token=token).update(**changes)
+    return jobs.claim(BULK_RUNNER, job_id, now=now)
 
 
 def _recount(job: BulkJob) -> None:
@@ -252,11 +225,10 @@ def _recount(job: BulkJob) -> None:
         skipped=counts.get(Outcome.SKIPPED, 0), failed=counts.get(Outcome.FAILED, 0))
 
 
-def _record_progress(job_id: int, token: uuid.UUID, counts: Counter) -> bool:
-    return bool(BulkJob.objects.filter(pk=job_id, lease_token=token).update(
-        processed=F("processed") + sum(counts.values()), succeeded=F("succeeded") + counts[Outcome.OK],
-        skipped=F("skipped") + counts[Outcome.SKIPPED], failed=F("failed") + counts[Outcome.FAILED],
-        lease_until=timezone.now() + timedelta(seconds=_lease_seconds()), updated_at=timezone.now()))
+def _record_progress(work: jobs.Slice, counts: Counter) -> None:
+    work.save(processed=F("processed") + sum(counts.values()), succeeded=F("succeeded") + counts[Outcome.OK],
+              skipped=F("skipped") + counts[Outcome.SKIPPED], failed=F("failed") + counts[Outcome.FAILED],
+              lease_until=timezone.now() + timedelta(seconds=jobs.lease_seconds()), updated_at=timezone.now())
 
 
 def _process(job: BulkJob, obj: Handle | HandleRequest) -> str:
@@ -272,55 +244,44 @@ def _process(job: BulkJob, obj: Handle | HandleRequest) -> str:
 
 
 def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
-    """Work on a job for up to HANDLES_DESK_JOB_SLICE_SECONDS, chunk by chunk.
+    """Work on a job for up to HANDLES_DESK_JOB_SLICE_SECONDS, chunk by chunk (handles.jobs.run_slice).
 
     Returns the job's status once every object is processed ("verifying" while the server confirms the
     requests it queued; "done" or "incomplete" if they have all finished already, or "done" if it queued
-    none), "cancelled", "failed", "continue" (the caller hands the rest to a new task) or why nothing was
-    done ("busy": another task holds the job; "lease lost").
+    none), "cancelled", "failed", "continue" (the caller hands the rest to a new task) or "busy" (another
+    task holds the job, or it is not waiting for work).
     """
-    now = now or timezone.now()
-    token = _claim(job_id, now)
-    if token is None:
-        return "busy"
-    job = BulkJob.objects.select_related("created_by").get(pk=job_id)
-    started = time.monotonic()
-    try:
-        objects = selection_queryset(kind=job.kind, selection=job.selection, parameters=job.parameters)
-        if job.on_requests:
-            objects = objects.select_related("handle__prefix")
-        if job.total is None:
-            BulkJob.objects.filter(pk=job.pk).update(total=objects.count())
-        _recount(job)
-        cursor = job.items.aggregate(last=Max("key"))["last"] or 0
-        while True:
-            state = BulkJob.objects.filter(pk=job.pk).values("cancel_requested", "lease_token").get()
-            if state["lease_token"] != token:
-                return "lease lost"
-            if state["cancel_requested"]:
-                _finish(job.pk, token, JStatus.CANCELLED)
-                return "cancelled"
-            chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
-            if not chunk:
-                BulkJob.objects.filter(pk=job.pk, lease_token=token).update(total=Coalesce("processed", 0))
-                if not job.items.filter(request__isnull=False).exists():
-                    _finish(job.pk, token, JStatus.DONE)  # every object was skipped or failed: nothing to verify
-                    return JStatus.DONE
-                _finish(job.pk, token, JStatus.VERIFYING)
-                return bulk_job_settle(job.pk).status  # its requests may all have finished already
-            counts: Counter = Counter()
-            for obj in chunk:
-                counts[_process(job, obj)] += 1
-                cursor = obj.pk
-            if not _record_progress(job.pk, token, counts):
-                return "lease lost"
-            if time.monotonic() - started > settings.HANDLES_DESK_JOB_SLICE_SECONDS:
-                BulkJob.objects.filter(pk=job.pk, lease_token=token).update(lease_token=None, lease_until=None)
-                return "continue"
-    except Exception as exc:  # a bug or a lost database must stop the job visibly, not leave it "running"
-        logger.exception("bulk job %s failed", job_id)
-        _finish(job_id, token, JStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
-        return "failed"
+    return jobs.run_slice(BULK_RUNNER, job_id, now=now)
+
+
+def _bulk_job_work(job: BulkJob, work: jobs.Slice) -> str:
+    """One slice: each object's change and its item commit together, so the cursor is the last item."""
+    job = BulkJob.objects.select_related("created_by").get(pk=job.pk)
+    objects = selection_queryset(kind=job.kind, selection=job.selection, parameters=job.parameters)
+    if job.on_requests:
+        objects = objects.select_related("handle__prefix")
+    if job.total is None:
+        BulkJob.objects.filter(pk=job.pk).update(total=objects.count())
+    _recount(job)
+    cursor = job.items.aggregate(last=Max("key"))["last"] or 0
+    while True:
+        if work.cancel_requested():
+            return jobs.CONTINUE  # the runner ends it cancelled at this boundary
+        chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
+        if not chunk:
+            work.save(total=Coalesce("processed", 0))
+            if not job.items.filter(request__isnull=False).exists():
+                work.save(status=JStatus.DONE, finished_at=timezone.now())  # all skipped or failed: nothing to verify
+                return JStatus.DONE
+            work.save(status=JStatus.VERIFYING, finished_at=None, error="")
+            return bulk_job_settle(job.pk).status  # its requests may all have finished already
+        counts: Counter = Counter()
+        for obj in chunk:
+            counts[_process(job, obj)] += 1
+            cursor = obj.pk
+        _record_progress(work, counts)
+        if work.over():
+            return jobs.CONTINUE
 
 
 # --- Verification: a job is done only when the server confirmed each request it queued ---------------
@@ -338,6 +299,11 @@ def _record_verification(job: BulkJob, tally: jobs.Tally) -> list[str]:
 
 BULK_JOBS = jobs.JobKind(jobs=BulkJob.objects.all(), state_field="status", tally=selectors.bulk_job_tally,
                          requests=selectors.bulk_job_requests, done=JStatus.DONE, record=_record_verification)
+
+
+BULK_RUNNER = jobs.Runner(
+    name="bulk", label="bulk job", model=BulkJob, work=_bulk_job_work, state_field="status",
+    claimable=Q(status__in=[JStatus.QUEUED, JStatus.RUNNING]), budget=lambda: settings.HANDLES_DESK_JOB_SLICE_SECONDS)
 
 
 def bulk_job_settle(job_id: int) -> BulkJob:

@@ -5,33 +5,24 @@ Services are imported inside the functions, because services import this module.
 
 from __future__ import annotations
 
-from django_q.tasks import async_task
-
 
 def enqueue_bulk_job(job_id: int) -> None:
-    """Hand a job (or the rest of it) to the task queue."""
-    from handles.desk import services
+    """Hand a job (or the rest of it) to the task queue: its slices run as handles.tasks.run_job_slice."""
+    from handles import tasks
 
-    services.bulk_jobs_mark_enqueued([job_id])
-    async_task("handles.desk.tasks.run_bulk_job", job_id, group="handle-desk-jobs", task_name=f"bulk job {job_id}")
+    tasks.enqueue_job_slice("bulk", job_id)
 
 
 def run_bulk_job(job_id: int) -> str:
-    """One slice of a job. A long job continues in a fresh task, so no task outlives the cluster's timeout;
-    running this twice at once is harmless (one task holds the job's lease, the other returns "busy")."""
-    from handles.desk import services
+    """Kept for slices a broker still holds from before every kind of job ran through handles.jobs."""
+    from handles import tasks
 
-    outcome = services.bulk_job_run_slice(job_id)
-    if outcome == "continue":
-        enqueue_bulk_job(job_id)
-    return outcome
+    return tasks.run_job_slice("bulk", job_id)
 
 
 def resume_bulk_jobs() -> str:
-    """Every minute (a django-q2 schedule): hand stalled jobs to a task again (a worker died mid-slice)."""
-    from handles.desk import services
+    """Every minute (a django-q2 schedule): hand stalled bulk jobs to a task again (the core sweep resumes
+    every other kind)."""
+    from handles import tasks
 
-    job_ids = services.bulk_jobs_stalled()
-    for job_id in job_ids:
-        enqueue_bulk_job(job_id)
-    return f"resumed {len(job_ids)}"
+    return f"resumed {tasks.resume_stalled_jobs(['bulk'])}"

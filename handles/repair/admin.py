@@ -106,6 +106,21 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
                    "may_write": may_write(request), **context}
         return render(request, f"admin/handles_repair/{template}", context)
 
+    def _cancel(self, request: HttpRequest, kind: str, pk: int, back: str, *back_args) -> HttpResponse:
+        """Staff stop a job; it stops at the end of the slice under way, and its page says so."""
+        _require_write(request)
+        if request.method == "POST":
+            try:
+                job = services.job_cancel(kind=kind, job_id=pk, actor=request.user)
+            except HandleServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                done = job.state == "cancelled"
+                self.message_user(request, f"{job} is cancelled." if done else
+                                  f"{job} stops at the end of the slice under way; what it did stays done.",
+                                  messages.SUCCESS)
+        return HttpResponseRedirect(reverse(back, args=back_args or [pk]))
+
 
 # --- Presets ---------------------------------------------------------------------------------------------
 @admin.register(ImportPreset)
@@ -144,7 +159,11 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                  name="handles_repair_importbatch_continue_push"),
             path("<int:pk>/retry-failed/", wrap(self.retry_failed_view),
                  name="handles_repair_importbatch_retry_failed"),
+            path("<int:pk>/cancel/", wrap(self.cancel_view), name="handles_repair_importbatch_cancel"),
         ] + super().get_urls()
+
+    def cancel_view(self, request, pk):
+        return self._cancel(request, "import", pk, "admin:handles_repair_importbatch_change")
 
     def add_view(self, request, form_url="", extra_context=None):
         """Step 1: upload. A file whose header cannot be read is refused here, with the reason."""
@@ -168,7 +187,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
         self._require_view(request)
         batch = get_object_or_404(ImportBatch.objects.select_related("prefix", "preset"), pk=object_id)
         form = None
-        if batch.state in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+        if batch.reconfigurable:
             initial = {f"column_{k}": v for k, v in batch.mapping.items()}
             initial.update(prefix=batch.prefix, source_system=batch.source_system, url_template=batch.url_template,
                            mode=batch.mode)
@@ -271,7 +290,16 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
             path("repair-status/<int:pk>.json", wrap(self.repair_status_view),
                  name="handles_repair_repairjob_status"),
             path("repair-retry/<int:pk>/", wrap(self.repair_retry_view), name="handles_repair_repairjob_retry_failed"),
+            path("<int:pk>/cancel/", wrap(self.cancel_view), name="handles_repair_reconciliationrun_cancel"),
+            path("repair-cancel/<int:pk>/", wrap(self.repair_cancel_view), name="handles_repair_repairjob_cancel"),
         ] + super().get_urls()
+
+    def cancel_view(self, request, pk):
+        return self._cancel(request, "reconcile", pk, "admin:handles_repair_reconciliationrun_change")
+
+    def repair_cancel_view(self, request, pk):
+        job = get_object_or_404(RepairJob, pk=pk)
+        return self._cancel(request, "repair", pk, "admin:handles_repair_reconciliationrun_change", job.run_id)
 
     def add_view(self, request, form_url="", extra_context=None):
         _require_write(request)
@@ -358,7 +386,11 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         return [
             path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_healthrun_status"),
             path("failing.csv", wrap(self.failing_csv_view), name="handles_repair_healthrun_failing"),
+            path("<int:pk>/cancel/", wrap(self.cancel_view), name="handles_repair_healthrun_cancel"),
         ] + super().get_urls()
+
+    def cancel_view(self, request, pk):
+        return self._cancel(request, "health", pk, "admin:handles_repair_healthrun_change")
 
     def changelist_view(self, request, extra_context=None):
         self._require_view(request)

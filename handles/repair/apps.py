@@ -9,7 +9,9 @@ class RepairConfig(AppConfig):
 
     def ready(self) -> None:
         from handles import jobs
-        from handles.repair import services
+        from handles.repair import health, reconcile, services
 
         # Imports and repairs end applied/done only once the server confirmed their requests.
         jobs.register_settler(services.jobs_settle)
+        for runner in (reconcile.IMPORT_RUNNER, reconcile.RUNNER, services.REPAIR_RUNNER, health.RUNNER):
+            jobs.register_runner(runner)

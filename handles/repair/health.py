@@ -11,27 +11,26 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from itertools import islice
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from handles import jobs
 from handles.handle_server.client import HandleNotFound, HandleServerError, client_for
 from handles.labels import counted
 from handles.models import Handle
 from handles.repair import services
 from handles.repair.http_check import FetchResult, PageFetcher
-from handles.repair.models import HandleCheck, HealthOutcome, HealthRun
+from handles.repair.models import HandleCheck, HealthOutcome, HealthRun, JobState
 from handles.repair.rules import names_id, same_page
 
 logger = logging.getLogger(__name__)
-CHUNK = 200
 
 
 @dataclass
@@ -59,39 +58,79 @@ def selection(filters: dict) -> QuerySet[Handle]:
 
 
 def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None) -> HealthRun:
-    """Check the selection, a chunk at a time, recording each handle's last check as it goes."""
-    if not services.job_claim(HealthRun, run_id):
-        return HealthRun.objects.get(pk=run_id)  # a second delivery of the task: already taken
-    filters = HealthRun.objects.get(pk=run_id).filters
-    handles = selection(filters)
-    total = handles.count()
-    services.health_begin(run_id, total=total)
+    """Check the selection here, slice after slice (the `check_health` command; the worker runs the same
+    slices as tasks): each handle's check is recorded as it goes, so a run stopped anywhere resumes."""
+    def progress(job: HealthRun) -> None:
+        if on_progress:
+            on_progress(job.progress_done, job.progress_total,
+                        ", ".join(f"{k}: {v}" for k, v in sorted(job.counts.items())))
+
+    return jobs.run_inline(RUNNER, run_id, on_slice=progress)
+
+
+def run_counts(run_id: int) -> dict[str, int]:
+    """How many of the run's handles had each outcome: from the results themselves, so exact after a resume."""
+    return dict(HandleCheck.objects.filter(run_id=run_id).values_list("outcome").annotate(n=Count("pk")).order_by())
+
+
+def _unchecked(run: HealthRun) -> QuerySet[Handle]:
+    """The run's handles that have no result of this run yet, in a stable order."""
+    handles = selection({**run.filters, "limit": None})
+    if run.filters.get("limit"):
+        handles = Handle.objects.filter(pk__in=selection(run.filters).values("pk")).select_related(
+            "prefix", "asset").order_by("pk")
+    return handles.exclude(last_check__run_id=run.pk)
+
+
+def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
+    """Check handles of the run that have no result yet, a few at a time in parallel, until the budget is
+    spent (the batch under way finishes); record each result. Returns how many were recorded: 0 when none
+    remain. Running it again never checks a handle twice for one run."""
+    deadline = time.monotonic() + budget_seconds
+    via_proxy, title_check = bool(run.filters.get("via_proxy")), bool(run.filters.get("title_check"))
+    todo = _unchecked(run)
+    batch = max(1, settings.HANDLES_HEALTH_WORKERS * 2)
     fetcher = PageFetcher.from_settings()
-    counts: Counter[str] = Counter()
-    done = 0
+    recorded = 0
     try:
         with ThreadPoolExecutor(max_workers=settings.HANDLES_HEALTH_WORKERS) as pool:
-            for chunk in _chunks(handles.iterator(chunk_size=CHUNK)):
-                verdicts = list(pool.map(lambda h: check(h, fetcher, via_proxy=bool(filters.get("via_proxy")),
-                                                         title_check=bool(filters.get("title_check"))), chunk))
+            while chunk := list(todo[:batch]):
+                verdicts = list(pool.map(lambda h: check(h, fetcher, via_proxy=via_proxy, title_check=title_check),
+                                         chunk))
                 now = timezone.now()
-                services.health_record([_check_row(h, v, run_id, now) for h, v in zip(chunk, verdicts, strict=True)])
-                counts.update(v.outcome for v in verdicts)
-                done += len(chunk)
-                services.job_progress(HealthRun, run_id, done=done, counts=dict(counts))
-                if on_progress:
-                    on_progress(done, total, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    except Exception as exc:
-        logger.exception("health check %s failed", run_id)
-        return services.health_finish(run_id, counts=dict(counts), error=f"Stopped by an internal error: {exc}")
+                services.health_record([_check_row(h, v, run.pk, now) for h, v in zip(chunk, verdicts, strict=True)])
+                recorded += len(chunk)
+                if time.monotonic() >= deadline:
+                    break
     finally:
         fetcher.close()
-    return services.health_finish(run_id, counts=dict(counts))
+    return recorded
 
 
-def _chunks(iterator: Iterator[Handle]) -> Iterator[list[Handle]]:
-    while chunk := list(islice(iterator, CHUNK)):
-        yield chunk
+def run_slice(run: HealthRun, work: jobs.Slice) -> str:
+    """One slice of a health check (handles.jobs.Runner.work)."""
+    if not run.checkpoint.get("begun"):
+        total = selection(run.filters).count()
+        work.save({"begun": True}, progress_total=total, progress_done=0, counts={}, error="",
+                  message="Following each handle")
+        run.refresh_from_db()
+    # Progress is saved at least every quarter of the task timeout, so a slice killed at the timeout keeps
+    # what it checked and counts as progress.
+    step = settings.HANDLES_TASK_TIMEOUT / 4
+    while True:
+        recorded = check_slice(run, budget_seconds=min(work.time_left(), step))
+        counts = run_counts(run.pk)
+        if not recorded or not _unchecked(run).exists():
+            services.job_progress(HealthRun, run.pk, done=sum(counts.values()))
+            services.health_finish(run.pk, counts=counts)
+            return JobState.DONE
+        work.save(progress_done=sum(counts.values()), counts=counts)
+        if work.over():
+            return jobs.CONTINUE
+
+
+RUNNER = jobs.Runner(name="health", label="health check", model=HealthRun, work=run_slice,
+                     claimable=Q(state__in=[JobState.QUEUED, JobState.RUNNING]))
 
 
 def _check_row(handle: Handle, verdict: Verdict, run_id: int, now) -> HandleCheck:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
 
+from handles.jobs import LeasedJob
 from handles.models import Asset, Handle, HandleRequest, Prefix
 
 # The fields of our records that an import file's columns can be mapped to.
@@ -26,14 +27,16 @@ class JobState(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 VERIFICATION_HELP = ("What became of the job's requests (handles.jobs.Tally): success is verified on the server; "
                      "error, queued, running; unpushed: lines without a request.")
 
 
-class Job(models.Model):
-    """What every background job shows while it runs: state, progress and counts (JSON status view)."""
+class Job(LeasedJob):
+    """What every background job shows while it runs: state, progress and counts (JSON status view). Its
+    work runs in slices under a lease (handles.jobs.Runner), resumed where it stopped after a crash."""
 
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
@@ -120,6 +123,7 @@ class ImportBatch(Job):
         APPLIED = "applied", "Applied and verified on the server"
         INCOMPLETE = "incomplete", "Applied; some handles failed on the server"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     state = models.CharField(max_length=12, choices=State.choices, default=State.UPLOADED)
     verification = models.JSONField(default=dict, blank=True, help_text=VERIFICATION_HELP)
@@ -153,7 +157,13 @@ class ImportBatch(Job):
     @property
     def finished(self) -> bool:
         return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.APPLIED, self.State.INCOMPLETE,
-                              self.State.FAILED)
+                              self.State.FAILED, self.State.CANCELLED)
+
+    @property
+    def reconfigurable(self) -> bool:
+        """Not applied and not under way: its mapping may change and its dry run run again."""
+        return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.FAILED) or (
+            self.state == self.State.CANCELLED and self.applied_at is None)
 
 
 class ImportRowQuerySet(models.QuerySet):
@@ -221,7 +231,7 @@ class ReconciliationRun(Job):
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED)
+        return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
     @property
     def drift(self) -> int:
@@ -285,13 +295,14 @@ class RepairJob(Job):
     Done only once the server confirmed every request it queued."""
 
     class State(models.TextChoices):
-        # The values of JobState (job_claim takes a queued job), plus verifying and incomplete.
+        # The values of JobState (the runner claims a queued job), plus verifying and incomplete.
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Queuing the repairs"
         VERIFYING = "verifying", "Verifying on the server"
         DONE = "done", "Done: verified on the server"
         INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="repairs")
     kinds = models.JSONField(default=list, blank=True)
@@ -308,7 +319,7 @@ class RepairJob(Job):
 
     @property
     def finished(self) -> bool:
-        return self.state in (self.State.DONE, self.State.INCOMPLETE, self.State.FAILED)
+        return self.state in (self.State.DONE, self.State.INCOMPLETE, self.State.FAILED, self.State.CANCELLED)
 
 
 class HealthOutcome(models.TextChoices):
@@ -334,7 +345,7 @@ class HealthRun(Job):
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED)
+        return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
     @property
     def share_correct(self) -> float | None:

@@ -10,15 +10,19 @@ Reads the server, never writes it: repairs go through the request queue (service
 
 from __future__ import annotations
 
+import base64
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 
+from handles import jobs
 from handles.handle_server.client import HandleNotFound, HandleServerClient, HandleServerError, client_for
 from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
@@ -26,6 +30,7 @@ from handles.repair import services
 from handles.repair.models import (
     ImportBatch,
     ImportRow,
+    JobState,
     ReconciliationRow,
     ReconciliationRun,
 )
@@ -97,6 +102,7 @@ class _Page:
     size: int
     wanted: dict[str, str]  # suffix key → the name as listed
     reads: list[Future[ServerRecord]]
+    skipped: Counter[str]  # admin handles and other prefixes' names: counted when the page is compared
 
 
 class _Reconciler:
@@ -123,19 +129,21 @@ class _Reconciler:
     def start_page(self, names: list[str]) -> _Page:
         """Sort out one page of the listing and start reading its handles."""
         wanted: dict[str, str] = {}
+        skipped: Counter[str] = Counter()
         for name in names:
             prefix_part, _, suffix = name.partition("/")
             if ascii_upper(name) in self.admin:
-                self.counts["admin"] += 1
+                skipped["admin"] += 1
             elif ascii_upper(prefix_part) != self.prefix_key or not suffix:
-                self.counts["other"] += 1
+                skipped["other"] += 1
             else:
                 wanted[ascii_upper(suffix)] = name
-        return _Page(len(names), wanted, self.read_all(wanted.values()))
+        return _Page(len(names), wanted, self.read_all(wanted.values()), skipped)
 
     def finish_page(self, page: _Page) -> None:
         """Compare a page's server records with ours."""
         ours = self.ours(page.wanted)
+        self.counts.update(page.skipped)
         rows: list[ReconciliationRow] = []
         for future in page.reads:
             record = future.result()
@@ -202,23 +210,34 @@ class _Reconciler:
         for row in orphans:
             row.asset_id = by_url.get(row.server_url)
 
-    def unseen(self) -> None:
-        """Our live handles the listing did not name: missing on the server. Each is read once more first,
-        since a listing without a snapshot can skip names when the prefix changes between pages."""
+    def unseen_batch(self, after_pk: int, size: int) -> int | None:
+        """Our live handles after `after_pk` (a batch) that the listing did not name: missing on the server.
+        Each is read once more first, since a listing without a snapshot can skip names when the prefix
+        changes between pages. Returns the last id looked at, or None when none remain."""
+        batch = list(Handle.objects.filter(prefix=self.prefix, pk__gt=after_pk).order_by("pk").values_list(
+            "pk", "status")[:size])
         unseen: list[int] = []
-        for pk, status in Handle.objects.filter(prefix=self.prefix).order_by("pk").values_list(
-                "pk", "status").iterator(chunk_size=10_000):
+        for pk, status in batch:
             if pk in self.seen:
                 continue
             if status == Status.DELETED:
                 self.counts["in_sync"] += 1  # deleted here, absent there
                 continue
             unseen.append(pk)
-            if len(unseen) == settings.HANDLES_RECONCILE_PAGE_SIZE:
-                self._confirm_missing(unseen)
-                unseen = []
         if unseen:
             self._confirm_missing(unseen)
+        return batch[-1][0] if batch else None
+
+    def checkpoint(self, **where: int | str) -> dict:
+        """What a later slice needs to go on: where, the counts so far and which of our ids were listed."""
+        return {**where, "done": self.done, "counts": dict(self.counts),
+                "seen": base64.b64encode(zlib.compress(bytes(self.seen.bits))).decode()}
+
+    def restore(self, point: dict) -> None:
+        self.done = point.get("done", 0)
+        self.counts = Counter(point.get("counts", {}))
+        if point.get("seen"):
+            self.seen.bits = bytearray(zlib.decompress(base64.b64decode(point["seen"])))
 
     def _confirm_missing(self, pks: list[int]) -> None:
         fields = ("pk", "suffix", "suffix_key", "status", "target_url")
@@ -234,48 +253,84 @@ class _Reconciler:
 
 
 def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None) -> ReconciliationRun:
-    """Reconcile one prefix. Called by the task queue (admin, schedule) or the `reconcile` command."""
-    if not services.job_claim(ReconciliationRun, run_id):
-        return ReconciliationRun.objects.get(pk=run_id)  # a second delivery of the task: already taken
+    """Reconcile one prefix here, slice after slice (the `reconcile` command; the worker runs the same slices
+    as tasks for the admin and the schedule)."""
+    def progress(job: ReconciliationRun) -> None:
+        if on_progress:
+            on_progress(job.progress_done, job.progress_total, job.message)
+
+    return jobs.run_inline(RUNNER, run_id, on_slice=progress)
+
+
+def run_slice(reconciliation: ReconciliationRun, work: jobs.Slice) -> str:
+    """One slice of a reconciliation (handles.jobs.Runner.work): listing pages, then our handles the listing
+    did not name. Each page's rows and the checkpoint (page, counts, listed ids) commit together."""
+    run_id = reconciliation.pk
     reconciliation = ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
     prefix = reconciliation.prefix
     client = client_for(prefix.server_config())
     page_size = settings.HANDLES_RECONCILE_PAGE_SIZE
-    try:
-        total = client.count_handles(prefix.prefix)
-    except HandleServerError as exc:
-        return services.reconciliation_finish(run_id, counts={}, error=f"The server's listing of {prefix.prefix} "
-                                              f"could not be read: {exc}")
-    ours_total = Handle.objects.filter(prefix=prefix).count()
-    reconciliation = services.reconciliation_begin(run_id, total=total + ours_total)
-    with ThreadPoolExecutor(max_workers=settings.HANDLES_RECONCILE_WORKERS) as pool:
-        work = _Reconciler(reconciliation, client, pool)
+    point = reconciliation.checkpoint
+    if not point:
         try:
-            pages = (total + page_size - 1) // page_size
-            in_flight: _Page | None = None
-            for page in range(pages):
-                # The next page's reads go out before this page is compared: the server is never idle.
-                next_page = work.start_page(_list_page(client, prefix.prefix, page, page_size))
-                if in_flight is not None:
-                    work.finish_page(in_flight)
-                in_flight = next_page
-                message = f"Listing page {page + 1} of {pages}"
-                services.job_progress(ReconciliationRun, run_id, done=work.done, counts=dict(work.counts),
-                                      message=message)
-                if on_progress:
-                    on_progress(work.done, total + ours_total, message)
-            if in_flight is not None:
-                work.finish_page(in_flight)
-            services.job_progress(ReconciliationRun, run_id, message="Looking for handles missing on the server")
-            work.unseen()
+            total = client.count_handles(prefix.prefix)
         except HandleServerError as exc:
-            return services.reconciliation_finish(run_id, counts=dict(work.counts),
-                                                  error=f"Stopped: the server's listing could not be read: {exc}")
-        except Exception as exc:
-            logger.exception("reconciliation %s failed", run_id)
-            return services.reconciliation_finish(run_id, counts=dict(work.counts), error=f"Internal error: {exc}")
-    services.job_progress(ReconciliationRun, run_id, done=total + ours_total)
-    return services.reconciliation_finish(run_id, counts=dict(work.counts))
+            return services.reconciliation_finish(run_id, counts={}, error=f"The server's listing of {prefix.prefix} "
+                                                  f"could not be read: {exc}").state
+        ours_total = Handle.objects.filter(prefix=prefix).count()
+        point = {"phase": "list", "page": 0, "pages": (total + page_size - 1) // page_size, "total": total + ours_total}
+        with transaction.atomic():
+            services.reconciliation_begin(run_id, total=total + ours_total)
+            work.save(point)
+    with ThreadPoolExecutor(max_workers=settings.HANDLES_RECONCILE_WORKERS) as pool:
+        rec = _Reconciler(reconciliation, client, pool)
+        rec.restore(point)
+        try:
+            if point["phase"] == "list" and _list_pages(rec, point, work) == jobs.CONTINUE:
+                return jobs.CONTINUE
+            after = point.get("after", 0)
+            while (after := rec.unseen_batch(after, page_size)) is not None:
+                with transaction.atomic():
+                    work.save(rec.checkpoint(phase="unseen", after=after, pages=point["pages"], total=point["total"]),
+                              progress_done=min(rec.done, point["total"]), counts=dict(rec.counts),
+                              message="Looking for handles missing on the server")
+                if work.over():
+                    return jobs.CONTINUE
+        except HandleServerError as exc:
+            return services.reconciliation_finish(run_id, counts=dict(rec.counts),
+                                                  error=f"Stopped: the server's listing could not be read: {exc}").state
+    services.job_progress(ReconciliationRun, run_id, done=point["total"])
+    return services.reconciliation_finish(run_id, counts=dict(rec.counts)).state
+
+
+def _list_pages(rec: _Reconciler, point: dict, work: jobs.Slice) -> str:
+    """The listing, from the checkpoint's page on. The next page's reads go out before this page is
+    compared (the server is never idle); a page still in flight when the slice ends is read again next time."""
+    prefix, pages, page_size = rec.prefix.prefix, point["pages"], settings.HANDLES_RECONCILE_PAGE_SIZE
+    page = point["page"]
+    in_flight: tuple[int, _Page] | None = None
+    while page < pages or in_flight is not None:
+        started = None
+        if page < pages:
+            started = (page, rec.start_page(_list_page(rec.client, prefix, page, page_size)))
+            page += 1
+        if in_flight is not None:
+            number, listed = in_flight
+            with transaction.atomic():
+                rec.finish_page(listed)
+                work.save(rec.checkpoint(phase="list", page=number + 1, pages=pages, total=point["total"]),
+                          progress_done=rec.done, counts=dict(rec.counts),
+                          message=f"Listing page {number + 1} of {pages}")
+            if work.over() and started is not None:
+                for future in started[1].reads:
+                    future.cancel()
+                return jobs.CONTINUE
+        in_flight = started
+    with transaction.atomic():
+        work.save(rec.checkpoint(phase="unseen", after=0, pages=pages, total=point["total"]),
+                  message="Looking for handles missing on the server")
+    point.update(phase="unseen", after=0)
+    return "listed"
 
 
 def _list_page(client: HandleServerClient, prefix: str, page: int, page_size: int) -> list[str]:
@@ -291,23 +346,34 @@ def _list_page(client: HandleServerClient, prefix: str, page: int, page_size: in
 # --- Push mode of an import ----------------------------------------------------------------------------
 def push_import(batch_id: int) -> ImportBatch:
     """After a push-mode import is recorded: read each new handle from the server, then queue a create
-    (missing), an update (another URL) or a verification (already right). Safe to run again: lines that
-    already have a request are skipped."""
-    batch = ImportBatch.objects.get(pk=batch_id)
-    rows = (ImportRow.objects.filter(batch=batch, outcome=ImportRow.Outcome.NEW, handle__isnull=False,
+    (missing), an update (another URL) or a verification (already right), here, slice after slice."""
+    return jobs.run_inline(IMPORT_RUNNER, batch_id)
+
+
+
+
+def push_slice(batch: ImportBatch, work: jobs.Slice) -> str:
+    """One slice of an import's push. Lines are taken in order; each chunk's requests and the checkpoint
+    (last line, how many were unreadable) commit together, so a resumed push reads on from there."""
+    point = dict(batch.checkpoint)
+    after_line, unreadable, done = point.get("push_line", 0), point.get("unreadable", 0), point.get("push_done", 0)
+    rows = (ImportRow.objects.filter(batch_id=batch.pk, outcome=ImportRow.Outcome.NEW, handle__isnull=False,
                                      request__isnull=True)
             .exclude(Exists(HandleRequest.objects.filter(handle_id=OuterRef("handle_id")).unfinished())))
-    total = rows.count()
-    services.job_progress(ImportBatch, batch_id, done=0, total=total, message="Reading each handle from the server")
-    unreadable, done = 0, 0
-    pending = rows.values_list("handle_id", "handle__prefix_id", "handle__suffix", "target_url").order_by("line")
+    if "push_total" not in point:
+        point["push_total"] = rows.count()
+        with transaction.atomic():
+            work.save(point, progress_done=0, progress_total=point["push_total"],
+                      message="Reading each handle from the server")
+    pending = rows.values_list("line", "handle_id", "handle__prefix_id", "handle__suffix", "target_url").order_by("line")
     with ThreadPoolExecutor(max_workers=settings.HANDLES_RECONCILE_WORKERS) as pool:
-        for chunk in services.chunked(pending.iterator(chunk_size=2000), 1000):
-            prefixes = {p.pk: p for p in Prefix.objects.filter(pk__in={r[1] for r in chunk})}
-            lookups = [(client_for(prefixes[r[1]].server_config()), f"{prefixes[r[1]].prefix}/{r[2]}") for r in chunk]
+        # A few reads per worker thread per chunk: a chunk is the unit a slice killed at the timeout keeps.
+        while chunk := list(pending.filter(line__gt=after_line)[:4 * settings.HANDLES_RECONCILE_WORKERS]):
+            prefixes = {p.pk: p for p in Prefix.objects.filter(pk__in={r[2] for r in chunk})}
+            lookups = [(client_for(prefixes[r[2]].server_config()), f"{prefixes[r[2]].prefix}/{r[3]}") for r in chunk]
             records = list(pool.map(lambda lookup: read_url(*lookup), lookups))
             ops: dict[int, str] = {}
-            for (handle_id, _, _, target_url), record in zip(chunk, records, strict=True):
+            for (_, handle_id, _, _, target_url), record in zip(chunk, records, strict=True):
                 if record.error:
                     unreadable += 1
                 elif not record.found:
@@ -316,10 +382,33 @@ def push_import(batch_id: int) -> ImportBatch:
                     ops[handle_id] = HandleRequest.Op.UPDATE
                 else:
                     ops[handle_id] = HandleRequest.Op.VERIFY
-            if ops:
-                services.import_batch_queue_push(batch_id, ops)
-            done += len(chunk)
-            services.job_progress(ImportBatch, batch_id, done=done)
+            after_line, done = chunk[-1][0], done + len(chunk)
+            with transaction.atomic():
+                if ops:
+                    services.import_batch_queue_push(batch.pk, ops)
+                work.save({**point, "push_line": after_line, "unreadable": unreadable, "push_done": done},
+                          progress_done=done)
+            if work.over():
+                return jobs.CONTINUE
     error = (f"{counted(unreadable, 'handle')} could not be read from the server; they stay pending without a request. "
              "Use \"Continue pushing\" when the server answers again.") if unreadable else ""
-    return services.import_batch_finish_push(batch_id, error=error)
+    return services.import_batch_finish_push(batch.pk, error=error).state
+
+
+def import_slice(batch: ImportBatch, work: jobs.Slice) -> str:
+    """One slice of an import (handles.jobs.Runner.work): the dry run, the apply (each one transaction,
+    done again from the start if its slice was killed) or a slice of the push."""
+    batch = ImportBatch.objects.defer("content").get(pk=batch.pk)
+    if batch.state == ImportBatch.State.ANALYSING:
+        return services.import_batch_analyse(batch.pk).state
+    if batch.applied_at is None:
+        batch = services.import_batch_apply(batch.pk, enqueue_push=False)
+        return jobs.CONTINUE if batch.state == ImportBatch.State.APPLYING and batch.applied_at else batch.state
+    return push_slice(batch, work)
+
+
+RUNNER = jobs.Runner(name="reconcile", label="reconciliation", model=ReconciliationRun, work=run_slice,
+                     claimable=Q(state__in=[JobState.QUEUED, JobState.RUNNING]))
+IMPORT_RUNNER = jobs.Runner(name="import", label="import", model=ImportBatch, work=import_slice, running=None,
+                            defer=("content",),
+                            claimable=Q(state__in=[ImportBatch.State.ANALYSING, ImportBatch.State.APPLYING]))

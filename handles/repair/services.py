@@ -81,14 +81,14 @@ def job_progress(job_model: type[Model], job_id: int, *, done: int | None = None
     job_model.objects.filter(pk=job_id).update(**fields)
 
 
-def job_claim(job_model: type[Model], job_id: int) -> bool:
-    """Take a queued job (a conditional UPDATE): the task queue delivers at least once, a job runs once."""
-    return bool(job_model.objects.filter(pk=job_id, state=JobState.QUEUED).update(
-        state=JobState.RUNNING, started_at=timezone.now()))
-
-
 def _internal_error(exc: Exception) -> str:
     return f"Internal error ({exc.__class__.__name__}: {exc}). Nothing was half-applied; the log has details."
+
+
+def job_cancel(*, kind: str, job_id: int, actor: User = None) -> Model:
+    """Staff stop a job (import, reconcile, repair, health): at once if no task has started it, else at
+    the end of the slice under way (handles.jobs.cancel). What it did stays done."""
+    return jobs.cancel(jobs.runner(kind), job_id)
 
 
 # --- Presets --------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def import_batch_configure(*, batch: ImportBatch, mapping: dict[str, str], prefi
                            save_preset_as: str = "", actor: User = None) -> ImportBatch:
     """Set how the file is read. Refuses a mapping that cannot read it, with every reason at once."""
     batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
-    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+    if not batch.reconfigurable:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; it cannot be "
                                  "changed now.", code="invalid_state")
     options = ImportOptions(mapping=mapping, prefix=prefix, source_system=source_system.strip(),
@@ -173,13 +173,15 @@ def _options(batch: ImportBatch) -> ImportOptions:
 def import_batch_start_analysis(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
     """Queue the dry run; the admin follows it on a progress bar."""
     batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
-    if batch.state not in (ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED):
+    if not batch.reconfigurable:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}.", code="invalid_state")
     batch.state, batch.error, batch.message = ImportBatch.State.ANALYSING, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0
     batch.started_at = None
-    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "started_at"])
-    transaction.on_commit(partial(tasks.enqueue_job, "analyse_import", batch.pk, "import dry run"))
+    for field, value in jobs.FRESH.items():
+        setattr(batch, field, value)
+    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "started_at", *jobs.FRESH])
+    transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
     return batch
 
 
@@ -202,7 +204,7 @@ def import_batch_analyse(batch_id: int) -> ImportBatch:
     # Claimed by a conditional UPDATE: a second delivery of the task, or a dry run of an applied import, stops.
     claimed = ImportBatch.objects.filter(pk=batch_id).filter(
         Q(state__in=[ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED])
-        | Q(state=ImportBatch.State.ANALYSING, started_at__isnull=True)
+        | Q(state=ImportBatch.State.ANALYSING)  # its slice's lease (handles.jobs) keeps a second task out
     ).update(state=ImportBatch.State.ANALYSING, started_at=timezone.now(), message="Reading the file", error="",
              counts={})
     batch = ImportBatch.objects.select_related("prefix").get(pk=batch_id)
@@ -268,12 +270,15 @@ def import_batch_start_apply(*, batch: ImportBatch, actor: User = None) -> Impor
     batch.state, batch.error, batch.message = ImportBatch.State.APPLYING, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0  # one transaction: no steps to count until it commits
     batch.requested_by = batch.requested_by or _user(actor)
-    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "requested_by"])
-    transaction.on_commit(partial(tasks.enqueue_job, "apply_import", batch.pk, "import apply"))
+    for field, value in jobs.FRESH.items():
+        setattr(batch, field, value)
+    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "requested_by",
+                              *jobs.FRESH])
+    transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
     return batch
 
 
-def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "") -> ImportBatch:
+def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "", enqueue_push: bool = True) -> ImportBatch:
     """Record every `new` line in one transaction: all of them or, on any error, none.
 
     Adopt mode: the handles are recorded active and a verification of each is queued. Push mode: they are
@@ -302,8 +307,8 @@ def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "") -> I
                 batch.state, batch.finished_at, batch.message = IState.APPLIED, batch.applied_at, "Applied"
             batch.save(update_fields=["state", "applied_at", "finished_at", "message", "verification",
                                       "progress_done", "progress_total"])
-            if push:
-                transaction.on_commit(partial(tasks.enqueue_job, "push_import", batch.pk, "import push"))
+            if push and enqueue_push:  # the runner's own slice goes on with the push itself
+                transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
             elif request_ids:
                 transaction.on_commit(partial(tasks.enqueue_request_ids, request_ids))
     except HandleServiceError as exc:
@@ -376,7 +381,7 @@ def import_batch_queue_push(batch_id: int, ops: dict[int, str], *, actor: User =
 VERIFYING_MESSAGE = "Verifying on the server"
 UNREAD_NOTE = ("could not be read from the server and have no request yet: use \"Continue pushing\" when the "
                "server answers again.")
-CONTINUE_PUSH_STATES = (IState.APPLYING, IState.VERIFYING, IState.INCOMPLETE, IState.APPLIED)
+CONTINUE_PUSH_STATES = (IState.APPLYING, IState.VERIFYING, IState.INCOMPLETE, IState.APPLIED, IState.CANCELLED)
 
 
 @transaction.atomic
@@ -388,8 +393,10 @@ def import_batch_continue_push(*, batch: ImportBatch, actor: User = None) -> Imp
         raise HandleServiceError("Only an applied import in push mode can continue pushing.", code="invalid_state")
     batch.state, batch.error, batch.message = IState.APPLYING, "", "Waiting for a worker"
     batch.finished_at = None
-    batch.save(update_fields=["state", "error", "message", "finished_at"])
-    transaction.on_commit(partial(tasks.enqueue_job, "push_import", batch.pk, "import push"))
+    for field, value in jobs.FRESH.items():  # the push reads again every line still without a request
+        setattr(batch, field, value)
+    batch.save(update_fields=["state", "error", "message", "finished_at", *jobs.FRESH])
+    transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
     return batch
 
 
@@ -417,10 +424,12 @@ def import_batch_retry_failed(*, batch: ImportBatch, actor: User = None) -> int:
 def reconciliation_start(*, prefix: Prefix, actor: User = None, via: str = "admin",
                          enqueue: bool = True) -> ReconciliationRun:
     """Record a reconciliation and hand it to the task queue (enqueue=False: the caller runs it itself)."""
+    # enqueued_at: a job run in the caller's process is not "lost" to the sweep while it starts.
     run = ReconciliationRun.objects.create(prefix=prefix, requested_by=_user(actor), requested_via=via,
-                                           message="Waiting for a worker" if enqueue else "Starting")
+                                           message="Waiting for a worker" if enqueue else "Starting",
+                                           enqueued_at=timezone.now())
     if enqueue:
-        transaction.on_commit(partial(tasks.enqueue_job, "run_reconciliation", run.pk, "reconcile"))
+        transaction.on_commit(partial(tasks.enqueue_job, "reconcile", run.pk))
     return run
 
 
@@ -465,9 +474,9 @@ def repair_start(*, run: ReconciliationRun, kinds: list[str] | None = None, row_
     if not run.finished or run.state != JobState.DONE:
         raise HandleServiceError("Repairs follow a finished reconciliation.", code="invalid_state")
     job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, requested_by=_user(actor),
-                                   requested_via=via, message="Waiting for a worker")
+                                   requested_via=via, message="Waiting for a worker", enqueued_at=timezone.now())
     if enqueue:
-        transaction.on_commit(partial(tasks.enqueue_job, "run_repair", job.pk, "repair"))
+        transaction.on_commit(partial(tasks.enqueue_job, "repair", job.pk))
     return job
 
 
@@ -476,26 +485,33 @@ def repair_rows(job: RepairJob):
 
 
 def repair_execute(job_id: int) -> RepairJob:
-    """Queue the repairs, a chunk per transaction. Safe to run again: repaired rows are skipped."""
-    if not job_claim(RepairJob, job_id):
-        return RepairJob.objects.get(pk=job_id)  # a second delivery of the task: already taken
-    job = RepairJob.objects.select_related("run__prefix", "requested_by").get(pk=job_id)
-    total = repair_rows(job).count()
-    job_progress(RepairJob, job.pk, done=0, total=total, message="Queuing repairs")
-    counts: Counter[str] = Counter()
+    """Queue the repairs here, slice after slice (the `reconcile --repair --apply` command; the worker runs
+    the same slices as tasks)."""
+    return jobs.run_inline(REPAIR_RUNNER, job_id)
+
+
+def _repair_slice(job: RepairJob, work: jobs.Slice) -> str:
+    """One slice of a repair (handles.jobs.Runner.work): a chunk per transaction, the chunk's requests, its
+    rows marked repaired and the job's counts together, so a resumed repair neither repeats nor skips a row."""
+    job = RepairJob.objects.select_related("run__prefix", "requested_by").get(pk=job.pk)
+    if not job.checkpoint.get("begun"):
+        total = repair_rows(job).count()
+        with transaction.atomic():
+            work.save({"begun": True}, progress_done=0, progress_total=total, counts={}, message="Queuing repairs")
+        job.counts, job.progress_done = {}, 0
+    counts: Counter[str] = Counter(job.counts)
+    done = job.progress_done
     try:
-        done = 0
-        while chunk := list(repair_rows(job).select_related("handle").order_by("pk")[:CHUNK]):
+        while chunk := list(repair_rows(job).select_related("handle").order_by("pk")[:settings.HANDLES_REPAIR_CHUNK]):
             with transaction.atomic():
                 counts.update(_repair_chunk(job, chunk))
-            done += len(chunk)
-            job_progress(RepairJob, job.pk, done=done, counts=dict(counts))
+                done += len(chunk)
+                work.save(progress_done=done, counts=dict(counts))
+            if work.over():
+                return jobs.CONTINUE
     except HandleServiceError as exc:
-        return _repair_end(job.pk, counts, exc.message)
-    except Exception as exc:
-        logger.exception("repair %s failed", job.pk)
-        return _repair_end(job.pk, counts, _internal_error(exc))
-    return _repair_end(job.pk, counts, "")
+        return _repair_end(job.pk, counts, exc.message).state
+    return _repair_end(job.pk, counts, "").state
 
 
 def _repair_end(job_id: int, counts: Counter[str], error: str) -> RepairJob:
@@ -638,6 +654,8 @@ def _record_verification(job: VerifiedJob, tally: jobs.Tally) -> list[str]:
 IMPORTS = jobs.JobKind(jobs=ImportBatch.objects.defer("content"), state_field="state", tally=selectors.import_tally,
                        requests=selectors.import_requests, done=IState.APPLIED, noun="handle",
                        unpushed_note=UNREAD_NOTE, record=_record_verification)
+REPAIR_RUNNER = jobs.Runner(name="repair", label="repair", model=RepairJob, work=_repair_slice,
+                            claimable=Q(state__in=[RState.QUEUED, RState.RUNNING]))
 REPAIRS = jobs.JobKind(jobs=RepairJob.objects.all(), state_field="state", tally=selectors.repair_job_tally,
                        requests=selectors.repair_job_requests, done=RState.DONE, noun="repair",
                        record=_record_verification)
@@ -658,9 +676,10 @@ def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "adm
     if unknown:
         raise HandleServiceError(f"Unknown health check filter {sorted(unknown)[0]!r}.", code="invalid_filter")
     run = HealthRun.objects.create(filters=filters, requested_by=_user(actor), requested_via=via,
-                                   message="Waiting for a worker" if enqueue else "Starting")
+                                   message="Waiting for a worker" if enqueue else "Starting",
+                                   enqueued_at=timezone.now())
     if enqueue:
-        transaction.on_commit(partial(tasks.enqueue_job, "run_health_check", run.pk, "health check"))
+        transaction.on_commit(partial(tasks.enqueue_job, "health", run.pk))
     return run
 
 

@@ -3,14 +3,15 @@ the services and engines. The one module of this app that hands work to the brok
 
 from __future__ import annotations
 
-from django_q.tasks import async_task
-
 from handles.labels import counted
 
 
-def enqueue_job(func: str, job_id: int, label: str) -> None:
-    """Hand a job to the task queue; called after the transaction that recorded it commits."""
-    async_task(f"handles.repair.tasks.{func}", job_id, group="handles-repair", task_name=f"{label} {job_id}")
+def enqueue_job(kind: str, job_id: int) -> None:
+    """Hand a job's first slice to the task queue (handles.jobs runs every kind); called after the
+    transaction that recorded it commits."""
+    from handles import tasks
+
+    tasks.enqueue_job_slice(kind, job_id)
 
 
 def enqueue_request_ids(request_ids: list[int]) -> None:
@@ -27,46 +28,35 @@ def hand_over_requests(request_ids: list[int]) -> str:
     return tasks.hand_over_requests(request_ids)
 
 
-def analyse_import(batch_id: int) -> str:
-    from handles.repair import services
+# Kept for tasks a broker still holds from before every kind of job ran in slices through handles.jobs.
+def _slice(kind: str, job_id: int) -> str:
+    from handles import tasks
 
-    batch = services.import_batch_analyse(batch_id)
-    return batch.state
+    return tasks.run_job_slice(kind, job_id)
+
+
+def analyse_import(batch_id: int) -> str:
+    return _slice("import", batch_id)
 
 
 def apply_import(batch_id: int) -> str:
-    from handles.repair import services
-
-    batch = services.import_batch_apply(batch_id)
-    return batch.state
+    return _slice("import", batch_id)
 
 
 def push_import(batch_id: int) -> str:
-    from handles.repair import reconcile
-
-    batch = reconcile.push_import(batch_id)
-    return batch.state
+    return _slice("import", batch_id)
 
 
 def run_reconciliation(run_id: int) -> str:
-    from handles.repair import reconcile
-
-    run = reconcile.run(run_id)
-    return f"{run.state}: {run.counts}"
+    return _slice("reconcile", run_id)
 
 
 def run_repair(job_id: int) -> str:
-    from handles.repair import services
-
-    job = services.repair_execute(job_id)
-    return f"{job.state}: {job.counts}"
+    return _slice("repair", job_id)
 
 
 def run_health_check(run_id: int) -> str:
-    from handles.repair import health
-
-    run = health.run(run_id)
-    return f"{run.state}: {run.counts}"
+    return _slice("health", run_id)
 
 
 def reconcile_all_prefixes() -> str:

@@ -57,3 +57,41 @@ def report_settled(command: BaseCommand, job: Job) -> None:
                            + job.error)
     command.stdout.write(command.style.SUCCESS(f"{job}: {job.get_state_display()}; "
                                                + (describe(job) if job.verification else "nothing to verify.")))
+
+
+# --- --background: through the queue and the worker, as the admin and the schedule start a job -----------
+ENDED_WELL = ("done", "applied", "analysed")
+
+
+def add_background_arguments(parser: CommandParser, what: str) -> None:
+    parser.add_argument("--background", action="store_true",
+                        help=f"Hand the {what} to the task queue, as the admin and the schedule do (a worker, "
+                             "`manage.py qcluster`, runs it in slices), instead of running it here.")
+
+
+def progress_line(job) -> str:
+    state = job.get_state_display()
+    done = f" {job.progress_done:,} of {job.progress_total:,}" if job.progress_total else ""
+    return f"{state}:{done} {job.message}".rstrip()
+
+
+def wait_for_job(command: BaseCommand, kind: str, job_id: int, *, timeout: float):
+    """Wait until the worker ended the job (a verifying job is settled on the way), printing its progress.
+    Gives up with exit status TIMED_OUT after `timeout`; a failed or cancelled job ends the wait at once."""
+    from handles import jobs
+
+    runner = jobs.runner(kind)
+    job = jobs.wait(runner, job_id, timeout=timeout, on_change=lambda j: command.stdout.write(f"  {progress_line(j)}"))
+    if job.state not in jobs.FINISHED_STATES:
+        raise CommandError(f"{job} is still {job.get_state_display().lower()} after {timeout:g} s; the worker goes "
+                           "on (see it in the admin).", returncode=TIMED_OUT)
+    return job
+
+
+def report_end(command: BaseCommand, job, *, ended_well: tuple[str, ...] = ENDED_WELL) -> None:
+    """Print how the job ended with its counts; anything but done is a CommandError (exit status 1)."""
+    counts = ", ".join(f"{k} {v:,}" for k, v in sorted(job.counts.items())) or "none"
+    verified = f" {describe(job)}" if getattr(job, "verification", None) else ""
+    if job.state not in ended_well:
+        raise CommandError(f"{job}: {job.get_state_display()}. Counts: {counts}.{verified} {job.error}".rstrip())
+    command.stdout.write(command.style.SUCCESS(f"{job}: {job.get_state_display()}. Counts: {counts}.{verified}"))

@@ -11,6 +11,12 @@ from handles.exceptions import HandleServiceError
 from handles.models import Handle, Prefix
 from handles.repair import health, services
 from handles.repair.csvfile import csv_lines
+from handles.repair.management.commands._wait import (
+    TIMED_OUT,
+    add_background_arguments,
+    report_end,
+    wait_for_job,
+)
 from handles.repair.models import HandleCheck, HealthOutcome, JobState
 from handles.validators import split_handle
 
@@ -29,20 +35,32 @@ class Command(BaseCommand):
                             "(HANDLES_HEALTH_PROXY_BASE, https://hdl.handle.net by default).")
         parser.add_argument("--title-check", action="store_true", help="Also compare page and asset titles.")
         parser.add_argument("--csv", metavar="FILE", help="Write the handles that do not resolve correctly here.")
+        add_background_arguments(parser, "health check")
+        parser.add_argument("--wait", action="store_true", help="With --background: wait for the worker to end the "
+                            "check, print its counts, and exit non-zero unless it ended done.")
+        parser.add_argument("--timeout", type=float, default=24 * 3600, metavar="SECONDS",
+                            help=f"With --wait: give up waiting after this long (exit status {TIMED_OUT}).")
 
     def handle(self, *args, **options) -> None:
         filters = {"source_system": options["source_system"], "status": options["status"] or "",
                    "limit": options["limit"], "via_proxy": options["proxy"], "title_check": options["title_check"],
                    "prefix_ids": self._prefixes(options["prefix"]), "handle_ids": self._handles(options["handles"])}
+        background = options["background"]
         try:
             run = services.health_start(filters={k: v for k, v in filters.items() if v}, via="command",
-                                        enqueue=False)
+                                        enqueue=background)
         except HandleServiceError as exc:
             raise CommandError(exc.message) from None
-        run = health.run(run.pk, on_progress=lambda done, total, summary: self.stdout.write(
-            f"  {done:,} of {total:,} checked ({summary})"))
-        if run.state == JobState.FAILED:
-            raise CommandError(run.error)
+        if background:
+            self.stdout.write(f"{run} queued; a worker (manage.py qcluster) runs it in slices.")
+            if not options["wait"]:
+                return
+            run = wait_for_job(self, "health", run.pk, timeout=options["timeout"])
+        else:
+            run = health.run(run.pk, on_progress=lambda done, total, summary: self.stdout.write(
+                f"  {done:,} of {total:,} checked ({summary})"))
+        if run.state != JobState.DONE:
+            report_end(self, run)
         checked = sum(run.counts.get(o, 0) for o in HealthOutcome.values)
         correct = run.counts.get(HealthOutcome.CORRECT, 0)
         self.stdout.write(f"Health check #{run.pk}: {checked:,} checked, {correct:,} resolve correctly"

@@ -11,7 +11,14 @@ from handles.labels import counted
 from handles.models import Prefix
 from handles.repair import services
 from handles.repair.csvfile import ImportFileError, csv_lines
-from handles.repair.management.commands._wait import add_wait_arguments, report_settled, wait_until_settled
+from handles.repair.management.commands._wait import (
+    add_background_arguments,
+    add_wait_arguments,
+    report_end,
+    report_settled,
+    wait_for_job,
+    wait_until_settled,
+)
 from handles.repair.models import MAPPING_FIELDS, ImportBatch, ImportMode, ImportPreset, ImportRow
 
 
@@ -38,6 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--apply", action="store_true", help="Record the new handles (in one transaction).")
         parser.add_argument("--report", metavar="CSV", help="Write the per-line report to this file.")
         add_wait_arguments(parser, "handle")
+        add_background_arguments(parser, "dry run (and with --apply, the apply)")
 
     def handle(self, *args, **options) -> None:
         path = Path(options["file"])
@@ -65,14 +73,31 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.message}\nColumns in the file: {', '.join(batch.header)}") from None
         self.stdout.write(f"Import #{batch.pk}: {path.name}, columns mapped as "
                           + ", ".join(f"{k}={v!r}" for k, v in batch.mapping.items()))
-        batch = services.import_batch_analyse(batch.pk)
+        background = options["background"]
+        if background:
+            batch = services.import_batch_start_analysis(batch=batch)
+            self.stdout.write(f"{batch}: dry run queued; a worker (manage.py qcluster) runs it.")
+            if not options["wait"] and not options["apply"]:
+                return
+            batch = wait_for_job(self, "import", batch.pk, timeout=options["timeout"])  # apply follows the dry run
+        else:
+            batch = services.import_batch_analyse(batch.pk)
         if batch.state == ImportBatch.State.FAILED:
             raise CommandError(batch.error)
+        if batch.state != ImportBatch.State.ANALYSED:
+            report_end(self, batch)
         self._summary(batch)
         if options["report"]:
             self._report(batch, Path(options["report"]))
         if not options["apply"]:
             self.stdout.write("Dry run: nothing was recorded. Add --apply to record the new handles.")
+            return
+        if background:
+            batch = services.import_batch_start_apply(batch=batch)
+            self.stdout.write(f"{batch}: apply queued; the worker records the new handles and verifies each.")
+            if options["wait"]:
+                report_end(self, wait_for_job(self, "import", batch.pk, timeout=options["timeout"]),
+                           ended_well=(ImportBatch.State.APPLIED,))
             return
         batch = services.import_batch_apply(batch.pk, via="command")
         if batch.applied_at is None:

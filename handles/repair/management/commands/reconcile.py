@@ -7,7 +7,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from handles.exceptions import HandleServiceError
 from handles.models import Prefix
 from handles.repair import reconcile, selectors, services
-from handles.repair.management.commands._wait import add_wait_arguments, report_settled, wait_until_settled
+from handles.repair.management.commands._wait import (
+    add_background_arguments,
+    add_wait_arguments,
+    report_end,
+    report_settled,
+    wait_for_job,
+    wait_until_settled,
+)
 from handles.repair.models import JobState, ReconciliationRow, RepairJob
 
 KINDS = ReconciliationRow.Kind
@@ -26,17 +33,25 @@ class Command(BaseCommand):
         parser.add_argument("--apply", action="store_true", help="Queue the repair instead of only showing it.")
         parser.add_argument("--show", type=int, default=20, help="Rows to print per class (default 20).")
         add_wait_arguments(parser, "repair")
+        add_background_arguments(parser, "reconciliation (and the repair)")
 
     def handle(self, *args, **options) -> None:
         prefix = Prefix.objects.filter(prefix__iexact=options["prefix"]).first()
         if prefix is None:
             raise CommandError(f"The prefix {options['prefix']} is not configured here.")
-        run = services.reconciliation_start(prefix=prefix, via="command", enqueue=False)
-        verbose = options["verbosity"] > 1
-        run = reconcile.run(run.pk, on_progress=(lambda done, total, message: self.stdout.write(
-            f"  {message}: {done:,} of {total:,}")) if verbose else None)
-        if run.state == JobState.FAILED:
-            raise CommandError(run.error)
+        background = options["background"]
+        run = services.reconciliation_start(prefix=prefix, via="command", enqueue=background)
+        if background:
+            self.stdout.write(f"{run} queued; a worker (manage.py qcluster) runs it in slices.")
+            if not options["wait"] and not options["repair"]:
+                return
+            run = wait_for_job(self, "reconcile", run.pk, timeout=options["timeout"])  # a repair follows its end
+        else:
+            verbose = options["verbosity"] > 1
+            run = reconcile.run(run.pk, on_progress=(lambda done, total, message: self.stdout.write(
+                f"  {message}: {done:,} of {total:,}")) if verbose else None)
+        if run.state != JobState.DONE:
+            report_end(self, run)
         counts = run.counts
         self.stdout.write(f"Reconciliation #{run.pk} of {prefix.prefix}: {counts.get('listed', 0):,} listed on the "
                           f"server, {counts.get('in_sync', 0):,} in sync"
@@ -61,10 +76,16 @@ class Command(BaseCommand):
         if not apply:
             self.stdout.write("Dry run: nothing was queued. Add --apply to queue these repairs.")
             return
+        background = options["background"]
         try:
-            job = services.repair_start(run=run, kinds=kinds, via="command", enqueue=False)
+            job = services.repair_start(run=run, kinds=kinds, via="command", enqueue=background)
         except HandleServiceError as exc:
             raise CommandError(exc.message) from None
+        if background:
+            self.stdout.write(f"{job} queued; a worker (manage.py qcluster) queues each repair and verifies it.")
+            if options["wait"]:
+                report_end(self, wait_for_job(self, "repair", job.pk, timeout=options["timeout"]))
+            return
         job = services.repair_execute(job.pk)
         if job.state == RepairJob.State.FAILED:
             raise CommandError(job.error)
