@@ -11,10 +11,18 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from handles import services as core
 from handles.exceptions import HandleServiceError
@@ -23,6 +31,8 @@ from handles.repair import selectors, services
 from handles.repair.csvfile import ImportFileError, csv_lines
 from handles.repair.forms import (
     HealthCheckForm,
+    HealthRepairForm,
+    HealthResultsFilter,
     ImportPresetForm,
     MappingForm,
     ReconcileForm,
@@ -77,6 +87,12 @@ def _retry_failed(model_admin: admin.ModelAdmin, request: HttpRequest, retry, **
     else:
         model_admin.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on "
                                           "the server.", messages.SUCCESS)
+
+
+def _bad_filter(form) -> HttpResponse:
+    """A filter value that is not one of its choices: 400 with the reason, never a wider list."""
+    problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+    return HttpResponseBadRequest(f"Bad filter: {problems}", content_type="text/plain; charset=utf-8")
 
 
 def _csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
@@ -350,18 +366,53 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         ] + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
+        """The health page: a run's results filtered (by outcome, prefix, source system, vendor or legacy),
+        with the handles chosen there repaired or verified through the queue."""
         self._require_view(request)
-        form = HealthCheckForm(request.POST or None)
+        filters = HealthResultsFilter(request.GET)
+        if not filters.is_valid():
+            return _bad_filter(filters)
+        data = filters.cleaned_data
+        run = HealthRun.objects.get(pk=data["run"]) if data["run"] else selectors.latest_run_with_results()
+        results = selectors.health_results(run, outcome=data["outcome"], prefix=data["prefix"],
+                                           source=data["source"], origin=data["origin"]) if run else None
+        form = HealthCheckForm(request.POST or None) if "_repair" not in request.POST else HealthCheckForm()
         if request.method == "POST":
             _require_write(request)
+            if "_repair" in request.POST:
+                return self._repair(request, results, run)
             if form.is_valid():
                 run = services.health_start(filters=form.filters(), actor=request.user)
                 return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
         trend = selectors.health_trend()
-        failing = Paginator(selectors.failing_checks(), ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        page = Paginator(results if results is not None else HandleCheck.objects.none(), ROWS_PER_PAGE).get_page(
+            data["page"])
         return self._page(request, "health.html", "Resolution health", form=form, summary=selectors.latest_health(),
-                          shares=selectors.health_shares(), trend=trend, trend_svg=trend_svg(trend),
-                          runs=HealthRun.objects.order_by("-pk")[:10], failing=failing)
+                          shares=selectors.health_shares(run), trend=trend, trend_svg=trend_svg(trend), shown=run,
+                          runs=HealthRun.objects.order_by("-pk")[:10], failing=page, filters=filters,
+                          query=urlencode(filters.as_params()), repair_form=HealthRepairForm(),
+                          handle_list_query=urlencode({"health": data["outcome"]}) if data["outcome"] else "")
+
+    def _repair(self, request: HttpRequest, results, run) -> HttpResponse:
+        back = HttpResponseRedirect(request.get_full_path())
+        form = HealthRepairForm(request.POST)
+        if results is None or not form.is_valid():
+            for error in form.errors.get("__all__", []) or (["There are no health results to act on."]
+                                                            if results is None else ["Choose an action."]):
+                self.message_user(request, error, messages.ERROR)
+            return back
+        chosen = results if form.cleaned_data["all_matching"] else results.filter(
+            handle_id__in=form.cleaned_data["handles"])
+        checks = list(chosen[:services.HEALTH_REPAIR_LIMIT + 1])
+        try:
+            queued = services.health_repair(checks=checks, action=form.cleaned_data["action"], actor=request.user)
+        except HandleServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            verb = "Repair" if form.cleaned_data["action"] == "repair" else "Verification"
+            self.message_user(request, f"{verb} of {queued:,} handle(s) queued; each request is verified on the "
+                                       "server (see each handle's history).", messages.SUCCESS)
+        return back
 
     def add_view(self, request, form_url="", extra_context=None):
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_changelist"))
@@ -379,11 +430,19 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         return job_status(get_object_or_404(HealthRun, pk=pk))
 
     def failing_csv_view(self, request):
+        """The health page's list as CSV: the same filters (a run's results not resolving correctly)."""
         self._require_view(request)
+        filters = HealthResultsFilter(request.GET)
+        if not filters.is_valid():
+            return _bad_filter(filters)
+        data = filters.cleaned_data
+        run = HealthRun.objects.get(pk=data["run"]) if data["run"] else selectors.latest_run_with_results()
+        checks = selectors.health_results(run, outcome=data["outcome"], prefix=data["prefix"], source=data["source"],
+                                          origin=data["origin"]) if run else HandleCheck.objects.none()
         rows = ((c.handle.full_handle, c.outcome, c.http_status, c.server_url, c.final_url, c.detail,
                  c.handle.asset.source_system if c.handle.asset else "", c.handle.asset.external_id if c.handle.asset
                  else "", c.handle.asset.title if c.handle.asset else "", c.checked_at.isoformat())
-                for c in selectors.failing_checks().iterator(chunk_size=2000))
+                for c in checks.iterator(chunk_size=2000))
         return _csv_response("handles-not-resolving.csv", ["handle", "outcome", "http_status", "server_url",
                                                             "final_url", "detail", "source_system", "external_id",
                                                             "title", "checked_at"], rows)
@@ -391,11 +450,11 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
 
 @admin.register(HandleCheck)
 class HandleCheckAdmin(admin.ModelAdmin):
-    """Every handle's last check; filter by outcome, prefix, source system."""
+    """Every check of every run (a handle's history); filter by run, outcome, prefix, source system."""
 
-    list_display = ["handle_link", "outcome", "http_status", "final_url", "detail", "checked_at"]
-    list_filter = ["outcome", "handle__prefix", "handle__asset__source_system", "handle__status"]
-    list_select_related = ["handle__prefix"]
+    list_display = ["handle_link", "run", "outcome", "http_status", "final_url", "detail", "checked_at"]
+    list_filter = ["outcome", "run", "handle__prefix", "handle__asset__source_system", "handle__status"]
+    list_select_related = ["handle__prefix", "run"]
     search_fields = ["handle__suffix_key", "final_url"]
     show_full_result_count = False
     actions = ["recheck_selected"]
@@ -419,7 +478,8 @@ class HandleCheckAdmin(admin.ModelAdmin):
 
     @admin.action(description="Check the selected handles again")
     def recheck_selected(self, request, queryset):
-        run = services.health_start(filters={"handle_ids": list(queryset.values_list("pk", flat=True)[:10000])},
+        run = services.health_start(filters={"handle_ids": list(queryset.order_by().values_list("handle_id", flat=True)
+                                                                  .distinct()[:10000])},
                                     actor=request.user)
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
 

@@ -2,35 +2,45 @@
 
 For each live handle: ask the Handle server (or a proxy resolver such as hdl.handle.net) for its URL,
 follow that URL with redirects, and classify: resolves correctly; broken (not on the server, no URL,
-HTTP error, refused or unreachable target); resolves to the wrong object (the final page is neither the
-asset's expected URL nor names its external id, or its title is another object's); timeout (no answer
-after the retries: reported apart, as it is often the site's bad moment, not a broken handle).
+HTTP error, unreachable target); resolves to the wrong object (the final page is neither the asset's
+expected URL nor names its external id, or its title is another object's); timeout (no answer after the
+retries: reported apart, as it is often the site's bad moment, not a broken handle); not checked (we
+refused to request it: a private or loopback address, a scheme other than http(s)).
+
+A run checks its handles in slices (`check_slice`), each within a time budget, so a job runner can stop
+and resume it anywhere: a slice checks the handles of the run that have no result yet. Checks run in
+parallel across hosts, each host at its own politeness interval (HANDLES_HEALTH_HOST_INTERVAL): worker
+threads only do network I/O, and the slice's own thread schedules them host by host and writes every
+result (SQLite, make run's database, wants one writer).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from itertools import islice
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from handles.handle_server.client import HandleNotFound, HandleServerError, client_for
-from handles.models import Handle
+from handles.models import Asset, Handle
 from handles.repair import services
-from handles.repair.http_check import FetchResult, PageFetcher
-from handles.repair.models import HandleCheck, HealthOutcome, HealthRun
+from handles.repair.http_check import FetchResult, PageFetcher, host_of
+from handles.repair.models import NOT_ON_SERVER, HandleCheck, HealthOutcome, HealthRun, JobState
 from handles.repair.rules import names_id, same_page
 
 logger = logging.getLogger(__name__)
-CHUNK = 200
+PAGE = 500  # handles read from the database at a time
+LOOKAHEAD = 5000  # handles a slice holds in its per-host queues: enough to keep many hosts busy
+FLUSH_SECONDS = 1.0  # results are written (and progress shown) at least this often
+SLICE_SECONDS = 60.0  # the budget of each slice when run() drives the whole check itself
 
 
 @dataclass
@@ -38,6 +48,17 @@ class Verdict:
     outcome: str
     detail: str
     server_url: str = ""
+    fetch: FetchResult | None = None
+    title_score: float | None = None
+
+
+@dataclass
+class Probe:
+    """What the network said about one handle (a worker thread's whole job: no database here)."""
+
+    server_url: str = ""
+    problem: str = ""  # why there is no server URL ("timeout", or the reason)
+    refused: bool = False  # the problem is our refusal to ask (not checked)
     fetch: FetchResult | None = None
 
 
@@ -53,44 +74,171 @@ def selection(filters: dict) -> QuerySet[Handle]:
     if filters.get("handle_ids"):
         handles = handles.filter(pk__in=filters["handle_ids"])
     if filters.get("limit"):
-        handles = handles[: int(filters["limit"])]
+        handles = handles.filter(pk__in=handles.values("pk")[: int(filters["limit"])])
     return handles
 
 
+def remaining(run: HealthRun) -> QuerySet[Handle]:
+    """The run's handles that have no result in it yet (what a resumed run still has to check)."""
+    return selection(run.filters).exclude(pk__in=HandleCheck.objects.filter(run=run).values("handle_id"))
+
+
+def outcome_counts(run_id: int) -> dict[str, int]:
+    """The run's results by outcome, counted from its rows (so a resumed run counts each handle once)."""
+    return dict(HandleCheck.objects.filter(run_id=run_id).values_list("outcome").annotate(n=Count("pk"))
+                .order_by())
+
+
+# --- A slice --------------------------------------------------------------------------------------------
+class _HostQueues:
+    """Handles waiting, one queue per host, filled from the database a page at a time."""
+
+    def __init__(self, run: HealthRun) -> None:
+        self.run = run
+        self.queues: dict[str, deque[Handle]] = {}
+        self.size = 0
+        self.last_pk = 0
+        self.exhausted = False
+
+    def refill(self) -> None:
+        while not self.exhausted and self.size < LOOKAHEAD:
+            page = list(remaining(self.run).filter(pk__gt=self.last_pk)[:PAGE])
+            if len(page) < PAGE:
+                self.exhausted = True
+            for handle in page:
+                self.queues.setdefault(host_of(handle.resolver_target), deque()).append(handle)
+            self.size += len(page)
+            if page:
+                self.last_pk = page[-1].pk
+
+    def take(self, host: str) -> Handle:
+        self.size -= 1
+        handle = self.queues[host].popleft()
+        if not self.queues[host]:
+            del self.queues[host]
+        return handle
+
+    @property
+    def empty(self) -> bool:
+        return self.exhausted and not self.size
+
+
+def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
+    """Check handles of `run` that have no result yet, for about `budget_seconds`, and record them.
+
+    Hosts are checked in parallel, each at most once per HANDLES_HEALTH_HOST_INTERVAL and one request at
+    a time, so the rate is bounded by the sum of the hosts' rates (and HANDLES_HEALTH_WORKERS). When the
+    budget is spent no new check starts; checks under way are awaited (their requests have timeouts) and
+    recorded, and any still unfinished after a grace period are abandoned unrecorded, so the next slice
+    checks them again. One row per handle per run: a handle recorded twice (two slices at once) is kept
+    once. Returns how many results were recorded; 0 when none remain.
+    """
+    deadline = time.monotonic() + budget_seconds
+    filters = run.filters
+    via_proxy, title_check = bool(filters.get("via_proxy")), bool(filters.get("title_check"))
+    fetcher = PageFetcher.from_settings()
+    queues = _HostQueues(run)
+    counts: Counter[str] = Counter(outcome_counts(run.pk))
+    pending: list[HandleCheck] = []
+    recorded = 0
+    last_flush = time.monotonic()
+    in_flight: dict[Future, tuple[str, Handle]] = {}
+    workers = max(1, settings.HANDLES_HEALTH_WORKERS)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health")
+
+    def collect(futures) -> None:
+        for future in futures:
+            host, handle = in_flight.pop(future)
+            verdict = classify(handle, future.result(), title_check=title_check)
+            pending.append(_check_row(handle, verdict, run.pk, timezone.now()))
+            counts[verdict.outcome] += 1
+
+    def flush() -> None:
+        nonlocal recorded, last_flush
+        if pending:
+            services.health_record(pending)
+            recorded += len(pending)
+            pending.clear()
+            services.job_progress(HealthRun, run.pk, done=sum(counts.values()), counts=dict(counts))
+        last_flush = time.monotonic()
+
+    try:
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            queues.refill()
+            next_ready = _start_ready_hosts(queues, in_flight, pool, workers, fetcher, now, via_proxy, title_check)
+            if not in_flight and queues.empty:
+                break
+            # Sleep until a check ends, a waiting host's turn comes, results are due, or the budget ends.
+            wake = min(t for t in (next_ready, last_flush + FLUSH_SECONDS, deadline) if t is not None)
+            timeout = max(0.0, wake - time.monotonic())
+            if in_flight:
+                collect(wait(list(in_flight), timeout=timeout, return_when=FIRST_COMPLETED)[0])
+            else:
+                time.sleep(timeout)
+            if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                flush()
+        if in_flight:
+            # The budget is spent: no new check starts; the ones under way end within their timeouts.
+            collect(wait(list(in_flight), timeout=_grace_seconds())[0])
+    finally:
+        abandoned = len(in_flight)
+        pool.shutdown(wait=False, cancel_futures=True)
+        fetcher.close()
+    flush()
+    if abandoned:
+        logger.warning("health check %s: %d check(s) abandoned at the end of a slice; the next slice "
+                       "checks them again", run.pk, abandoned)
+    return recorded
+
+
+def _start_ready_hosts(queues: _HostQueues, in_flight: dict, pool: ThreadPoolExecutor, workers: int,
+                       fetcher: PageFetcher, now: float, via_proxy: bool, title_check: bool) -> float | None:
+    """Start a check on every host whose turn has come and that has none under way (any number at once
+    when there is no politeness interval). Returns when the next waiting host's turn comes, if any."""
+    polite = fetcher.limiter.interval > 0
+    busy = {host for host, _ in in_flight.values()} if polite else set()
+    next_ready = None
+    for host in list(queues.queues):
+        while len(in_flight) < workers and host not in busy and host in queues.queues:
+            ready = fetcher.limiter.ready_at(host)
+            if ready > now:
+                next_ready = ready if next_ready is None else min(next_ready, ready)
+                break
+            handle = queues.take(host)
+            future = pool.submit(probe, handle, fetcher, via_proxy=via_proxy, title_check=title_check)
+            in_flight[future] = (host, handle)
+            if polite:
+                busy.add(host)
+        if len(in_flight) >= workers:
+            break
+    return next_ready
+
+
+def _grace_seconds() -> float:
+    attempts = settings.HANDLES_HEALTH_TIMEOUT_RETRIES + 1
+    return settings.HANDLES_HEALTH_TIMEOUT * attempts * 2 + 1
+
+
 def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None) -> HealthRun:
-    """Check the selection, a chunk at a time, recording each handle's last check as it goes."""
+    """Check the whole selection, a slice after another, until nothing remains (the command and the
+    current task; a job runner calls check_slice itself)."""
     if not services.job_claim(HealthRun, run_id):
         return HealthRun.objects.get(pk=run_id)  # a second delivery of the task: already taken
-    filters = HealthRun.objects.get(pk=run_id).filters
-    handles = selection(filters)
-    total = handles.count()
-    services.health_begin(run_id, total=total)
-    fetcher = PageFetcher.from_settings()
-    counts: Counter[str] = Counter()
-    done = 0
+    health_run = HealthRun.objects.get(pk=run_id)
+    total = selection(health_run.filters).count()
+    health_run = services.health_begin(run_id, total=total)
     try:
-        with ThreadPoolExecutor(max_workers=settings.HANDLES_HEALTH_WORKERS) as pool:
-            for chunk in _chunks(handles.iterator(chunk_size=CHUNK)):
-                verdicts = list(pool.map(lambda h: check(h, fetcher, via_proxy=bool(filters.get("via_proxy")),
-                                                         title_check=bool(filters.get("title_check"))), chunk))
-                now = timezone.now()
-                services.health_record([_check_row(h, v, run_id, now) for h, v in zip(chunk, verdicts, strict=True)])
-                counts.update(v.outcome for v in verdicts)
-                done += len(chunk)
-                services.job_progress(HealthRun, run_id, done=done, counts=dict(counts))
-                if on_progress:
-                    on_progress(done, total, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        while check_slice(health_run, budget_seconds=SLICE_SECONDS):
+            if on_progress:
+                counts = outcome_counts(run_id)
+                on_progress(sum(counts.values()), total,
+                            ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     except Exception as exc:
         logger.exception("health check %s failed", run_id)
-        return services.health_finish(run_id, counts=dict(counts), error=f"Stopped by an internal error: {exc}")
-    finally:
-        fetcher.close()
-    return services.health_finish(run_id, counts=dict(counts))
-
-
-def _chunks(iterator: Iterator[Handle]) -> Iterator[list[Handle]]:
-    while chunk := list(islice(iterator, CHUNK)):
-        yield chunk
+        return services.health_finish(run_id, counts=outcome_counts(run_id),
+                                      error=f"Stopped by an internal error: {exc}")
+    return services.health_finish(run_id, counts=outcome_counts(run_id))
 
 
 def _check_row(handle: Handle, verdict: Verdict, run_id: int, now) -> HandleCheck:
@@ -100,44 +248,64 @@ def _check_row(handle: Handle, verdict: Verdict, run_id: int, now) -> HandleChec
         server_url=verdict.server_url[:2000], final_url=(fetch.final_url if fetch else "")[:2000],
         http_status=fetch.status if fetch else None, hops=fetch.hops if fetch else 0,
         attempts=fetch.attempts if fetch else 1, elapsed_ms=fetch.elapsed_ms if fetch else 0,
-        page_title=(fetch.title if fetch else "")[:500], detail=verdict.detail[:1000])
+        page_title=(fetch.title if fetch else "")[:500], title_score=verdict.title_score,
+        detail=verdict.detail[:1000])
 
 
+# --- One handle -----------------------------------------------------------------------------------------
 def check(handle: Handle, fetcher: PageFetcher, *, via_proxy: bool = False, title_check: bool = False) -> Verdict:
-    server_url, problem = _server_url(handle, fetcher, via_proxy)
-    if problem == "timeout":
-        return Verdict(HealthOutcome.TIMEOUT, "The resolver did not answer in time, after retries.")
-    if problem:
-        return Verdict(HealthOutcome.BROKEN, problem)
-    fetch = fetcher.follow(server_url, read_title=title_check)
-    verdict = _classify(handle, server_url, fetch, title_check)
-    verdict.server_url, verdict.fetch = server_url, fetch
-    return verdict
+    return classify(handle, probe(handle, fetcher, via_proxy=via_proxy, title_check=title_check),
+                    title_check=title_check)
 
 
-def _server_url(handle: Handle, fetcher: PageFetcher, via_proxy: bool) -> tuple[str, str]:
-    """The URL the world's resolver hands out for this handle, or ('', why not)."""
+def probe(handle: Handle, fetcher: PageFetcher, *, via_proxy: bool = False, title_check: bool = False) -> Probe:
+    """The network part of a check: the server's URL, then the page it leads to. Thread-safe, no database."""
+    result = _server_url(handle, fetcher, via_proxy)
+    if result.problem:
+        return result
+    result.fetch = fetcher.follow(result.server_url, read_title=title_check)
+    return result
+
+
+def _server_url(handle: Handle, fetcher: PageFetcher, via_proxy: bool) -> Probe:
+    """The URL the world's resolver hands out for this handle, or why not."""
     if via_proxy:
+        screening = fetcher.screen_url(settings.HANDLES_HEALTH_PROXY_BASE)
+        if screening.refused:
+            return Probe(problem=f"The proxy resolver is not asked: {screening.problem}", refused=True)
         url, problem = fetcher.resolve_via_proxy(settings.HANDLES_HEALTH_PROXY_BASE, handle.full_handle)
         if problem:
-            return "", problem
+            return Probe(problem=problem)
         if url is None:
-            return "", "The proxy resolver does not know this handle."
-        return url, ""
+            return Probe(problem="The proxy resolver does not know this handle.")
+        return Probe(server_url=url)
     client = client_for(handle.prefix.server_config())
     for attempt in range(settings.HANDLES_HEALTH_TIMEOUT_RETRIES + 1):
         try:
             url, _ = client.get_url(handle.full_handle)
         except HandleNotFound:
-            return "", "The handle is not on the Handle server."
+            return Probe(problem=NOT_ON_SERVER)
         except HandleServerError as exc:
             if exc.transient and attempt < settings.HANDLES_HEALTH_TIMEOUT_RETRIES:
                 continue
-            return "", "timeout" if exc.transient else f"The Handle server refused the lookup: {exc}"
+            return Probe(problem="timeout" if exc.transient else f"The Handle server refused the lookup: {exc}")
         if not url:
-            return "", "The Handle server's record has no URL."
-        return url, ""
-    return "", "timeout"
+            return Probe(problem="The Handle server's record has no URL.")
+        return Probe(server_url=url)
+    return Probe(problem="timeout")
+
+
+def classify(handle: Handle, found: Probe, *, title_check: bool = False) -> Verdict:
+    """The verdict on what the network said. May read other assets' titles (the caller's thread)."""
+    if found.refused:
+        return Verdict(HealthOutcome.NOT_CHECKED, found.problem)
+    if found.problem == "timeout":
+        return Verdict(HealthOutcome.TIMEOUT, "The resolver did not answer in time, after retries.")
+    if found.problem:
+        return Verdict(HealthOutcome.BROKEN, found.problem)
+    verdict = _classify(handle, found.server_url, found.fetch, title_check)
+    verdict.server_url, verdict.fetch = found.server_url, found.fetch
+    return verdict
 
 
 def _classify(handle: Handle, server_url: str, fetch: FetchResult, title_check: bool) -> Verdict:
@@ -145,6 +313,9 @@ def _classify(handle: Handle, server_url: str, fetch: FetchResult, title_check: 
     asset = handle.asset
     if fetch.timed_out:
         return Verdict(HealthOutcome.TIMEOUT, f"No answer from {fetch.final_url} after {fetch.attempts} attempts.")
+    if fetch.refused:
+        return Verdict(HealthOutcome.NOT_CHECKED, f"{fetch.error} (at {fetch.final_url})" if fetch.hops
+                       else fetch.error)
     if fetch.error:
         return Verdict(HealthOutcome.BROKEN, fetch.error)
     if handle.status == Handle.Status.TOMBSTONED:
@@ -155,26 +326,111 @@ def _classify(handle: Handle, server_url: str, fetch: FetchResult, title_check: 
     if fetch.status is not None and fetch.status >= 400:
         return Verdict(HealthOutcome.BROKEN, f"HTTP {fetch.status} at {fetch.final_url}.")
     external_id = asset.external_id if asset else ""
-    if title_check and asset and asset.title and fetch.title and not titles_match(fetch.title, asset.title):
-        return Verdict(HealthOutcome.WRONG_OBJECT, f"The page's title is {fetch.title!r}, the object's is "
-                                                   f"{asset.title!r}.")
+    title_verdict = None
+    if title_check and asset and asset.title and fetch.title:
+        title_verdict = title_judgement(fetch.title, asset)
+        if title_verdict.outcome != HealthOutcome.CORRECT:
+            return title_verdict
     targets = [expected] + ([asset.url] if asset and asset.url else [])
+    score = title_verdict.title_score if title_verdict else None
     if any(same_page(fetch.final_url, t) for t in targets) or names_id(fetch.final_url, external_id):
-        return Verdict(HealthOutcome.CORRECT, "")
+        return Verdict(HealthOutcome.CORRECT, "", title_score=score)
     if same_page(server_url, expected):
         # The handle points where we intend; the site itself redirected on (a path alias, a login page).
-        return Verdict(HealthOutcome.CORRECT, f"The site redirected from {server_url} to {fetch.final_url}.")
+        return Verdict(HealthOutcome.CORRECT, f"The site redirected from {server_url} to {fetch.final_url}.",
+                       title_score=score)
     wanted = f"{expected}" + (f" or a URL naming {external_id}" if external_id else "")
-    return Verdict(HealthOutcome.WRONG_OBJECT, f"Lands on {fetch.final_url}; expected {wanted}.")
+    return Verdict(HealthOutcome.WRONG_OBJECT, f"Lands on {fetch.final_url}; expected {wanted}.", title_score=score)
 
 
+# --- Titles ---------------------------------------------------------------------------------------------
 _NOT_WORD = re.compile(r"[\W_]+")
+# Sites put their name beside the object's: "Letter Five | Grinnell College", "Grinnell College - Letter Five".
+_SEPARATOR = re.compile(r"\s+[|:\u2013\u2014-]\s+|\s*\|\s*|\s+::\s+")
+EXACT, CONTAINED = 1.0, 0.99  # the whole title as a segment of the page's; inside a segment, between words
+NEAR_MISS = 0.8  # below this the page is plainly about something else
+CANDIDATES = 200  # other assets scored against a page's title, at most
+
+
+def _normal(text: str) -> str:
+    return _NOT_WORD.sub(" ", text.casefold()).strip()
+
+
+def _segments(page_title: str) -> list[str]:
+    parts = [page_title, *_SEPARATOR.split(page_title)]
+    return [n for n in dict.fromkeys(_normal(p) for p in parts) if n]
+
+
+def title_score(page_title: str, asset_title: str) -> float:
+    """How well a page's title names this title: 1 when a segment of it is exactly the title (site names
+    aside), 0.99 when it contains it between words, else the closest segment's similarity (0..1)."""
+    wanted = _normal(asset_title)
+    segments = _segments(page_title)
+    if not wanted or not segments:
+        return 0.0
+    if wanted in segments:
+        return EXACT
+    if any(f" {wanted} " in f" {segment} " for segment in segments):
+        return CONTAINED
+    return max(SequenceMatcher(None, segment, wanted).ratio() for segment in segments)
 
 
 def titles_match(page_title: str, asset_title: str) -> bool:
-    """Page titles carry the site's name ("Letter Five | Grinnell College"): containment or a close match."""
-    page = _NOT_WORD.sub(" ", page_title.casefold()).strip()
-    asset = _NOT_WORD.sub(" ", asset_title.casefold()).strip()
-    if not page or not asset:
-        return True
-    return asset in page or page in asset or SequenceMatcher(None, page, asset).ratio() >= 0.8
+    """The page names this title (not merely something like it)."""
+    return title_score(page_title, asset_title) >= CONTAINED
+
+
+def sibling_candidates(page_title: str, asset: Asset) -> list[tuple[Asset, float]]:
+    """Other assets whose title the page's title names as well as or better than a near miss, best
+    first: those whose title is a segment of the page's, and those sharing the longest segment's opening
+    words (runs of near-identical titles: "Correspondence to Isabella, 1908, Letter One", "... Two")."""
+    raw = [p.strip() for p in [page_title, *_SEPARATOR.split(page_title)] if p.strip()]
+    condition = Q()
+    for part in raw:
+        condition |= Q(title__iexact=part)
+    longest = max(raw, key=len, default="")
+    opening = longest[: max(12, len(longest) * 2 // 3)]
+    if len(opening) >= 8:
+        condition |= Q(title__istartswith=opening)
+    if not condition:
+        return []
+    others = Asset.objects.filter(condition).exclude(pk=asset.pk).only("pk", "title", "source_system",
+                                                                         "external_id")[:CANDIDATES]
+    scored = [(other, title_score(page_title, other.title)) for other in others]
+    return sorted((pair for pair in scored if pair[1] >= NEAR_MISS), key=lambda pair: -pair[1])
+
+
+def title_judgement(page_title: str, asset: Asset) -> Verdict:
+    """Correct only when the page names this object's title and no other object's better. A page whose
+    title another asset matches better is that asset's page (wrong object, naming it); a near miss with
+    no better match is reported with its score, never accepted as a match."""
+    own = title_score(page_title, asset.title)
+    if own < EXACT:
+        better = [(other, score) for other, score in sibling_candidates(page_title, asset) if score > own]
+        if better:
+            other, score = better[0]
+            return Verdict(HealthOutcome.WRONG_OBJECT,
+                           f"The page is another object's: its title {page_title!r} matches "
+                           f"{other.source_system}:{other.external_id} {other.title!r} (score {score:.2f}) better "
+                           f"than this object's {asset.title!r} (score {own:.2f}).", title_score=own)
+    if own >= CONTAINED:
+        return Verdict(HealthOutcome.CORRECT, "", title_score=own)
+    if own >= NEAR_MISS:
+        return Verdict(HealthOutcome.WRONG_OBJECT,
+                       f"Near miss: the page's title {page_title!r} is close to, but not, this object's "
+                       f"{asset.title!r} (score {own:.2f}).", title_score=own)
+    return Verdict(HealthOutcome.WRONG_OBJECT, f"The page's title is {page_title!r}, the object's is "
+                                               f"{asset.title!r} (score {own:.2f}).", title_score=own)
+
+
+def prune_old_runs() -> int:
+    """Keep the results of the newest HANDLES_HEALTH_KEEP_RUNS finished runs (their counts stay for the
+    trend). Returns how many runs lost their results."""
+    keep = settings.HANDLES_HEALTH_KEEP_RUNS
+    finished = HealthRun.objects.filter(state__in=[JobState.DONE, JobState.FAILED]).order_by("-pk")
+    has_results = HandleCheck.objects.filter(run_id=OuterRef("pk"))
+    old = list(finished.filter(Exists(has_results)).exclude(pk__in=list(finished.values_list("pk", flat=True)[:keep]))
+               .values_list("pk", flat=True))
+    for run_id in old:
+        services.health_prune(run_id)
+    return len(old)

@@ -32,6 +32,7 @@ from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
 from handles.repair.importer import ImportOptions, Verdict
 from handles.repair.models import (
     MAPPING_FIELDS,
+    NOT_ON_SERVER,
     HandleCheck,
     HealthRun,
     ImportBatch,
@@ -660,6 +661,37 @@ def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "adm
     return run
 
 
+HEALTH_REPAIR_LIMIT = 10_000  # handles per repair from the health page; more: narrow the filters
+
+
+@transaction.atomic
+def health_repair(*, checks: list[HandleCheck], action: str, actor: User = None, via: str = "health") -> int:
+    """Act on handles a health check found not resolving correctly, through the request queue: `repair`
+    pushes our record (a create where the server lacked the handle, else an update), `verify` reads the
+    server's record and compares it with ours. Returns how many requests were queued."""
+    if action not in ("repair", "verify"):
+        raise HandleServiceError(f"Unknown action {action!r}.", code="invalid_action")
+    if not checks:
+        raise HandleServiceError("No handle chosen.", code="nothing_chosen")
+    if len(checks) > HEALTH_REPAIR_LIMIT:
+        raise HandleServiceError(f"{len(checks):,} handles chosen; at most {HEALTH_REPAIR_LIMIT:,} at a time. "
+                                 "Narrow the filters.", code="too_many")
+    ops = {}
+    for check in checks:
+        if action == "verify":
+            ops[check.handle_id] = Op.VERIFY
+        elif check.handle.status not in (Handle.Status.ACTIVE, Handle.Status.PENDING, Handle.Status.TOMBSTONED):
+            raise HandleServiceError(f"{check.handle} is {check.handle.status}; it cannot be repaired from here.",
+                                     code="invalid_state")
+        else:
+            missing = check.detail == NOT_ON_SERVER
+            ops[check.handle_id] = Op.CREATE if missing else Op.UPDATE
+    queued = core.handles_queue_bulk(ops=list(ops.items()), actor=actor, via=via,
+                                     reason=f"{action} from health check #{checks[0].run_id}")
+    transaction.on_commit(partial(tasks.enqueue_request_ids, list(queued.values())))
+    return len(queued)
+
+
 def health_begin(run_id: int, *, total: int) -> HealthRun:
     HealthRun.objects.filter(pk=run_id).update(state=JobState.RUNNING, started_at=timezone.now(), progress_done=0,
                                                progress_total=total, counts={}, error="",
@@ -668,12 +700,18 @@ def health_begin(run_id: int, *, total: int) -> HealthRun:
 
 
 def health_record(checks: list[HandleCheck]) -> None:
-    """Each handle keeps its last check: insert, or replace the previous one."""
+    """Keep a slice's results. One row per handle per run: a handle already recorded in this run (a slice
+    that ran twice) keeps its first result."""
     if checks:
-        HandleCheck.objects.bulk_create(
-            checks, update_conflicts=True, unique_fields=["handle"],
-            update_fields=["run", "checked_at", "outcome", "server_url", "final_url", "http_status", "hops",
-                           "attempts", "elapsed_ms", "page_title", "detail"])
+        HandleCheck.objects.bulk_create(checks, ignore_conflicts=True, batch_size=CHUNK)
+
+
+def health_prune(run_id: int) -> int:
+    """Remove an old run's per-handle results; the run and its counts stay (the trend's point)."""
+    with transaction.atomic():
+        removed, _ = HandleCheck.objects.filter(run_id=run_id).delete()
+        HealthRun.objects.filter(pk=run_id).update(message="Results pruned (HANDLES_HEALTH_KEEP_RUNS)")
+    return removed
 
 
 def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> HealthRun:

@@ -78,7 +78,8 @@ def reconcile_all_prefixes() -> str:
 
 def check_health_everywhere() -> str:
     """The weekly schedule: check every live handle's resolution."""
-    from handles.repair import services
+    from handles.repair import health, services
 
+    pruned = health.prune_old_runs()
     run = services.health_start(filters={}, via="schedule")
-    return f"started health check #{run.pk}"
+    return f"started health check #{run.pk}" + (f"; pruned the results of {pruned} old run(s)" if pruned else "")
