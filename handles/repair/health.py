@@ -328,7 +328,7 @@ def _classify(handle: Handle, server_url: str, fetch: FetchResult, title_check: 
     external_id = asset.external_id if asset else ""
     title_verdict = None
     if title_check and asset and asset.title and fetch.title:
-        title_verdict = title_judgement(fetch.title, asset)
+        title_verdict = title_judgement(fetch.title, asset, handle.prefix.site_name)
         if title_verdict.outcome != HealthOutcome.CORRECT:
             return title_verdict
     targets = [expected] + ([asset.url] if asset and asset.url else [])
@@ -356,16 +356,23 @@ def _normal(text: str) -> str:
     return _NOT_WORD.sub(" ", text.casefold()).strip()
 
 
-def _segments(page_title: str) -> list[str]:
-    parts = [page_title, *_SEPARATOR.split(page_title)]
-    return [n for n in dict.fromkeys(_normal(p) for p in parts) if n]
+def _parts(page_title: str, site_name: str = "") -> list[str]:
+    """The page's title and its segments, without the one that is only the site's name."""
+    site = _normal(site_name)
+    parts = [p.strip() for p in _SEPARATOR.split(page_title) if p.strip()]
+    kept = [p for p in parts if not site or _normal(p) != site] or parts
+    return list(dict.fromkeys([" | ".join(kept), *kept]))
 
 
-def title_score(page_title: str, asset_title: str) -> float:
-    """How well a page's title names this title: 1 when a segment of it is exactly the title (site names
-    aside), 0.99 when it contains it between words, else the closest segment's similarity (0..1)."""
+def _segments(page_title: str, site_name: str = "") -> list[str]:
+    return [n for n in dict.fromkeys(_normal(p) for p in _parts(page_title, site_name)) if n]
+
+
+def title_score(page_title: str, asset_title: str, site_name: str = "") -> float:
+    """How well a page's title names this title: 1 when a segment of it is exactly the title (the site's
+    name aside), 0.99 when it contains it between words, else the closest segment's similarity (0..1)."""
     wanted = _normal(asset_title)
-    segments = _segments(page_title)
+    segments = _segments(page_title, site_name)
     if not wanted or not segments:
         return 0.0
     if wanted in segments:
@@ -380,11 +387,12 @@ def titles_match(page_title: str, asset_title: str) -> bool:
     return title_score(page_title, asset_title) >= CONTAINED
 
 
-def sibling_candidates(page_title: str, asset: Asset) -> list[tuple[Asset, float]]:
+def sibling_candidates(page_title: str, asset: Asset, site_name: str = "") -> list[tuple[Asset, float]]:
     """Other assets whose title the page's title names as well as or better than a near miss, best
-    first: those whose title is a segment of the page's, and those sharing the longest segment's opening
-    words (runs of near-identical titles: "Correspondence to Isabella, 1908, Letter One", "... Two")."""
-    raw = [p.strip() for p in [page_title, *_SEPARATOR.split(page_title)] if p.strip()]
+    first (a longer title first among equals: it says more of the page): those whose title is a segment
+    of the page's, and those sharing the longest segment's opening words (runs of near-identical titles:
+    "Correspondence to Isabella, 1908, Letter One", "... Letter Two")."""
+    raw = _parts(page_title, site_name)
     condition = Q()
     for part in raw:
         condition |= Q(title__iexact=part)
@@ -396,17 +404,19 @@ def sibling_candidates(page_title: str, asset: Asset) -> list[tuple[Asset, float
         return []
     others = Asset.objects.filter(condition).exclude(pk=asset.pk).only("pk", "title", "source_system",
                                                                          "external_id")[:CANDIDATES]
-    scored = [(other, title_score(page_title, other.title)) for other in others]
-    return sorted((pair for pair in scored if pair[1] >= NEAR_MISS), key=lambda pair: -pair[1])
+    scored = [(other, title_score(page_title, other.title, site_name)) for other in others]
+    return sorted((pair for pair in scored if pair[1] >= NEAR_MISS), key=lambda pair: (-pair[1], -len(pair[0].title)))
 
 
-def title_judgement(page_title: str, asset: Asset) -> Verdict:
+def title_judgement(page_title: str, asset: Asset, site_name: str = "") -> Verdict:
     """Correct only when the page names this object's title and no other object's better. A page whose
     title another asset matches better is that asset's page (wrong object, naming it); a near miss with
-    no better match is reported with its score, never accepted as a match."""
-    own = title_score(page_title, asset.title)
+    no better match is reported with its score, never accepted as a match. `site_name`: the segment of
+    page titles that names the site (the prefix's site name), which says nothing about the object."""
+    own = title_score(page_title, asset.title, site_name)
     if own < EXACT:
-        better = [(other, score) for other, score in sibling_candidates(page_title, asset) if score > own]
+        better = [(other, score) for other, score in sibling_candidates(page_title, asset, site_name)
+                  if score > own]
         if better:
             other, score = better[0]
             return Verdict(HealthOutcome.WRONG_OBJECT,
