@@ -28,6 +28,13 @@ class _Page(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client closing its keep-alive connection is no error of the site
+
+
 class LoopbackSites:
     """`count` sites on 127.0.0.2 onwards, each on a free port. `url(i, path)`; `hits[host]`."""
 
@@ -38,8 +45,7 @@ class LoopbackSites:
             host = f"127.0.0.{n + 2}"
             hits: list[tuple[float, str]] = []
             handler = type(f"Page{n}", (_Page,), {"hits": hits})
-            server = ThreadingHTTPServer((host, 0), handler)
-            server.daemon_threads = True
+            server = _Server((host, 0), handler)
             self.servers.append(server)
             self.hits[host] = hits
 
