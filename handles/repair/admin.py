@@ -28,8 +28,10 @@ from handles import services as core
 from handles.exceptions import HandleServiceError
 from handles.models import Handle
 from handles.repair import selectors, services
+from handles.repair.conflicts import conflict_groups
 from handles.repair.csvfile import ImportFileError, csv_lines
 from handles.repair.forms import (
+    ConflictForm,
     HealthCheckForm,
     HealthRepairForm,
     HealthResultsFilter,
@@ -157,6 +159,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                  name="handles_repair_importbatch_continue_push"),
             path("<int:pk>/retry-failed/", wrap(self.retry_failed_view),
                  name="handles_repair_importbatch_retry_failed"),
+            path("<int:pk>/conflicts/", wrap(self.conflicts_view), name="handles_repair_importbatch_conflicts"),
         ] + super().get_urls()
 
     def add_view(self, request, form_url="", extra_context=None):
@@ -206,6 +209,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
         page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
         return self._page(
             request, "import_batch.html", str(batch), batch=batch, form=form, page=page, outcome=outcome,
+            left_out=selectors.import_left_out(batch.pk) if batch.analysed_at else None,
             outcomes=[(o, label, batch.counts.get(o, 0)) for o, label in ImportRow.Outcome.choices],
             verification=batch.verification if batch.applied_at else None, mapping_fields=MAPPING_FIELDS,
         )
@@ -242,6 +246,35 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             except HandleServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
+
+    def conflicts_view(self, request, pk):
+        """Handles the file cites for several records: both records, where the server resolves the handle
+        now, and the choice of the record that keeps it (the others flagged, or given new handles)."""
+        self._require_view(request)
+        batch = get_object_or_404(ImportBatch.objects.defer("content"), pk=pk)
+        if request.method == "POST":
+            _require_write(request)
+            form = ConflictForm(request.POST)
+            if "_read_server" in request.POST:
+                services.import_conflict_start_read(batch=batch)
+                self.message_user(request, "The conflicting handles are read from the server again, in the "
+                                           "background; reload this page in a moment.", messages.SUCCESS)
+            elif not form.is_valid():
+                for errors in form.errors.values():
+                    for error in errors:
+                        self.message_user(request, error, messages.ERROR)
+            else:
+                try:
+                    services.import_conflict_resolve(batch=batch, keep_row_id=form.cleaned_data["keep"],
+                                                     others=form.cleaned_data["others"], actor=request.user)
+                except HandleServiceError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                else:
+                    self.message_user(request, "Resolved; the requests are queued and verified on the server.",
+                                      messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+        return self._page(request, "import_conflicts.html", f"Conflicts of {batch}", batch=batch,
+                          groups=conflict_groups(batch.pk), states=services.CONFLICT_STATES)
 
     def retry_failed_view(self, request, pk):
         _require_write(request)

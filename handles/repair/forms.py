@@ -186,3 +186,11 @@ class HealthRepairForm(forms.Form):
         if not cleaned.get("handles") and not cleaned.get("all_matching"):
             raise forms.ValidationError("Choose the handles to act on (or all that match the filters).")
         return cleaned
+
+
+class ConflictForm(forms.Form):
+    """The record that keeps a handle the file cites for several records, and what becomes of the others."""
+
+    keep = forms.IntegerField(min_value=1, error_messages={"required": "Choose the record that keeps the handle."})
+    others = forms.ChoiceField(choices=[("flag", "Flag them as needing a handle"),
+                                        ("new_handle", "Mint a new handle for each")], initial="flag")

@@ -13,6 +13,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from handles.jobs import Tally
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair.models import (
+    LEFT_OUT,
     HandleCheck,
     HealthOutcome,
     HealthRun,
@@ -167,6 +168,41 @@ def import_tally(batch_id: int) -> Tally:
     read). One GROUP BY over the batch's new lines, joined to their requests by primary key."""
     lines = ImportRow.objects.filter(batch_id=batch_id, outcome=ImportRow.Outcome.NEW, handle__isnull=False)
     return Tally.of(dict(lines.values_list("request__status").annotate(n=Count("pk")).order_by()))
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """The lines of an import that import nothing (invalid, or conflicting), how many and why."""
+
+    by_outcome: dict[str, int]
+    reasons: list[tuple[str, int]]  # the commonest invalid-line reasons
+    file_conflicts: int  # conflicting lines over a handle the file cites for several records
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_outcome.values())
+
+    def sentence(self) -> str:
+        if not self.count:
+            return ""
+        parts = [f"{n:,} {outcome}" for outcome, n in sorted(self.by_outcome.items()) if n]
+        text = f"{self.count:,} line(s) left out: {', '.join(parts)}."
+        if self.file_conflicts:
+            text += (f" {self.file_conflicts:,} of the conflicting lines cite a handle the file gives to several "
+                     "records: choose which keeps it on the import's conflicts page.")
+        if self.reasons:
+            text += " Commonest reasons: " + "; ".join(f"{reason} ({n:,}x)" for reason, n in self.reasons) + "."
+        return text
+
+
+def import_left_out(batch_id: int, reasons: int = 3) -> LeftOut:
+    rows = ImportRow.objects.filter(batch_id=batch_id, outcome__in=LEFT_OUT)
+    by_outcome = dict(rows.values_list("outcome").annotate(n=Count("pk")).order_by())
+    common = list(rows.filter(outcome=ImportRow.Outcome.INVALID).values_list("reason").annotate(n=Count("pk"))
+                  .order_by("-n", "reason")[:reasons]) if by_outcome.get(ImportRow.Outcome.INVALID) else []
+    conflicts = ImportRow.objects.filter(batch_id=batch_id).file_conflicts().count() \
+        if by_outcome.get(ImportRow.Outcome.CONFLICT) else 0
+    return LeftOut(by_outcome=by_outcome, reasons=common, file_conflicts=conflicts)
 
 
 def import_requests(batch_id: int) -> QuerySet[HandleRequest]:

@@ -29,7 +29,18 @@ def analyse_import(batch_id: int) -> str:
     from handles.repair import services
 
     batch = services.import_batch_analyse(batch_id)
+    if batch.counts.get("conflict"):
+        read_import_conflicts(batch_id)
     return batch.state
+
+
+def read_import_conflicts(batch_id: int) -> str:
+    """Where the server resolves each handle the file cites for several records (the conflicts page)."""
+    from handles.repair import conflicts, services
+
+    found = conflicts.read_server(batch_id)
+    services.import_conflicts_record_server(batch_id, found)
+    return f"{len(found)} conflicting handle(s) read from the server"
 
 
 def apply_import(batch_id: int) -> str:
