@@ -94,6 +94,7 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles_repair/importbatch/<int:pk>/apply/": (EDITORS, EDITORS),  # GET goes back to the batch
     "admin/handles_repair/importbatch/<int:pk>/continue-push/": (EDITORS, EDITORS),
     "admin/handles_repair/importbatch/<int:pk>/retry-failed/": (EDITORS, EDITORS),  # GET goes back to the batch
+    "admin/handles_repair/importbatch/<int:pk>/conflicts/": (DESK, EDITORS),
     "admin/handles_repair/reconciliationrun/<int:pk>/status.json": (DESK, None),
     "admin/handles_repair/reconciliationrun/<int:pk>/repair/": (EDITORS, EDITORS),
     "admin/handles_repair/reconciliationrun/<int:pk>/rows.csv": (DESK, None),
