@@ -129,10 +129,11 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
 
     Hosts are checked in parallel, each at most once per HANDLES_HEALTH_HOST_INTERVAL and one request at
     a time, so the rate is bounded by the sum of the hosts' rates (and HANDLES_HEALTH_WORKERS). When the
-    budget is spent no new check starts; checks under way are awaited (their requests have timeouts) and
-    recorded, and any still unfinished after a grace period are abandoned unrecorded, so the next slice
-    checks them again. One row per handle per run: a handle recorded twice (two slices at once) is kept
-    once. Returns how many results were recorded; 0 when none remain.
+    budget is spent no new check starts (a budget spent at once still starts one round); checks under way
+    are awaited and recorded, and any still unfinished after a grace period (about the budget) are
+    abandoned unrecorded, so the next slice checks them again; a slice waits for at least one result. One
+    row per handle per run: a handle recorded twice (two slices at once) is kept once. Returns how many
+    results were recorded; 0 only when none remain.
     """
     deadline = time.monotonic() + budget_seconds
     filters = run.filters
@@ -169,7 +170,9 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
         last_flush = time.monotonic()
 
     try:
-        while time.monotonic() < deadline:
+        started = False
+        while not started or time.monotonic() < deadline:  # a spent budget still starts one round
+            started = True
             now = time.monotonic()
             queues.refill()
             early = _early(lead, fetcher)
@@ -187,9 +190,14 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
                 time.sleep(timeout)
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 flush()
-        if in_flight:
-            # The budget is spent: no new check starts; the ones under way end within their timeouts.
-            collect(wait(list(in_flight), timeout=_grace_seconds())[0])
+        # The budget is spent: no new check starts. The ones under way are awaited a while (recorded as they
+        # end); any still running then are abandoned unrecorded, and the next slice checks them again.
+        grace_until = time.monotonic() + _grace_seconds(budget_seconds)
+        # ...but a slice that has recorded nothing waits for its first result: 0 means none remain.
+        while in_flight and (time.monotonic() < grace_until or not (recorded or pending)):
+            collect(wait(list(in_flight), timeout=max(0.05, min(FLUSH_SECONDS, grace_until - time.monotonic())),
+                         return_when=FIRST_COMPLETED)[0])
+            flush()
     finally:
         abandoned = len(in_flight)
         pool.shutdown(wait=False, cancel_futures=True)
@@ -232,9 +240,12 @@ def _start_ready_hosts(queues: _HostQueues, in_flight: dict, pool: ThreadPoolExe
     return next_ready
 
 
-def _grace_seconds() -> float:
-    attempts = settings.HANDLES_HEALTH_TIMEOUT_RETRIES + 1
-    return settings.HANDLES_HEALTH_TIMEOUT * attempts * 2 + 1
+def _grace_seconds(budget_seconds: float) -> float:
+    """How long checks under way are awaited after the budget: as long as one can take (its timeouts and
+    retries), but no longer than the budget itself (at least 2 s), so a slice stays within about twice
+    its budget: a job runner's slices must fit the task timeout."""
+    longest = (settings.HANDLES_HEALTH_TIMEOUT + 1) * (settings.HANDLES_HEALTH_TIMEOUT_RETRIES + 1)
+    return min(longest, max(2.0, budget_seconds))
 
 
 def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None) -> HealthRun:

@@ -82,6 +82,28 @@ def test_slices_resume_where_they_stopped_and_never_record_a_handle_twice(grinne
     assert run.progress_done == len(handles) and run.counts == {"correct": len(handles)}
 
 
+def test_a_slice_abandons_slow_checks_cleanly_and_the_next_one_checks_them(grinnell_live, site, settings):
+    settings.HANDLES_HEALTH_ALLOW_PRIVATE = True
+    settings.HANDLES_HEALTH_HOST_INTERVAL = 0
+    settings.HANDLES_HEALTH_TIMEOUT = 5
+    settings.HANDLES_HEALTH_TIMEOUT_RETRIES = 0
+    settings.HANDLES_HEALTH_WORKERS = 4
+    handles = []
+    for n in range(6):  # each page answers after 2 s (the site's /slow pages)
+        url = f"{site.base_url}/slow/{n}"
+        site.routes[f"/slow/{n}"] = (200, {}, "<title>Slow</title>")
+        handles.append(HandleFactory(prefix=grinnell_live, suffix=f"slow{n}", target_url=url))
+        server_put(grinnell_live, f"11084/slow{n}", url)
+    run = services.health_start(filters={}, enqueue=False)
+    first = health.check_slice(run, budget_seconds=0)  # a spent budget: one round, at least one result
+    assert 1 <= first <= 4
+    total = first
+    while recorded := health.check_slice(run, budget_seconds=0.5):
+        total += recorded
+    assert total == len(handles) == HandleCheck.objects.filter(run=run).count()
+    assert set(HandleCheck.objects.filter(run=run).values_list("outcome", flat=True)) == {"correct"}
+
+
 def test_each_run_keeps_its_results_and_old_runs_are_pruned(grinnell_live, site, settings):
     settings.HANDLES_HEALTH_ALLOW_PRIVATE = True
     settings.HANDLES_HEALTH_HOST_INTERVAL = 0
