@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -146,16 +148,17 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
     last_flush = time.monotonic()
     in_flight: dict[Future, tuple[str, Handle]] = {}
     workers = max(1, settings.HANDLES_HEALTH_WORKERS)
+    host_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health")
 
-    lead = 0.0  # how long a check asks the Handle server before it asks the target's host (running mean)
+    lead = 0.0  # how long a check asks the Handle server before it asks the target's host (recent peak)
 
     def collect(futures) -> None:
         nonlocal lead
         for future in futures:
             host, handle = in_flight.pop(future)
             found = future.result()
-            lead = found.lookup_seconds if not lead else 0.8 * lead + 0.2 * found.lookup_seconds
+            lead = max(found.lookup_seconds, 0.95 * lead)  # a decaying peak: early enough for most lookups
             verdict = classify(handle, found, title_check=title_check)
             pending.append(_check_row(handle, verdict, run.pk, timezone.now()))
             counts[verdict.outcome] += 1
@@ -177,7 +180,7 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
             queues.refill()
             early = _early(lead, fetcher)
             next_ready = _start_ready_hosts(queues, in_flight, pool, workers, fetcher, now + early, via_proxy,
-                                            title_check)
+                                            title_check, host_locks)
             next_ready = next_ready - early if next_ready is not None else None
             if not in_flight and queues.empty:
                 break
@@ -211,32 +214,38 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
 
 def _early(lead: float, fetcher: PageFetcher) -> float:
     """How long before a host's turn its next check starts: a check first asks the Handle server, so it
-    starts that much early and reaches the host on its turn (it waits there for the turn, if need be).
-    Without this, every host's rate would be 1 / (interval + lookup), not 1 / interval."""
-    return min(fetcher.limiter.interval, 1.5 * lead + 0.002)
+    starts that much early (the recent longest lookup, and a margin) and reaches the host on its turn (it
+    waits there for the turn). A late request delays every later turn of its host: without this, every
+    host's rate would be 1 / (interval + lookup), not 1 / interval."""
+    return min(fetcher.limiter.interval, 1.5 * lead + 0.005)
 
 
 def _start_ready_hosts(queues: _HostQueues, in_flight: dict, pool: ThreadPoolExecutor, workers: int,
-                       fetcher: PageFetcher, now: float, via_proxy: bool, title_check: bool) -> float | None:
+                       fetcher: PageFetcher, now: float, via_proxy: bool, title_check: bool,
+                       host_locks: defaultdict[str, threading.Lock]) -> float | None:
     """Start a check on every host whose turn has come (by `now`, which runs a little ahead: see _early)
     and that has none under way (any number at once when there is no politeness interval). Returns when
     the next waiting host's turn comes, if any (on the same clock)."""
     polite = fetcher.limiter.interval > 0
-    busy = {host for host, _ in in_flight.values()} if polite else set()
+    under_way = Counter(host for host, _ in in_flight.values())
     next_ready = None
-    for host in list(queues.queues):
-        while len(in_flight) < workers and host not in busy and host in queues.queues:
-            ready = fetcher.limiter.ready_at(host)
-            if ready > now:
-                next_ready = ready if next_ready is None else min(next_ready, ready)
-                break
-            handle = queues.take(host)
-            future = pool.submit(probe, handle, fetcher, via_proxy=via_proxy, title_check=title_check)
-            in_flight[future] = (host, handle)
-            if polite:
-                busy.add(host)
-        if len(in_flight) >= workers:
-            break
+    # Polite: two checks of a host at most, one following its page (host_lock), the next asking the Handle
+    # server meanwhile, so the host's next turn is not lost to the lookup. Every host gets its first check
+    # before any gets a second.
+    for per_host in (1, 2) if polite else (workers,):
+        for host in list(queues.queues):
+            while len(in_flight) < workers and under_way[host] < per_host and host in queues.queues:
+                ready = fetcher.limiter.ready_at(host)
+                if ready > now:
+                    next_ready = ready if next_ready is None else min(next_ready, ready)
+                    break
+                handle = queues.take(host)
+                future = pool.submit(probe, handle, fetcher, via_proxy=via_proxy, title_check=title_check,
+                                     host_lock=host_locks[host] if polite else None)
+                in_flight[future] = (host, handle)
+                under_way[host] += 1
+            if len(in_flight) >= workers:
+                return next_ready
     return next_ready
 
 
@@ -286,14 +295,18 @@ def check(handle: Handle, fetcher: PageFetcher, *, via_proxy: bool = False, titl
                     title_check=title_check)
 
 
-def probe(handle: Handle, fetcher: PageFetcher, *, via_proxy: bool = False, title_check: bool = False) -> Probe:
-    """The network part of a check: the server's URL, then the page it leads to. Thread-safe, no database."""
+def probe(handle: Handle, fetcher: PageFetcher, *, via_proxy: bool = False, title_check: bool = False,
+          host_lock: threading.Lock | None = None) -> Probe:
+    """The network part of a check: the server's URL, then the page it leads to. Thread-safe, no database.
+    `host_lock`: held while the page is followed, so its host sees one check at a time, while the next
+    check's Handle server lookup may already run."""
     started = time.monotonic()
     result = _server_url(handle, fetcher, via_proxy)
     result.lookup_seconds = time.monotonic() - started
     if result.problem:
         return result
-    result.fetch = fetcher.follow(result.server_url, read_title=title_check)
+    with host_lock or nullcontext():
+        result.fetch = fetcher.follow(result.server_url, read_title=title_check)
     return result
 
 

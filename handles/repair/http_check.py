@@ -69,6 +69,10 @@ class HostRateLimiter:
             self._next[host] = slot + self.interval
         if slot > now:
             time.sleep(slot - now)
+        # A thread that woke late (a busy machine) sends late: the host's next turn counts from now, so
+        # two requests are never closer than the interval.
+        with self._lock:
+            self._next[host] = max(self._next[host], time.monotonic() + self.interval)
 
 
 def host_of(url: str) -> str:
