@@ -13,6 +13,7 @@ import datetime
 from collections import Counter
 from collections.abc import Callable
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -42,6 +43,7 @@ from handles.desk.selectors import (
     capped_count,
     failed_requests,
     failure_groups,
+    health_choices,
     health_of,
     open_failures_of,
     redirect_rule_matches,
@@ -183,6 +185,15 @@ class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         return False  # assets are marked deleted, never removed: their handles must keep their history
 
 
+def _check_history(handle: Handle) -> list:
+    """The handle's resolution checks, one per health run that checked it (latest first)."""
+    if not apps.is_installed("handles.repair"):
+        return []
+    from handles.repair.selectors import check_history
+
+    return check_history(handle)
+
+
 # --- Handles: list filters ----------------------------------------------------------------------------
 class _HandleFilter(admin.SimpleListFilter):
     """A filter named after a HandleFilter field, so the admin list, the browse pages, CSV exports and
@@ -225,6 +236,14 @@ class SourceFilter(_HandleFilter):
         return [(s, s) for s in source_systems()]
 
 
+class LastHealthFilter(_HandleFilter):
+    title = "latest health check"
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return health_choices()
+
+
 class CollectionFilter(_HandleFilter):
     title = "collection"
     parameter_name = "collection"
@@ -249,7 +268,7 @@ class HandleChangeList(ChangeList):
 @admin.register(Handle)
 class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["full_handle_display", "target_link", "status_badge", "health", "asset_display", "updated_at"]
-    list_filter = [PrefixFilter, StatusFilter, SyncFilter, SourceFilter, CollectionFilter]
+    list_filter = [PrefixFilter, StatusFilter, SyncFilter, SourceFilter, CollectionFilter, LastHealthFilter]
     # Assets are fetched for the rows shown (prefetch), not joined: a join makes PostgreSQL weigh reading
     # every asset whenever it misjudges how many handles a filter keeps.
     list_select_related = ["prefix"]
@@ -349,7 +368,7 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                                                                 HandleRequest.Action.REDIRECT)
                           for url in (row.from_url, row.url) if url}
             restorable -= {handle.target_url, handle.tombstone_url}
-        return {"history": rows, "history_total": total, "restorable": restorable,
+        return {"history": rows, "history_total": total, "restorable": restorable, "checks": _check_history(handle),
                 "handle_health": health_of(handle),
                 "open_failures": open_failures_of(Handle.objects.filter(pk=handle.pk)).count()}
 

@@ -193,7 +193,10 @@ HANDLES_HEALTH_TIMEOUT = env.float("HANDLES_HEALTH_TIMEOUT", default=10.0)
 HANDLES_HEALTH_TIMEOUT_RETRIES = env.int("HANDLES_HEALTH_TIMEOUT_RETRIES", default=2)
 HANDLES_HEALTH_MAX_REDIRECTS = env.int("HANDLES_HEALTH_MAX_REDIRECTS", default=10)
 HANDLES_HEALTH_HOST_INTERVAL = env.float("HANDLES_HEALTH_HOST_INTERVAL", default=1.0)
-HANDLES_HEALTH_WORKERS = env.int("HANDLES_HEALTH_WORKERS", default=4)
+HANDLES_HEALTH_WORKERS = env.int("HANDLES_HEALTH_WORKERS", default=8)
+# The scheduled health check keeps the per-handle results of this many latest runs (older runs keep their
+# counts, for the trend).
+HANDLES_HEALTH_KEEP_RUNS = env.int("HANDLES_HEALTH_KEEP_RUNS", default=12)
 HANDLES_HEALTH_ALLOW_PRIVATE = env.bool("HANDLES_HEALTH_ALLOW_PRIVATE", default=False)
 HANDLES_HEALTH_PROXY_BASE = env.str("HANDLES_HEALTH_PROXY_BASE", default="https://hdl.handle.net").rstrip("/")
 HANDLES_HEALTH_USER_AGENT = env.str("HANDLES_HEALTH_USER_AGENT",

@@ -77,6 +77,34 @@ for _ in range(5):
 out["settled now"] = jobs.settle_all()
 bulk.refresh_from_db()
 out["bulk"] = bulk.status
+# Health: each run's results, the health page's filters (vendor pattern as a regex), the handle list's
+# filter by latest outcome, pruning: the SQL of them all on SQLite.
+from django.test import Client
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from handles.repair import health, selectors as repair_selectors
+from handles.repair.models import HandleCheck, HealthRun
+Prefix.objects.filter(pk=prefix.pk).update(vendor_suffix_pattern=r"^\d{10}$")
+demo_handles = list(Handle.objects.order_by("pk"))
+for outcome in ("correct", "broken"):
+    hrun = HealthRun.objects.create(state="done", progress_total=len(demo_handles), finished_at=timezone.now(),
+                                    counts={outcome: len(demo_handles)})
+    HandleCheck.objects.bulk_create([HandleCheck(run=hrun, handle=h, checked_at=timezone.now(), outcome=outcome)
+                                     for h in demo_handles])
+out["health handles"] = len(demo_handles)
+out["health remaining"] = health.remaining(hrun).count()
+out["health latest"] = repair_selectors.latest_health().share_correct
+out["health legacy broken"] = repair_selectors.health_results(hrun, outcome="broken", origin="legacy").count()
+out["health vendor"] = repair_selectors.health_results(hrun, origin="vendor").count()
+out["handles last broken"] = repair_selectors.handles_by_last_outcome(Handle.objects.all(), "broken").count()
+from django.conf import settings
+settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+client = Client()
+client.force_login(get_user_model().objects.get(username="admin"))
+out["health page"] = client.get("/admin/handles_repair/healthrun/", {"origin": "legacy", "outcome": "broken"}).status_code
+out["handle list"] = client.get("/admin/handles/handle/", {"health": "broken"}).status_code
+settings.HANDLES_HEALTH_KEEP_RUNS = 1
+out["pruned"] = health.prune_old_runs()
 out["errors"] = errors
 print("RESULT " + json.dumps(out))
 '''
@@ -98,4 +126,8 @@ def test_the_queue_and_the_jobs_run_on_sqlite(handle_server, tmp_path):
     assert result["repair"] == "done"
     assert result["import after retry"] == "applied"
     assert result["bulk"] == "done"
+    assert (result["health remaining"], result["health latest"]) == (0, 0.0)
+    assert result["health legacy broken"] == result["handles last broken"] == result["health handles"] >= 3
+    assert result["health vendor"] == 0
+    assert (result["health page"], result["handle list"], result["pruned"]) == (200, 200, 1)
     assert result["errors"] == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from handles.desk.models import Collection
-from handles.desk.selectors import SyncState, source_systems
+from handles.desk.selectors import SyncState, health_choices, source_systems
 from handles.models import Handle, Prefix
 
 
@@ -56,6 +56,7 @@ class BrowseForm(forms.Form):
     source = forms.ChoiceField(required=False, label="Source system")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Handle.Status.choices])
     sync = forms.ChoiceField(required=False, choices=[("", "Any sync state"), *SyncState.CHOICES])
+    health = forms.ChoiceField(required=False, label="Latest health check")
     sort = forms.ChoiceField(required=False, choices=[(key, label) for key, (label, _) in SORTS.items()])
 
     def __init__(self, *args, **kwargs):
@@ -65,6 +66,7 @@ class BrowseForm(forms.Form):
         self.fields["collection"].choices = [("", "Any collection")] + [
             (str(c.pk), c.name) for c in Collection.objects.order_by("name")]
         self.fields["source"].choices = [("", "Any source")] + [(s, s) for s in source_systems()]
+        self.fields["health"].choices = [("", "Any health")] + health_choices()
 
     def ordering(self) -> tuple[str, list[str]]:
         key = (self.cleaned_data.get("sort") if self.is_valid() else "") or "handle"

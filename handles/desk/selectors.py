@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import BadRequest, ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connection
 from django.db.models import (
@@ -308,6 +308,7 @@ class HandleFilter:
     sync: str = ""
     source: str = ""
     collection: str = ""
+    health: str = ""  # the outcome of the handle's latest resolution check, or "never"
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> HandleFilter:
@@ -336,6 +337,8 @@ class HandleFilter:
             queryset = queryset.filter(collection.handle_q()) if collection else queryset.none()
         if self.sync in SyncState.LABELS:
             queryset = filter_sync_state(queryset, self.sync)
+        if self.health:
+            queryset = filter_last_health(queryset, self.health)
         return handle_search(queryset, self.q)
 
     def describe(self) -> str:
@@ -351,11 +354,33 @@ class HandleFilter:
             parts.append(f"sync {SyncState.LABELS.get(self.sync, self.sync).lower()}")
         if self.source:
             parts.append(f"from {self.source}")
+        if self.health:
+            parts.append(f"latest health check {dict(health_choices()).get(self.health, self.health).lower()}")
         if self.collection.isdigit():
             from handles.desk.models import Collection
 
             parts.append(f"in collection {Collection.objects.filter(pk=int(self.collection)).first() or '?'}")
         return "all handles " + ", ".join(parts) if parts else "all handles"
+
+
+def health_choices() -> list[tuple[str, str]]:
+    """The outcomes a handle's latest resolution check can have, and "never checked"."""
+    if not apps.is_installed("handles.repair"):
+        return []
+    from handles.repair.models import HealthOutcome
+
+    return [*HealthOutcome.choices, ("never", "Never checked")]
+
+
+def filter_last_health(queryset: QuerySet, outcome: str) -> QuerySet:
+    """Handles whose latest resolution check had this outcome. Not one of the outcomes: BadRequest (400),
+    never the unfiltered list."""
+    if outcome not in dict(health_choices()):
+        raise BadRequest(f"Unknown health outcome {outcome[:40]!r}; one of: "
+                         + ", ".join(value for value, _ in health_choices()) + ".")
+    from handles.repair.selectors import handles_by_last_outcome
+
+    return handles_by_last_outcome(queryset, outcome)
 
 
 def source_systems() -> list[str]:
@@ -539,4 +564,16 @@ def dashboard(now: datetime | None = None) -> dict:
         "prefixes": prefixes_with_waiting(),
         "jobs": list(BulkJob.objects.order_by("-pk")[:5]),
         "day_ago": day_ago,
+        "health": _health_figures(),
     }
+
+
+def _health_figures() -> dict | None:
+    """The share resolving correctly at the latest whole health check, and its trend (two small queries)."""
+    if not apps.is_installed("handles.repair"):
+        return None
+    from handles.repair.selectors import health_trend, latest_health
+    from handles.repair.trend import trend_svg
+
+    trend = health_trend(limit=12)
+    return {"summary": latest_health(), "trend_svg": trend_svg(trend) if len(trend) > 1 else ""}

@@ -12,6 +12,7 @@ import json
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import BadRequest
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -34,6 +35,8 @@ def _reader(view):
 def _filtered(request: HttpRequest) -> tuple[BrowseForm, HandleFilter, QuerySet]:
     form = BrowseForm(request.GET or None)
     params = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    if form.is_bound and "health" in form.errors:
+        raise BadRequest(f"Bad filter: health: {' '.join(form.errors['health'])}")
     handle_filter = HandleFilter.from_params(params)
     return form, handle_filter, handle_filter.apply(Handle.objects.all())
 

@@ -11,10 +11,18 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from handles import services as core
 from handles.admin_log import ADDITION, log_desk_action
@@ -22,9 +30,13 @@ from handles.exceptions import HandleServiceError
 from handles.labels import LabelledFieldsAdmin, counted
 from handles.models import Handle
 from handles.repair import selectors, services
+from handles.repair.conflicts import conflict_groups
 from handles.repair.csvfile import ImportFileError, csv_lines
 from handles.repair.forms import (
+    ConflictForm,
     HealthCheckForm,
+    HealthRepairForm,
+    HealthResultsFilter,
     ImportPresetForm,
     MappingForm,
     ReconcileForm,
@@ -80,6 +92,12 @@ def _retry_failed(model_admin: admin.ModelAdmin, request: HttpRequest, retry, **
         log_desk_action(request, job.values(), f"Retried {counted(retried, 'failed request')}.")
         model_admin.message_user(request, f"{counted(retried, 'failed request')} queued again; the job verifies them on "
                                           "the server.", messages.SUCCESS)
+
+
+def _bad_filter(form) -> HttpResponse:
+    """A filter value that is not one of its choices: 400 with the reason, never a wider list."""
+    problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+    return HttpResponseBadRequest(f"Bad filter: {problems}", content_type="text/plain; charset=utf-8")
 
 
 def _csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
@@ -160,6 +178,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             path("<int:pk>/retry-failed/", wrap(self.retry_failed_view),
                  name="handles_repair_importbatch_retry_failed"),
             path("<int:pk>/cancel/", wrap(self.cancel_view), name="handles_repair_importbatch_cancel"),
+            path("<int:pk>/conflicts/", wrap(self.conflicts_view), name="handles_repair_importbatch_conflicts"),
         ] + super().get_urls()
 
     def cancel_view(self, request, pk):
@@ -214,6 +233,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
         page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
         return self._page(
             request, "import_batch.html", str(batch), batch=batch, form=form, page=page, outcome=outcome,
+            left_out=selectors.import_left_out(batch.pk) if batch.analysed_at else None,
             outcomes=[(o, label, batch.counts.get(o, 0)) for o, label in ImportRow.Outcome.choices],
             verification=batch.verification if batch.applied_at else None, mapping_fields=MAPPING_FIELDS,
         )
@@ -254,6 +274,35 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             else:
                 log_desk_action(request, [batch], "Continued pushing.")
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
+
+    def conflicts_view(self, request, pk):
+        """Handles the file cites for several records: both records, where the server resolves the handle
+        now, and the choice of the record that keeps it (the others flagged, or given new handles)."""
+        self._require_view(request)
+        batch = get_object_or_404(ImportBatch.objects.defer("content"), pk=pk)
+        if request.method == "POST":
+            _require_write(request)
+            form = ConflictForm(request.POST)
+            if "_read_server" in request.POST:
+                services.import_conflict_start_read(batch=batch)
+                self.message_user(request, "The conflicting handles are read from the server again, in the "
+                                           "background; reload this page in a moment.", messages.SUCCESS)
+            elif not form.is_valid():
+                for errors in form.errors.values():
+                    for error in errors:
+                        self.message_user(request, error, messages.ERROR)
+            else:
+                try:
+                    services.import_conflict_resolve(batch=batch, keep_row_id=form.cleaned_data["keep"],
+                                                     others=form.cleaned_data["others"], actor=request.user)
+                except HandleServiceError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                else:
+                    self.message_user(request, "Resolved; the requests are queued and verified on the server.",
+                                      messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+        return self._page(request, "import_conflicts.html", f"Conflicts of {batch}", batch=batch,
+                          groups=conflict_groups(batch.pk), states=services.CONFLICT_STATES)
 
     def retry_failed_view(self, request, pk):
         _require_write(request)
@@ -393,19 +442,54 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         return self._cancel(request, "health", pk, "admin:handles_repair_healthrun_change")
 
     def changelist_view(self, request, extra_context=None):
+        """The health page: a run's results filtered (by outcome, prefix, source system, vendor or legacy),
+        with the handles chosen there repaired or verified through the queue."""
         self._require_view(request)
-        form = HealthCheckForm(request.POST or None)
+        filters = HealthResultsFilter(request.GET)
+        if not filters.is_valid():
+            return _bad_filter(filters)
+        data = filters.cleaned_data
+        run = HealthRun.objects.get(pk=data["run"]) if data["run"] else selectors.latest_run_with_results()
+        results = selectors.health_results(run, outcome=data["outcome"], prefix=data["prefix"],
+                                           source=data["source"], origin=data["origin"]) if run else None
+        form = HealthCheckForm(request.POST or None) if "_repair" not in request.POST else HealthCheckForm()
         if request.method == "POST":
             _require_write(request)
+            if "_repair" in request.POST:
+                return self._repair(request, results, run)
             if form.is_valid():
                 run = services.health_start(filters=form.filters(), actor=request.user)
                 log_desk_action(request, [run], "Started a health check.", flag=ADDITION)
                 return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
         trend = selectors.health_trend()
-        failing = Paginator(selectors.failing_checks(), ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        page = Paginator(results if results is not None else HandleCheck.objects.none(), ROWS_PER_PAGE).get_page(
+            data["page"])
         return self._page(request, "health.html", "Resolution health", form=form, summary=selectors.latest_health(),
-                          shares=selectors.health_shares(), trend=trend, trend_svg=trend_svg(trend),
-                          runs=HealthRun.objects.order_by("-pk")[:10], failing=failing)
+                          shares=selectors.health_shares(run), trend=trend, trend_svg=trend_svg(trend), shown=run,
+                          runs=HealthRun.objects.order_by("-pk")[:10], failing=page, filters=filters,
+                          query=urlencode(filters.as_params()), repair_form=HealthRepairForm(),
+                          handle_list_query=urlencode({"health": data["outcome"]}) if data["outcome"] else "")
+
+    def _repair(self, request: HttpRequest, results, run) -> HttpResponse:
+        back = HttpResponseRedirect(request.get_full_path())
+        form = HealthRepairForm(request.POST)
+        if results is None or not form.is_valid():
+            for error in form.errors.get("__all__", []) or (["There are no health results to act on."]
+                                                            if results is None else ["Choose an action."]):
+                self.message_user(request, error, messages.ERROR)
+            return back
+        chosen = results if form.cleaned_data["all_matching"] else results.filter(
+            handle_id__in=form.cleaned_data["handles"])
+        checks = list(chosen[:services.HEALTH_REPAIR_LIMIT + 1])
+        try:
+            queued = services.health_repair(checks=checks, action=form.cleaned_data["action"], actor=request.user)
+        except HandleServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            verb = "Repair" if form.cleaned_data["action"] == "repair" else "Verification"
+            self.message_user(request, f"{verb} of {queued:,} handle(s) queued; each request is verified on the "
+                                       "server (see each handle's history).", messages.SUCCESS)
+        return back
 
     def add_view(self, request, form_url="", extra_context=None):
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_changelist"))
@@ -423,11 +507,19 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         return job_status(get_object_or_404(HealthRun, pk=pk))
 
     def failing_csv_view(self, request):
+        """The health page's list as CSV: the same filters (a run's results not resolving correctly)."""
         self._require_view(request)
+        filters = HealthResultsFilter(request.GET)
+        if not filters.is_valid():
+            return _bad_filter(filters)
+        data = filters.cleaned_data
+        run = HealthRun.objects.get(pk=data["run"]) if data["run"] else selectors.latest_run_with_results()
+        checks = selectors.health_results(run, outcome=data["outcome"], prefix=data["prefix"], source=data["source"],
+                                          origin=data["origin"]) if run else HandleCheck.objects.none()
         rows = ((c.handle.full_handle, c.outcome, c.http_status, c.server_url, c.final_url, c.detail,
                  c.handle.asset.source_system if c.handle.asset else "", c.handle.asset.external_id if c.handle.asset
                  else "", c.handle.asset.title if c.handle.asset else "", c.checked_at.isoformat())
-                for c in selectors.failing_checks().iterator(chunk_size=2000))
+                for c in checks.iterator(chunk_size=2000))
         return _csv_response("handles-not-resolving.csv", ["handle", "outcome", "http_status", "server_url",
                                                             "final_url", "detail", "source_system", "external_id",
                                                             "title", "checked_at"], rows)
@@ -435,11 +527,11 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
 
 @admin.register(HandleCheck)
 class HandleCheckAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
-    """Every handle's last check; filter by outcome, prefix, source system."""
+    """Every check of every run (a handle's history); filter by run, outcome, prefix, source system."""
 
-    list_display = ["handle_link", "outcome", "http_status", "final_url", "detail", "checked_at"]
-    list_filter = ["outcome", "handle__prefix", "handle__asset__source_system", "handle__status"]
-    list_select_related = ["handle__prefix"]
+    list_display = ["handle_link", "run", "outcome", "http_status", "final_url", "detail", "checked_at"]
+    list_filter = ["outcome", "run", "handle__prefix", "handle__asset__source_system", "handle__status"]
+    list_select_related = ["handle__prefix", "run"]
     search_fields = ["handle__suffix_key", "final_url"]
     show_full_result_count = False
     actions = ["recheck_selected"]
@@ -463,7 +555,8 @@ class HandleCheckAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
 
     @admin.action(description="Check the selected handles again")
     def recheck_selected(self, request, queryset):
-        run = services.health_start(filters={"handle_ids": list(queryset.values_list("pk", flat=True)[:10000])},
+        run = services.health_start(filters={"handle_ids": list(queryset.order_by().values_list("handle_id", flat=True)
+                                                                  .distinct()[:10000])},
                                     actor=request.user)
         log_desk_action(request, [run], "Started a health check of selected handles.", flag=ADDITION)
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))

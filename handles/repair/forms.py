@@ -6,7 +6,14 @@ from django import forms
 from django.conf import settings
 
 from handles.models import Handle, Prefix
-from handles.repair.models import MAPPING_FIELDS, ImportMode, ImportPreset, ReconciliationRow
+from handles.repair.models import (
+    MAPPING_FIELDS,
+    HealthOutcome,
+    HealthRun,
+    ImportMode,
+    ImportPreset,
+    ReconciliationRow,
+)
 from handles.repair.rules import template_error
 
 FIELD_LABELS = {
@@ -122,3 +129,68 @@ class HealthCheckForm(forms.Form):
                    "status": data["status"], "limit": data["limit"], "via_proxy": data["via_proxy"],
                    "title_check": data["title_check"]}
         return {key: value for key, value in filters.items() if value}
+
+
+class HealthResultsFilter(forms.Form):
+    """The health page's filters (GET). A value that is not one of the choices is an error (400), never
+    a silently wider list."""
+
+    ORIGINS = [("", "Vendor or legacy"), ("vendor", "Vendor sequence"), ("legacy", "Legacy (not the vendor's)")]
+
+    run = forms.IntegerField(required=False, min_value=1, label="Health check #")
+    outcome = forms.ChoiceField(required=False, choices=[("", "Not correct (all)"), *HealthOutcome.choices])
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.order_by("prefix"), required=False,
+                                    empty_label="Any prefix")
+    source = forms.CharField(required=False, max_length=64, label="Source system")
+    origin = forms.ChoiceField(required=False, choices=ORIGINS, label="Vendor or legacy")
+    page = forms.IntegerField(required=False, min_value=1)
+
+    def clean_source(self) -> str:
+        return self.cleaned_data["source"].strip().lower()
+
+    def clean_run(self):
+        run_id = self.cleaned_data["run"]
+        if run_id and not HealthRun.objects.filter(pk=run_id).exists():
+            raise forms.ValidationError(f"There is no health check #{run_id}.")
+        return run_id
+
+    def as_params(self) -> dict[str, str]:
+        data = self.cleaned_data
+        params = {"run": data["run"], "outcome": data["outcome"], "prefix": data["prefix"].pk if data["prefix"]
+                  else "", "source": data["source"], "origin": data["origin"]}
+        return {key: str(value) for key, value in params.items() if value}
+
+
+class IdsField(forms.MultipleChoiceField):
+    """Row ids ticked in a list: any positive integers (the service decides what each may be)."""
+
+    def valid_value(self, value) -> bool:
+        return str(value).isdigit() and len(str(value)) < 19
+
+    def clean(self, value) -> list[int]:
+        return [int(v) for v in super().clean(value)]
+
+
+class HealthRepairForm(forms.Form):
+    """What to do with the handles chosen on the health page: their ids, or every one the filters match."""
+
+    ACTIONS = [("repair", "Repair: push our record to the Handle server (create it if missing)"),
+               ("verify", "Verify: read the server's record and compare it with ours")]
+
+    action = forms.ChoiceField(choices=ACTIONS)
+    handles = IdsField(required=False)
+    all_matching = forms.BooleanField(required=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("handles") and not cleaned.get("all_matching"):
+            raise forms.ValidationError("Choose the handles to act on (or all that match the filters).")
+        return cleaned
+
+
+class ConflictForm(forms.Form):
+    """The record that keeps a handle the file cites for several records, and what becomes of the others."""
+
+    keep = forms.IntegerField(min_value=1, error_messages={"required": "Choose the record that keeps the handle."})
+    others = forms.ChoiceField(choices=[("flag", "Flag them as needing a handle"),
+                                        ("new_handle", "Mint a new handle for each")], initial="flag")

@@ -38,6 +38,7 @@ class FetchResult:
     elapsed_ms: int = 0
     timed_out: bool = False
     error: str = ""
+    refused: bool = False  # error is our refusal to request the URL (private address, scheme), not a failure
     title: str = ""
 
     @property
@@ -46,12 +47,18 @@ class FetchResult:
 
 
 class HostRateLimiter:
-    """At most one request per `interval` seconds to each host, across threads."""
+    """At most one request per `interval` seconds to each host, across threads. Each host has its own
+    clock, so hosts are polite independently: a scheduler asks `ready_at` which host may go next."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._next: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def ready_at(self, host: str) -> float:
+        """The monotonic time from which a request to this host needs no wait."""
+        with self._lock:
+            return self._next.get(host, 0.0)
 
     def wait(self, host: str) -> None:
         if self.interval <= 0:
@@ -62,32 +69,58 @@ class HostRateLimiter:
             self._next[host] = slot + self.interval
         if slot > now:
             time.sleep(slot - now)
+        # A thread that woke late (a busy machine) sends late: the host's next turn counts from now, so
+        # two requests are never closer than the interval.
+        with self._lock:
+            self._next[host] = max(self._next[host], time.monotonic() + self.interval)
 
 
-def refusal(url: str, *, allow_private: bool) -> str:
-    """Why we will not request this URL ('' if we will)."""
+def host_of(url: str) -> str:
+    """The key of a URL's host for politeness: its host name (lower-case), whatever the port."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Whether a URL may be requested. `refused`: we decline on principle (a private address, a scheme
+    other than http(s)); the handle is "not checked", never "broken". Otherwise `problem` is a failure of
+    the target itself (its host does not resolve): that is broken."""
+
+    problem: str = ""
+    refused: bool = False
+
+
+def screen(url: str, *, allow_private: bool) -> Screening:
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return f"Not a valid URL: {url[:200]}"
+        return Screening(f"Not a valid URL: {url[:200]}", refused=True)
     if parts.scheme.lower() not in ("http", "https"):
-        return f"Only http(s) URLs are followed, not {parts.scheme or 'a relative URL'}."
+        return Screening(f"Only http(s) URLs are followed, not {parts.scheme or 'a relative URL'}.", refused=True)
     if not parts.hostname:
-        return "The URL has no host."
+        return Screening("The URL has no host.", refused=True)
     if allow_private:
-        return ""
+        return Screening()
     try:
         infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme.lower() == "https" else 80),
                                    proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        return f"The host {parts.hostname} does not resolve ({exc})."
+        return Screening(f"The host {parts.hostname} does not resolve ({exc}).")
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
         if not address.is_global:
-            return (f"{parts.hostname} is a private or local address ({address}); such targets are not "
-                    "requested (HANDLES_HEALTH_ALLOW_PRIVATE allows them).")
-    return ""
+            return Screening(f"{parts.hostname} is a private or local address ({address}); such targets are not "
+                             "requested (HANDLES_HEALTH_ALLOW_PRIVATE allows them).", refused=True)
+    return Screening()
+
+
+def refusal(url: str, *, allow_private: bool) -> str:
+    """Why we will not (or cannot) request this URL ('' if we will)."""
+    return screen(url, allow_private=allow_private).problem
 
 
 class PageFetcher:
@@ -101,7 +134,7 @@ class PageFetcher:
         self.allow_private = allow_private
         self.retry_pause = retry_pause
         self.limiter = HostRateLimiter(host_interval)
-        self._refusals: dict[tuple, str] = {}
+        self._screenings: dict[tuple, Screening] = {}
         session = requests.Session()
         session.trust_env = False  # no proxies or CA bundles from the environment: what we test is direct
         session.headers.update({"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
@@ -138,26 +171,26 @@ class PageFetcher:
         result.elapsed_ms = int((time.monotonic() - started) * 1000)
         return result
 
-    def _refusal(self, url: str) -> str:
-        """refusal(), resolving each host once per fetcher: a check follows thousands of URLs on few hosts."""
+    def screen_url(self, url: str) -> Screening:
+        """screen(), resolving each host once per fetcher: a check follows thousands of URLs on few hosts."""
         try:
             parts = urlsplit(url)
             key = (parts.scheme.lower(), parts.hostname, parts.port)
         except ValueError:
-            return refusal(url, allow_private=self.allow_private)
-        if key not in self._refusals:
-            self._refusals[key] = refusal(url, allow_private=self.allow_private)
-        return self._refusals[key]
+            return screen(url, allow_private=self.allow_private)
+        if key not in self._screenings:
+            self._screenings[key] = screen(url, allow_private=self.allow_private)
+        return self._screenings[key]
 
     def _follow_once(self, url: str, read_title: bool) -> FetchResult:
         result = FetchResult(start_url=url, final_url=url)
         current = url
         while True:
-            problem = self._refusal(current)
-            if problem:
-                result.error = problem
+            screening = self.screen_url(current)
+            if screening.problem:
+                result.error, result.refused = screening.problem, screening.refused
                 return result
-            self.limiter.wait(urlsplit(current).hostname or "")
+            self.limiter.wait(host_of(current))
             try:
                 response = self._session.get(current, allow_redirects=False, timeout=self.timeout, stream=True)
             except requests.Timeout:
@@ -186,10 +219,10 @@ class PageFetcher:
         when it does not know the handle, or (None, reason) when it cannot be asked."""
         prefix, _, suffix = full_handle.partition("/")
         url = f"{proxy_base}/api/handles/{quote(prefix, safe='')}/{quote(suffix, safe='')}?type=URL"
-        problem = self._refusal(url)
-        if problem:
-            return None, problem
-        self.limiter.wait(urlsplit(url).hostname or "")
+        screening = self.screen_url(url)
+        if screening.problem:
+            return None, screening.problem
+        self.limiter.wait(host_of(url))
         for attempt in range(self.retries + 1):
             try:
                 response = self._session.get(url, timeout=self.timeout, allow_redirects=False)

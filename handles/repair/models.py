@@ -166,9 +166,27 @@ class ImportBatch(Job):
             self.state == self.State.CANCELLED and self.applied_at is None)
 
 
+class ConflictResolution(models.TextChoices):
+    KEPT = "kept", "Keeps the handle"
+    FLAGGED = "flagged", "Flagged: needs a handle"
+    NEW_HANDLE = "new_handle", "Given a new handle"
+
+
+# The lines an import leaves out (imports nothing for them): the command exits non-zero, the admin warns.
+LEFT_OUT = ("invalid", "conflict")
+
+
 class ImportRowQuerySet(models.QuerySet):
     def outcome_counts(self) -> dict[str, int]:
         return dict(self.values_list("outcome").annotate(n=Count("id")).order_by())
+
+    def file_conflicts(self) -> ImportRowQuerySet:
+        """Lines of a handle the file itself cites with different targets or records (each such handle has
+        two or more): the conflicts page lists them grouped by handle."""
+        twice = (self.model.objects.filter(batch_id=models.OuterRef("batch_id"), prefix_id=models.OuterRef("prefix_id"),
+                                           suffix_key=models.OuterRef("suffix_key"), outcome="conflict")
+                 .exclude(pk=models.OuterRef("pk")))
+        return self.filter(outcome="conflict", prefix__isnull=False).filter(models.Exists(twice))
 
 
 class ImportRow(models.Model):
@@ -204,6 +222,12 @@ class ImportRow(models.Model):
                                db_index=False, db_constraint=False)
     request = models.ForeignKey(HandleRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                 db_index=False, db_constraint=False)
+    # A handle the file cites for two records (an in-file conflict): what the Handle server resolved it to
+    # when the dry run read it, and what staff decided on the conflicts page.
+    server_url = models.CharField(max_length=2000, blank=True)
+    server_note = models.CharField(max_length=300, blank=True, help_text="Why the server's URL is not known.")
+    resolution = models.CharField(max_length=10, choices=ConflictResolution.choices, blank=True)
+    resolution_note = models.CharField(max_length=500, blank=True)
 
     objects = ImportRowQuerySet.as_manager()
 
@@ -327,6 +351,13 @@ class HealthOutcome(models.TextChoices):
     BROKEN = "broken", "Broken"
     WRONG_OBJECT = "wrong_object", "Resolves to the wrong object"
     TIMEOUT = "timeout", "Timed out"
+    # Refused before any request (a private or loopback address, a scheme other than http(s)): we do not
+    # know whether it resolves, so it is neither correct nor broken.
+    NOT_CHECKED = "not_checked", "Not checked"
+
+
+# A health check's detail when the Handle server lacks the handle: a repair from the health page creates it.
+NOT_ON_SERVER = "The handle is not on the Handle server."
 
 
 class HealthRun(Job):
@@ -355,7 +386,13 @@ class HealthRun(Job):
 
 class HandleCheckQuerySet(models.QuerySet):
     def failing(self) -> HandleCheckQuerySet:
+        """What staff act on: broken, wrong object, timed out, not checked."""
         return self.exclude(outcome=HealthOutcome.CORRECT)
+
+    def latest_per_handle(self) -> HandleCheckQuerySet:
+        """Each handle's latest check only (no later check of the same handle): the (handle, id) index."""
+        later = HandleCheck.objects.filter(handle_id=models.OuterRef("handle_id"), pk__gt=models.OuterRef("pk"))
+        return self.filter(~models.Exists(later))
 
     def shares_by(self, field: str) -> list[dict]:
         """Checked and correct handles grouped by a handle field path (e.g. handle__prefix__prefix)."""
@@ -364,14 +401,17 @@ class HandleCheckQuerySet(models.QuerySet):
             broken=Count("pk", filter=Q(outcome=HealthOutcome.BROKEN)),
             wrong=Count("pk", filter=Q(outcome=HealthOutcome.WRONG_OBJECT)),
             timeout=Count("pk", filter=Q(outcome=HealthOutcome.TIMEOUT)),
+            not_checked=Count("pk", filter=Q(outcome=HealthOutcome.NOT_CHECKED)),
         ).order_by("group"))
 
 
 class HandleCheck(models.Model):
-    """A handle's last resolution check and its outcome."""
+    """One handle's check in one health run. Each run keeps its own results (unique per run and handle, so
+    a resumed or repeated slice never records a handle twice); a handle's checks over the runs are its
+    check history. Old runs' results are pruned (HANDLES_HEALTH_KEEP_RUNS); the runs' counts stay."""
 
-    handle = models.OneToOneField(Handle, on_delete=models.CASCADE, primary_key=True, related_name="last_check")
-    run = models.ForeignKey(HealthRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    run = models.ForeignKey(HealthRun, on_delete=models.CASCADE, related_name="checks", db_index=False)
+    handle = models.ForeignKey(Handle, on_delete=models.CASCADE, related_name="checks", db_index=False)
     checked_at = models.DateTimeField()
     outcome = models.CharField(max_length=12, choices=HealthOutcome.choices)
     server_url = models.CharField(max_length=2000, blank=True, help_text="The URL the Handle server gave.")
@@ -381,13 +421,19 @@ class HandleCheck(models.Model):
     attempts = models.PositiveSmallIntegerField(default=1)
     elapsed_ms = models.PositiveIntegerField(default=0)
     page_title = models.CharField(max_length=500, blank=True)
+    title_score = models.FloatField(null=True, blank=True,
+                                    help_text="How closely the page's title matches the object's (1 = exactly).")
     detail = models.CharField(max_length=1000, blank=True)
 
     objects = HandleCheckQuerySet.as_manager()
 
     class Meta:
         ordering = ["-checked_at"]
-        indexes = [models.Index(fields=["outcome", "checked_at"], name="check_outcome_idx")]
+        constraints = [models.UniqueConstraint(fields=["run", "handle"], name="one_check_per_handle_per_run")]
+        indexes = [
+            models.Index(fields=["handle", "id"], name="check_handle_idx"),
+            models.Index(fields=["run", "outcome", "handle"], name="check_run_outcome_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.handle_id}: {self.outcome}"

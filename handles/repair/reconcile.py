@@ -400,7 +400,12 @@ def import_slice(batch: ImportBatch, work: jobs.Slice) -> str:
     done again from the start if its slice was killed) or a slice of the push."""
     batch = ImportBatch.objects.defer("content").get(pk=batch.pk)
     if batch.state == ImportBatch.State.ANALYSING:
-        return services.import_batch_analyse(batch.pk).state
+        analysed = services.import_batch_analyse(batch.pk)
+        if analysed.counts.get("conflict"):
+            from handles.repair.tasks import read_import_conflicts
+
+            read_import_conflicts(batch.pk)  # where the server resolves each conflicting handle now
+        return analysed.state
     if batch.applied_at is None:
         batch = services.import_batch_apply(batch.pk, enqueue_push=False)
         return jobs.CONTINUE if batch.state == ImportBatch.State.APPLYING and batch.applied_at else batch.state

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from handles.jobs import Tally
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair.models import (
+    LEFT_OUT,
     HandleCheck,
     HealthOutcome,
     HealthRun,
@@ -21,7 +22,7 @@ from handles.repair.models import (
     ReconciliationRow,
     ReconciliationRun,
 )
-from handles.repair.rules import vendor_matcher
+from handles.repair.rules import vendor_matcher, vendor_pattern_error
 
 Kind = ReconciliationRow.Kind
 
@@ -59,23 +60,42 @@ class HealthSummary:
     checked: int = 0
     correct: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
+    previous: HealthRun | None = None
 
     @property
     def share_correct(self) -> float | None:
         return self.correct / self.checked if self.checked else None
 
+    @property
+    def change(self) -> float | None:
+        """The change in the share resolving correctly since the run before (the trend's last step)."""
+        before = self.previous.share_correct if self.previous else None
+        return self.share_correct - before if before is not None and self.share_correct is not None else None
+
+
+def whole_runs() -> QuerySet[HealthRun]:
+    """Finished runs over whole prefixes (not re-checks of a few handles), latest first."""
+    return (HealthRun.objects.filter(state=JobState.DONE, progress_total__gt=0).order_by("-pk")
+            .exclude(filters__has_key="handle_ids").exclude(filters__has_key="limit"))
+
 
 def latest_health() -> HealthSummary:
-    """Each handle's last check, summed; and the last finished health check run (for the dashboard)."""
-    run = HealthRun.objects.filter(state=JobState.DONE).order_by("-pk").first()
-    by_outcome = dict(HandleCheck.objects.values_list("outcome").annotate(n=Count("pk")).order_by())
-    return HealthSummary(run=run, checked=sum(by_outcome.values()),
-                         correct=by_outcome.get(HealthOutcome.CORRECT, 0), by_outcome=by_outcome)
+    """The latest finished whole health check, and the one before it (for the dashboard and the health
+    page): its counts are the share resolving correctly now, and the trend's last step."""
+    runs = list(whole_runs()[:2])
+    if not runs:
+        return HealthSummary(run=None)
+    run = runs[0]
+    by_outcome = {o: n for o, n in run.counts.items() if o in HealthOutcome.values and n}
+    return HealthSummary(run=run, checked=sum(by_outcome.values()), correct=by_outcome.get(HealthOutcome.CORRECT, 0),
+                         by_outcome=by_outcome, previous=runs[1] if len(runs) > 1 else None)
 
 
-def health_shares() -> dict[str, list[dict]]:
-    """The share resolving correctly by prefix, source system and handle status."""
-    checks = HandleCheck.objects.all()
+def health_shares(run: HealthRun | None) -> dict[str, list[dict]]:
+    """A run's share resolving correctly by prefix, source system and handle status."""
+    if run is None:
+        return {}
+    checks = HandleCheck.objects.filter(run=run)
     return {
         "prefix": checks.shares_by("handle__prefix__prefix"),
         "source system": checks.shares_by("handle__asset__source_system"),
@@ -84,15 +104,61 @@ def health_shares() -> dict[str, list[dict]]:
 
 
 def health_trend(limit: int = 30) -> list[HealthRun]:
-    """Finished runs over whole prefixes (not re-checks of a few handles), oldest first: the trend's points."""
-    runs = HealthRun.objects.filter(state=JobState.DONE, progress_total__gt=0).order_by("-pk")
-    whole = [run for run in runs[:limit * 4] if not run.filters.get("handle_ids") and not run.filters.get("limit")]
-    return whole[:limit][::-1]
+    """Finished whole runs, oldest first: the trend's points."""
+    return list(whole_runs()[:limit])[::-1]
 
 
-def failing_checks() -> QuerySet[HandleCheck]:
-    return (HandleCheck.objects.failing().select_related("handle__prefix", "handle__asset")
+def vendor_q(field: str = "handle") -> Q:
+    """Handles whose suffix is in their prefix's vendor sequence (Prefix.vendor_suffix_pattern)."""
+    condition = Q(pk__in=[])
+    for prefix in Prefix.objects.exclude(vendor_suffix_pattern=""):
+        if not vendor_pattern_error(prefix.vendor_suffix_pattern):
+            condition |= Q(**{f"{field}__prefix_id": prefix.pk, f"{field}__suffix__regex":
+                              prefix.vendor_suffix_pattern})
+    return condition
+
+
+def health_results(run: HealthRun, *, outcome: str = "", prefix: Prefix | None = None, source: str = "",
+                   origin: str = "") -> QuerySet[HandleCheck]:
+    """A run's results as the health page filters them; no outcome: every one not resolving correctly."""
+    checks = HandleCheck.objects.filter(run=run)
+    checks = checks.filter(outcome=outcome) if outcome else checks.failing()
+    if prefix is not None:
+        checks = checks.filter(handle__prefix=prefix)
+    if source:
+        checks = checks.filter(handle__asset__source_system=source)
+    if origin == "vendor":
+        checks = checks.filter(vendor_q())
+    elif origin == "legacy":
+        checks = checks.exclude(vendor_q())
+    return checks.select_related("handle__prefix", "handle__asset").order_by("outcome", "handle_id")
+
+
+def failing_checks(run: HealthRun | None = None) -> QuerySet[HandleCheck]:
+    run = run or latest_run_with_results()
+    if run is None:
+        return HandleCheck.objects.none()
+    return (HandleCheck.objects.filter(run=run).failing().select_related("handle__prefix", "handle__asset")
             .order_by("outcome", "handle__prefix__prefix", "handle__suffix_key"))
+
+
+def latest_run_with_results() -> HealthRun | None:
+    """The health page's default: the latest finished run (whole or not) that still has its results."""
+    return (HealthRun.objects.filter(state__in=[JobState.DONE, JobState.FAILED])
+            .filter(Exists(HandleCheck.objects.filter(run_id=OuterRef("pk")))).order_by("-pk").first())
+
+
+def handles_by_last_outcome(queryset: QuerySet[Handle], outcome: str) -> QuerySet[Handle]:
+    """Handles whose latest check had this outcome ("never" for handles never checked)."""
+    if outcome == "never":
+        return queryset.exclude(Exists(HandleCheck.objects.filter(handle_id=OuterRef("pk"))))
+    latest = HandleCheck.objects.filter(outcome=outcome).latest_per_handle()
+    return queryset.filter(pk__in=latest.values("handle_id"))
+
+
+def check_history(handle: Handle, limit: int = 50) -> list[HandleCheck]:
+    """A handle's checks, latest first (one per health run that checked it)."""
+    return list(HandleCheck.objects.filter(handle=handle).select_related("run").order_by("-pk")[:limit])
 
 
 # --- Imports -------------------------------------------------------------------------------------------
@@ -102,6 +168,41 @@ def import_tally(batch_id: int) -> Tally:
     read). One GROUP BY over the batch's new lines, joined to their requests by primary key."""
     lines = ImportRow.objects.filter(batch_id=batch_id, outcome=ImportRow.Outcome.NEW, handle__isnull=False)
     return Tally.of(dict(lines.values_list("request__status").annotate(n=Count("pk")).order_by()))
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """The lines of an import that import nothing (invalid, or conflicting), how many and why."""
+
+    by_outcome: dict[str, int]
+    reasons: list[tuple[str, int]]  # the commonest invalid-line reasons
+    file_conflicts: int  # conflicting lines over a handle the file cites for several records
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_outcome.values())
+
+    def sentence(self) -> str:
+        if not self.count:
+            return ""
+        parts = [f"{n:,} {outcome}" for outcome, n in sorted(self.by_outcome.items()) if n]
+        text = f"{self.count:,} line(s) left out: {', '.join(parts)}."
+        if self.file_conflicts:
+            text += (f" {self.file_conflicts:,} of the conflicting lines cite a handle the file gives to several "
+                     "records: choose which keeps it on the import's conflicts page.")
+        if self.reasons:
+            text += " Commonest reasons: " + "; ".join(f"{reason} ({n:,}x)" for reason, n in self.reasons) + "."
+        return text
+
+
+def import_left_out(batch_id: int, reasons: int = 3) -> LeftOut:
+    rows = ImportRow.objects.filter(batch_id=batch_id, outcome__in=LEFT_OUT)
+    by_outcome = dict(rows.values_list("outcome").annotate(n=Count("pk")).order_by())
+    common = list(rows.filter(outcome=ImportRow.Outcome.INVALID).values_list("reason").annotate(n=Count("pk"))
+                  .order_by("-n", "reason")[:reasons]) if by_outcome.get(ImportRow.Outcome.INVALID) else []
+    conflicts = ImportRow.objects.filter(batch_id=batch_id).file_conflicts().count() \
+        if by_outcome.get(ImportRow.Outcome.CONFLICT) else 0
+    return LeftOut(by_outcome=by_outcome, reasons=common, file_conflicts=conflicts)
 
 
 def import_requests(batch_id: int) -> QuerySet[HandleRequest]:

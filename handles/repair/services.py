@@ -27,13 +27,15 @@ from handles import jobs
 from handles import services as core
 from handles.exceptions import HandleServiceError
 from handles.labels import counted
-from handles.models import Handle, HandleRequest, Prefix
+from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.notify import hooks as notify_hooks
-from handles.repair import importer, rules, selectors, tasks
+from handles.repair import conflicts, importer, rules, selectors, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
 from handles.repair.importer import ImportOptions, Verdict
 from handles.repair.models import (
     MAPPING_FIELDS,
+    NOT_ON_SERVER,
+    ConflictResolution,
     HandleCheck,
     HealthRun,
     ImportBatch,
@@ -419,6 +421,88 @@ def import_batch_retry_failed(*, batch: ImportBatch, actor: User = None) -> int:
     return jobs.retry_failed(IMPORTS, batch.pk, retry=partial(_retry, actor=actor))
 
 
+# --- Conflicts: a handle the file cites for several records --------------------------------------
+def import_conflicts_record_server(batch_id: int, found: dict[tuple[int, str], tuple[str, str]]) -> None:
+    """Keep what the server resolved each conflicting handle to (read by handles.repair.conflicts)."""
+    with transaction.atomic():
+        rows = ImportRow.objects.filter(batch_id=batch_id, outcome=ImportRow.Outcome.CONFLICT)
+        for (prefix_id, suffix_key), (url, note) in found.items():
+            rows.filter(prefix_id=prefix_id, suffix_key=suffix_key).update(server_url=url[:2000], server_note=note[:300])
+
+
+@transaction.atomic
+def import_conflict_start_read(*, batch: ImportBatch) -> None:
+    """Read the conflicting handles from the server again, in the background."""
+    transaction.on_commit(partial(tasks.enqueue_job, "read_import_conflicts", batch.pk, "import conflicts"))
+
+
+CONFLICT_STATES = (IState.ANALYSED, IState.VERIFYING, IState.APPLIED, IState.INCOMPLETE)
+
+
+@transaction.atomic
+def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str = "flag", actor: User = None,
+                            via: str = "import") -> list[int]:
+    """A handle the file cites for several records: `keep_row_id`'s record keeps it. The handle is recorded
+    for that record and brought to its target on the server (verified where the server already resolves
+    there, created where it lacks the handle, updated otherwise); each other line is flagged as needing a
+    handle or, with others="new_handle", given a newly minted one. Every change goes through the queue.
+    Returns the ids of the requests queued."""
+    if others not in ("flag", "new_handle"):
+        raise HandleServiceError(f"Unknown choice {others!r} for the other records.", code="invalid_choice")
+    batch = ImportBatch.objects.select_for_update().defer("content").get(pk=batch.pk)
+    if batch.state not in CONFLICT_STATES:
+        raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; conflicts are resolved "
+                                 "after its dry run.", code="invalid_state")
+    keep = ImportRow.objects.filter(batch=batch, pk=keep_row_id).file_conflicts().first()
+    if keep is None:
+        raise HandleServiceError("That line is not one of this import's conflicting lines.", code="not_a_conflict")
+    rows = list(ImportRow.objects.select_for_update().filter(
+        batch=batch, prefix_id=keep.prefix_id, suffix_key=keep.suffix_key, outcome=ImportRow.Outcome.CONFLICT)
+        .order_by("line"))
+    if any(row.resolution for row in rows):
+        raise HandleServiceError(f"The conflict over {keep.handle_text} was already resolved.", code="resolved")
+    prefix = Prefix.objects.select_for_update().get(pk=keep.prefix_id)
+    if Handle.objects.filter(prefix=prefix, suffix_key=keep.suffix_key).exists():
+        raise HandleServiceError(f"{keep.handle_text} has been recorded here since the dry run; run the dry run "
+                                 "again (or reconcile) to see where it stands.", code="stale_dry_run")
+    assets = {}
+    wanted = [r for r in rows if r.external_id and (r.pk == keep.pk or others == "new_handle")]
+    if wanted:
+        assets, _ = core.assets_get_or_create_bulk([core.AssetSpec(r.source_system, r.external_id, r.title,
+                                                                   r.target_url) for r in wanted])
+    asset_id = assets.get((keep.source_system, keep.external_id))
+    primary = asset_id is None or not Handle.objects.filter(asset_id=asset_id, is_primary=True).exists()
+    resolves_there = keep.server_url == keep.target_url
+    reason = f"import #{batch.pk}: line {keep.line} keeps {keep.handle_text}"
+    created = core.handles_import_bulk(items=[core.ImportItem(prefix.pk, keep.suffix, keep.target_url, asset_id,
+                                                              primary and asset_id is not None)],
+                                       adopt=resolves_there, actor=actor, via=via, reason=reason)
+    handle_id, request_id = created[(prefix.pk, keep.suffix_key)]
+    if not resolves_there:
+        op = Op.CREATE if keep.server_note == conflicts.NOT_ON_SERVER else Op.UPDATE
+        request_id = core.handles_queue_bulk(ops=[(handle_id, op)], actor=actor, via=via, reason=reason)[handle_id]
+    request_ids = [request_id]
+    now_note = {True: "verified where the server already resolves", False: "pushed to the server"}[resolves_there]
+    ImportRow.objects.filter(pk=keep.pk).update(resolution=ConflictResolution.KEPT, handle_id=handle_id,
+                                                request_id=request_id,
+                                                resolution_note=f"Keeps {keep.handle_text} ({now_note}).")
+    for row in rows:
+        if row.pk == keep.pk:
+            continue
+        if others == "new_handle":
+            asset = Asset.objects.get(pk=assets[(row.source_system, row.external_id)]) if row.external_id else None
+            minted = core.handle_mint(prefix=prefix, target_url=row.target_url, asset=asset, actor=actor, via=via)
+            ImportRow.objects.filter(pk=row.pk).update(
+                resolution=ConflictResolution.NEW_HANDLE, handle_id=minted.handle_id, request_id=minted.pk,
+                resolution_note=f"Given the new handle {minted.full_handle}; line {keep.line} keeps {keep.handle_text}.")
+        else:
+            ImportRow.objects.filter(pk=row.pk).update(
+                resolution=ConflictResolution.FLAGGED,
+                resolution_note=f"Needs a handle: line {keep.line} keeps {keep.handle_text}.")
+    transaction.on_commit(partial(tasks.enqueue_request_ids, request_ids))
+    return request_ids
+
+
 # --- Reconciliation ---------------------------------------------------------------------------------
 @transaction.atomic
 def reconciliation_start(*, prefix: Prefix, actor: User = None, via: str = "admin",
@@ -683,6 +767,37 @@ def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "adm
     return run
 
 
+HEALTH_REPAIR_LIMIT = 10_000  # handles per repair from the health page; more: narrow the filters
+
+
+@transaction.atomic
+def health_repair(*, checks: list[HandleCheck], action: str, actor: User = None, via: str = "health") -> int:
+    """Act on handles a health check found not resolving correctly, through the request queue: `repair`
+    pushes our record (a create where the server lacked the handle, else an update), `verify` reads the
+    server's record and compares it with ours. Returns how many requests were queued."""
+    if action not in ("repair", "verify"):
+        raise HandleServiceError(f"Unknown action {action!r}.", code="invalid_action")
+    if not checks:
+        raise HandleServiceError("No handle chosen.", code="nothing_chosen")
+    if len(checks) > HEALTH_REPAIR_LIMIT:
+        raise HandleServiceError(f"{len(checks):,} handles chosen; at most {HEALTH_REPAIR_LIMIT:,} at a time. "
+                                 "Narrow the filters.", code="too_many")
+    ops = {}
+    for check in checks:
+        if action == "verify":
+            ops[check.handle_id] = Op.VERIFY
+        elif check.handle.status not in (Handle.Status.ACTIVE, Handle.Status.PENDING, Handle.Status.TOMBSTONED):
+            raise HandleServiceError(f"{check.handle} is {check.handle.status}; it cannot be repaired from here.",
+                                     code="invalid_state")
+        else:
+            missing = check.detail == NOT_ON_SERVER
+            ops[check.handle_id] = Op.CREATE if missing else Op.UPDATE
+    queued = core.handles_queue_bulk(ops=list(ops.items()), actor=actor, via=via,
+                                     reason=f"{action} from health check #{checks[0].run_id}")
+    transaction.on_commit(partial(tasks.enqueue_request_ids, list(queued.values())))
+    return len(queued)
+
+
 def health_begin(run_id: int, *, total: int) -> HealthRun:
     HealthRun.objects.filter(pk=run_id).update(state=JobState.RUNNING, started_at=timezone.now(), progress_done=0,
                                                progress_total=total, counts={}, error="",
@@ -691,12 +806,18 @@ def health_begin(run_id: int, *, total: int) -> HealthRun:
 
 
 def health_record(checks: list[HandleCheck]) -> None:
-    """Each handle keeps its last check: insert, or replace the previous one."""
+    """Keep a slice's results. One row per handle per run: a handle already recorded in this run (a slice
+    that ran twice) keeps its first result."""
     if checks:
-        HandleCheck.objects.bulk_create(
-            checks, update_conflicts=True, unique_fields=["handle"],
-            update_fields=["run", "checked_at", "outcome", "server_url", "final_url", "http_status", "hops",
-                           "attempts", "elapsed_ms", "page_title", "detail"])
+        HandleCheck.objects.bulk_create(checks, ignore_conflicts=True, batch_size=CHUNK)
+
+
+def health_prune(run_id: int) -> int:
+    """Remove an old run's per-handle results; the run and its counts stay (the trend's point)."""
+    with transaction.atomic():
+        removed, _ = HandleCheck.objects.filter(run_id=run_id).delete()
+        HealthRun.objects.filter(pk=run_id).update(message="Results pruned (HANDLES_HEALTH_KEEP_RUNS)")
+    return removed
 
 
 def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> HealthRun:

@@ -39,6 +39,15 @@ def analyse_import(batch_id: int) -> str:
     return _slice("import", batch_id)
 
 
+def read_import_conflicts(batch_id: int) -> str:
+    """Where the server resolves each handle the file cites for several records (the conflicts page)."""
+    from handles.repair import conflicts, services
+
+    found = conflicts.read_server(batch_id)
+    services.import_conflicts_record_server(batch_id, found)
+    return f"{len(found)} conflicting handle(s) read from the server"
+
+
 def apply_import(batch_id: int) -> str:
     return _slice("import", batch_id)
 
@@ -70,7 +79,8 @@ def reconcile_all_prefixes() -> str:
 
 def check_health_everywhere() -> str:
     """The weekly schedule: check every live handle's resolution."""
-    from handles.repair import services
+    from handles.repair import health, services
 
+    pruned = health.prune_old_runs()
     run = services.health_start(filters={}, via="schedule")
-    return f"started health check #{run.pk}"
+    return f"started health check #{run.pk}" + (f"; pruned the results of {pruned} old run(s)" if pruned else "")

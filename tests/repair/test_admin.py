@@ -176,9 +176,9 @@ def test_reconciliation_page_and_repair_preview(staff_client, grinnell_live, sit
 def test_health_page_with_trend_and_failing_export(staff_client, grinnell_prefix):
     handle = HandleFactory(prefix=grinnell_prefix, suffix="7", asset=AssetFactory(title="=HYPERLINK(evil)"))
     for share in (0.5, 1.0):
-        HealthRun.objects.create(state=JobState.DONE, progress_total=2, counts={"correct": int(2 * share),
-                                                                                "broken": 2 - int(2 * share)})
-    HandleCheck.objects.create(handle=handle, checked_at="2025-12-08T11:51:26Z", outcome=HealthOutcome.WRONG_OBJECT,
+        run = HealthRun.objects.create(state=JobState.DONE, progress_total=2, counts={"correct": int(2 * share),
+                                                                                      "broken": 2 - int(2 * share)})
+    HandleCheck.objects.create(handle=handle, run=run, checked_at="2025-12-08T11:51:26Z", outcome=HealthOutcome.WRONG_OBJECT,
                                final_url="https://example.org/other", detail="Lands on another object")
     page = staff_client.get(reverse("admin:handles_repair_healthrun_changelist"))
     assert page.status_code == 200

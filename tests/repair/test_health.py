@@ -109,7 +109,7 @@ def test_each_outcome_end_to_end(run_queue, grinnell_live, site, allow_loopback)
             server_put(p, f"11084/{suffix}", on_server)
     run = run_queue(services.health_start, filters={"prefix_ids": [p.pk]})
     run.refresh_from_db()
-    checks = {c.handle.suffix: c for c in HandleCheck.objects.select_related("handle")}
+    checks = {c.handle.suffix: c for c in HandleCheck.objects.filter(run=run).select_related("handle")}
     assert {s: c.outcome for s, c in checks.items()} == {
         "correct": "correct", "redirected": "correct", "wrong": "wrong_object", "broken": "broken",
         "slow": "timeout", "notonserver": "broken"}
@@ -119,9 +119,10 @@ def test_each_outcome_end_to_end(run_queue, grinnell_live, site, allow_loopback)
     assert checks["broken"].http_status == 404 and checks["slow"].attempts == 2
     assert "Lands on" in checks["wrong"].detail and "991011591572804641" in checks["wrong"].detail
     assert checks["notonserver"].detail == "The handle is not on the Handle server."
-    # Each handle keeps only its last check.
-    run_queue(services.health_start, filters={"prefix_ids": [p.pk], "limit": 2})
-    assert HandleCheck.objects.count() == 6 and HealthRun.objects.count() == 2
+    # Each run keeps its own results: a second, smaller run adds its own rows and leaves the first's alone.
+    second = run_queue(services.health_start, filters={"prefix_ids": [p.pk], "limit": 2})
+    assert HandleCheck.objects.filter(run=run).count() == 6 and HandleCheck.objects.filter(run=second).count() == 2
+    assert HealthRun.objects.count() == 2
 
 
 def test_the_title_check_catches_a_right_looking_url_with_another_object(run_queue, grinnell_live, site,
@@ -131,11 +132,12 @@ def test_the_title_check_catches_a_right_looking_url_with_another_object(run_que
                          title="Correspondence to Isabella, 1898, Letter Five")
     handle = HandleFactory(prefix=grinnell_live, suffix="35233", target_url=url, asset=asset)
     server_put(grinnell_live, "11084/35233", url)
-    run_queue(services.health_start, filters={"handle_ids": [handle.pk]})
-    assert HandleCheck.objects.get().outcome == HealthOutcome.CORRECT  # without the title check
-    run_queue(services.health_start, filters={"handle_ids": [handle.pk], "title_check": True})
-    check = HandleCheck.objects.get()
+    first = run_queue(services.health_start, filters={"handle_ids": [handle.pk]})
+    assert HandleCheck.objects.get(run=first).outcome == HealthOutcome.CORRECT  # without the title check
+    second = run_queue(services.health_start, filters={"handle_ids": [handle.pk], "title_check": True})
+    check = HandleCheck.objects.get(run=second)
     assert check.outcome == HealthOutcome.WRONG_OBJECT and "Ruth" in check.detail
+    assert HandleCheck.objects.get(run=first).outcome == HealthOutcome.CORRECT  # the earlier run's result stays
 
 
 def test_through_the_proxy_resolver(run_queue, grinnell_live, grinnell_server, site, allow_loopback, settings):
@@ -161,12 +163,15 @@ def test_shares_by_prefix_source_and_status(grinnell_prefix):
 
     from handles.repair import selectors
 
+    run = HealthRun.objects.create(state="done", progress_total=4, counts={"correct": 2, "broken": 1,
+                                                                          "wrong_object": 1})
     for n, outcome in enumerate(["correct", "correct", "broken", "wrong_object"]):
         handle = HandleFactory(prefix=grinnell_prefix, suffix=f"s{n}",
                                asset=AssetFactory(source_system="alma" if n < 2 else "dams"))
-        HandleCheck.objects.create(handle=handle, checked_at=timezone.now(), outcome=outcome)
-    shares = selectors.health_shares()
-    assert shares["prefix"] == [{"group": "11084", "checked": 4, "correct": 2, "broken": 1, "wrong": 1, "timeout": 0}]
+        HandleCheck.objects.create(handle=handle, run=run, checked_at=timezone.now(), outcome=outcome)
+    shares = selectors.health_shares(run)
+    assert shares["prefix"] == [{"group": "11084", "checked": 4, "correct": 2, "broken": 1, "wrong": 1, "timeout": 0,
+                                 "not_checked": 0}]
     assert [(g["group"], g["correct"], g["checked"]) for g in shares["source system"]] == [("alma", 2, 2),
                                                                                          ("dams", 0, 2)]
     summary = selectors.latest_health()

@@ -107,6 +107,7 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles_repair/reconciliationrun/<int:pk>/cancel/": (EDITORS, EDITORS),
     "admin/handles_repair/reconciliationrun/repair-cancel/<int:pk>/": (EDITORS, EDITORS),
     "admin/handles_repair/healthrun/<int:pk>/cancel/": (EDITORS, EDITORS),
+    "admin/handles_repair/importbatch/<int:pk>/conflicts/": (DESK, EDITORS),
     "admin/handles_repair/reconciliationrun/<int:pk>/status.json": (DESK, None),
     "admin/handles_repair/reconciliationrun/<int:pk>/repair/": (EDITORS, EDITORS),
     "admin/handles_repair/reconciliationrun/<int:pk>/rows.csv": (DESK, None),

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from handles.exceptions import HandleServiceError
 from handles.labels import counted
 from handles.models import Prefix
-from handles.repair import services
+from handles.repair import selectors, services
 from handles.repair.csvfile import ImportFileError, csv_lines
 from handles.repair.management.commands._wait import (
     add_background_arguments,
@@ -20,11 +20,15 @@ from handles.repair.management.commands._wait import (
     wait_until_settled,
 )
 from handles.repair.models import MAPPING_FIELDS, ImportBatch, ImportMode, ImportPreset, ImportRow
+from handles.repair.tasks import read_import_conflicts
+
+LEFT_OUT_STATUS = 3  # 1 is an error before anything was read; 2 a --wait that timed out
 
 
 class Command(BaseCommand):
     help = ("Import existing handles from a CSV file. Without --apply it is a dry run: every line is "
-            "classified (new, same, conflict, invalid, duplicate) and nothing is recorded.")
+            "classified (new, same, conflict, invalid, duplicate) and nothing is recorded. Exit status 3 when lines "
+            "were left out (invalid or conflicting; the message says how many and why).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="CSV file (UTF-8 with or without BOM, unless --encoding says otherwise)")
@@ -86,18 +90,22 @@ class Command(BaseCommand):
             raise CommandError(batch.error)
         if batch.state != ImportBatch.State.ANALYSED:
             report_end(self, batch)
+        if not background and batch.counts.get(ImportRow.Outcome.CONFLICT):
+            read_import_conflicts(batch.pk)  # where the server resolves each handle cited for several records
         self._summary(batch)
         if options["report"]:
             self._report(batch, Path(options["report"]))
         if not options["apply"]:
             self.stdout.write("Dry run: nothing was recorded. Add --apply to record the new handles.")
+            self._exit_if_left_out(batch)
             return
         if background:
             batch = services.import_batch_start_apply(batch=batch)
             self.stdout.write(f"{batch}: apply queued; the worker records the new handles and verifies each.")
             if options["wait"]:
-                report_end(self, wait_for_job(self, "import", batch.pk, timeout=options["timeout"]),
-                           ended_well=(ImportBatch.State.APPLIED,))
+                batch = wait_for_job(self, "import", batch.pk, timeout=options["timeout"])
+                report_end(self, batch, ended_well=(ImportBatch.State.APPLIED,))
+            self._exit_if_left_out(batch)
             return
         batch = services.import_batch_apply(batch.pk, via="command")
         if batch.applied_at is None:
@@ -115,6 +123,15 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"{batch} is {batch.get_state_display().lower()}; add --wait to wait for the "
                               "server's confirmation of each handle.")
+        self._exit_if_left_out(batch)
+
+    def _exit_if_left_out(self, batch: ImportBatch) -> None:
+        """Exit status 3 when lines were left out (invalid or conflicting): a script must not take the file
+        for imported whole. What was applied stays applied."""
+        left_out = selectors.import_left_out(batch.pk)
+        if left_out.count:
+            raise CommandError(f"{batch}: {left_out.sentence()} See --report for every line.",
+                               returncode=LEFT_OUT_STATUS)
 
     def _preset(self, name: str | None) -> ImportPreset | None:
         if not name:
