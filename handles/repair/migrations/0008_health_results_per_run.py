@@ -40,7 +40,7 @@ def copy_back(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("handles", "0004_handle_target_url_index"),
-        ("handles_repair", "0006_verify_earlier_jobs"),
+        ("handles_repair", "0007_leased_jobs"),
     ]
 
     operations = [
