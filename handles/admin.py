@@ -16,6 +16,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -34,6 +35,7 @@ from handles.desk.models import BulkJob, Collection
 from handles.desk.selectors import (
     CappedCountPaginator,
     HandleFilter,
+    InvalidFilter,
     SyncState,
     capped_count,
     failed_requests,
@@ -152,9 +154,24 @@ class _HandleFilter(admin.SimpleListFilter):
     """A filter named after a HandleFilter field, so the admin list, the browse pages, CSV exports and
     bulk jobs select exactly the same handles for the same query string."""
 
+    def has_output(self) -> bool:
+        # With a value given, the filter must run even when it offers no choice (no collection yet):
+        # the admin would otherwise drop the parameter and list every handle.
+        return self.value() is not None or super().has_output()
+
     def queryset(self, request, queryset):
         value = self.value()
-        return HandleFilter(**{self.parameter_name: value}).apply(queryset) if value else queryset
+        return _filtered(request, queryset, HandleFilter(**{self.parameter_name: value})) if value else queryset
+
+
+def _filtered(request: HttpRequest, queryset: QuerySet, handle_filter: HandleFilter) -> QuerySet:
+    """The admin's convention for an invalid lookup (IncorrectLookupParameters: the list redirects to
+    ?e=1), with the reason as a message: the list never shows more handles than were asked for."""
+    try:
+        return handle_filter.apply(queryset)
+    except InvalidFilter as exc:
+        messages.error(request, f"The list's filter was refused: {exc}")
+        raise IncorrectLookupParameters(str(exc)) from exc
 
 
 class PrefixFilter(_HandleFilter):
@@ -245,7 +262,7 @@ class HandleAdmin(admin.ModelAdmin):
         return with_health(super().get_queryset(request)).prefetch_related("asset")
 
     def get_search_results(self, request, queryset, search_term):
-        return HandleFilter(q=search_term).apply(queryset), False
+        return _filtered(request, queryset, HandleFilter(q=search_term.strip())), False
 
     # --- Columns ------------------------------------------------------------------------------------
     @admin.display(description="Handle", ordering="suffix_key")
@@ -525,8 +542,22 @@ class RequestPrefixFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         return [(str(p.pk), p.prefix) for p in Prefix.objects.order_by("prefix")]
 
+    def has_output(self) -> bool:
+        return self.value() is not None or super().has_output()
+
     def queryset(self, request, queryset):
-        return queryset.filter(handle__prefix_id=self.value()) if (self.value() or "").isdigit() else queryset
+        value = self.value()
+        if not value:
+            return queryset
+        if not (value.isdigit() and Prefix.objects.filter(pk=int(value)).exists()):
+            _refuse(request, f"There is no prefix with id {value!r}.")
+        return queryset.filter(handle__prefix_id=int(value))
+
+
+def _refuse(request: HttpRequest, reason: str) -> None:
+    """An invalid value of a list filter: the admin's convention (the list redirects to ?e=1), with why."""
+    messages.error(request, f"The list's filter was refused: {reason}")
+    raise IncorrectLookupParameters(reason)
 
 
 class ErrorGroupFilter(admin.SimpleListFilter):
@@ -580,8 +611,10 @@ class RequestDateFilter(admin.ListFilter):
         return list(self.parameters)
 
     def queryset(self, request, queryset):
-        if not self.form.is_bound or not self.form.is_valid():
+        if not self.form.is_bound:
             return queryset
+        if not self.form.is_valid():
+            _refuse(request, _form_problems(self.form))
         since, until = _day_range(self.form.cleaned_data)
         if since:
             queryset = queryset.filter(created_at__gte=since)
@@ -598,6 +631,10 @@ class RequestDateFilter(admin.ListFilter):
             wanted = {k: v.isoformat() for k, v in values.items()}
             yield {"selected": wanted == self.used_parameters, "display": label,
                    "query_string": changelist.get_query_string(wanted, remove=list(self.parameters))}
+
+
+def _form_problems(form) -> str:
+    return " ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
 
 
 def _day_range(cleaned: dict) -> tuple:
@@ -697,12 +734,17 @@ class HandleRequestAdmin(admin.ModelAdmin):
                  name="handles_handlerequest_retry_group"),
         ] + super().get_urls()
 
-    def _failures(self, params) -> tuple[QuerySet, DateRangeForm, str]:
+    def _failures(self, params) -> tuple[QuerySet | None, DateRangeForm, str]:
+        """The failed requests the page's filters select, or None (and the form's errors) when a filter
+        is invalid: never all failures in place of the ones asked for."""
         form = DateRangeForm(params)
-        since, until = _day_range(form.cleaned_data) if form.is_valid() else (None, None)
         prefix = params.get("prefix", "")
-        requests = failed_requests(prefix_id=int(prefix) if prefix.isdigit() else None, since=since, until=until)
-        return requests, form, prefix
+        if prefix and not (prefix.isdigit() and Prefix.objects.filter(pk=int(prefix)).exists()):
+            form.add_error(None, f"There is no prefix with id {prefix!r}.")
+        if not form.is_valid():
+            return None, form, prefix
+        since, until = _day_range(form.cleaned_data)
+        return failed_requests(prefix_id=int(prefix) if prefix else None, since=since, until=until), form, prefix
 
     def failures_view(self, request: HttpRequest) -> HttpResponse:
         """Failed requests grouped by their error with the handle-specific parts taken out: one outage is
@@ -710,8 +752,9 @@ class HandleRequestAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         requests, form, prefix = self._failures(request.GET)
-        groups = failure_groups(requests)
-        return render(request, "admin/handles/handlerequest/failures.html", {
+        groups = failure_groups(requests) if requests is not None else []
+        return render(request, "admin/handles/handlerequest/failures.html", status=200 if requests is not None
+                      else 400, context={
             **self.admin_site.each_context(request), "title": "Failed requests, grouped by error",
             "opts": self.model._meta, "groups": groups, "form": form, "prefix": prefix,
             "prefixes": Prefix.objects.order_by("prefix"), "may_retry": _may_change_handles(request),
@@ -722,11 +765,14 @@ class HandleRequestAdmin(admin.ModelAdmin):
         if not _may_change_handles(request):
             raise PermissionDenied
         requests, form, prefix = self._failures(request.POST)
+        if requests is None:
+            self.message_user(request, f"Nothing was retried: {_form_problems(form)}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:handles_handlerequest_failures"))
         signature = request.POST.get("signature", "")
         group = with_signature(requests, signature) if signature else requests
         _, too_many = capped_count(group, settings.HANDLES_DESK_INLINE_LIMIT)
         if too_many:
-            since, until = _day_range(form.cleaned_data) if form.is_valid() else (None, None)
+            since, until = _day_range(form.cleaned_data)
             selection = {"filters": {"prefix": prefix, "signature": signature,
                                      "since": since.isoformat() if since else None,
                                      "until": until.isoformat() if until else None}}

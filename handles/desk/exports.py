@@ -8,6 +8,7 @@ server-side cursor open between batches, and sends its first bytes at once.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterable, Iterator
 
 from django.conf import settings
@@ -90,7 +91,11 @@ def handle_rows(queryset: QuerySet) -> Iterator[list[object]]:
 
 def handles_csv(queryset: QuerySet) -> StreamingHttpResponse:
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
-    return csv_response(f"handles-{stamp}.csv", handle_rows(queryset))
+    rows = handle_rows(queryset)
+    # The header and the first row before the response starts: a query that fails is then an error page,
+    # not a 200 that holds only a header (an error once streaming has begun can only cut the file short).
+    first = [row for row in (next(rows), next(rows, None)) if row is not None]
+    return csv_response(f"handles-{stamp}.csv", itertools.chain(first, rows))
 
 
 JOB_COLUMNS = ["handle", "outcome", "message", "before", "after", "request_id", "request_status", "request_error"]
