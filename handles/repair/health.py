@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from itertools import islice
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -52,9 +51,20 @@ def selection(filters: dict) -> QuerySet[Handle]:
         handles = handles.filter(status=filters["status"])
     if filters.get("handle_ids"):
         handles = handles.filter(pk__in=filters["handle_ids"])
-    if filters.get("limit"):
-        handles = handles[: int(filters["limit"])]
     return handles
+
+
+def _batches(handles: QuerySet[Handle], limit: int | None) -> Iterator[list[Handle]]:
+    """The handles CHUNK at a time by primary key, each batch one short query: no cursor stays open while
+    the checks are recorded (on SQLite, a connection closed in between would end it)."""
+    last, left = 0, limit
+    while left is None or left > 0:
+        chunk = list(handles.filter(pk__gt=last)[: CHUNK if left is None else min(CHUNK, left)])
+        if not chunk:
+            return
+        last = chunk[-1].pk
+        left = None if left is None else left - len(chunk)
+        yield chunk
 
 
 def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None) -> HealthRun:
@@ -63,14 +73,16 @@ def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None)
         return HealthRun.objects.get(pk=run_id)  # a second delivery of the task: already taken
     filters = HealthRun.objects.get(pk=run_id).filters
     handles = selection(filters)
-    total = handles.count()
+    limit = int(filters["limit"]) if filters.get("limit") else None
+    total = handles[:limit].count() if limit else handles.count()
     services.health_begin(run_id, total=total)
     fetcher = PageFetcher.from_settings()
     counts: Counter[str] = Counter()
     done = 0
     try:
         with ThreadPoolExecutor(max_workers=settings.HANDLES_HEALTH_WORKERS) as pool:
-            for chunk in _chunks(handles.iterator(chunk_size=CHUNK)):
+            # The pool's threads only ask the network; every database read and write is in this thread.
+            for chunk in _batches(handles, limit):
                 verdicts = list(pool.map(lambda h: check(h, fetcher, via_proxy=bool(filters.get("via_proxy")),
                                                          title_check=bool(filters.get("title_check"))), chunk))
                 now = timezone.now()
@@ -86,11 +98,6 @@ def run(run_id: int, on_progress: Callable[[int, int, str], None] | None = None)
     finally:
         fetcher.close()
     return services.health_finish(run_id, counts=dict(counts))
-
-
-def _chunks(iterator: Iterator[Handle]) -> Iterator[list[Handle]]:
-    while chunk := list(islice(iterator, CHUNK)):
-        yield chunk
 
 
 def _check_row(handle: Handle, verdict: Verdict, run_id: int, now) -> HandleCheck:

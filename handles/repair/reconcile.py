@@ -288,25 +288,41 @@ def _list_page(client: HandleServerClient, prefix: str, page: int, page_size: in
 
 
 # --- Push mode of an import ----------------------------------------------------------------------------
+PUSH_BATCH = 1000  # lines read from the server, then queued, per step
 def push_import(batch_id: int) -> ImportBatch:
     """After a push-mode import is recorded: read each new handle from the server, then queue a create
     (missing), an update (another URL) or a verification (already right). Safe to run again: lines that
-    already have a request are skipped."""
-    batch = ImportBatch.objects.get(pk=batch_id)
-    rows = (ImportRow.objects.filter(batch=batch, outcome=ImportRow.Outcome.NEW, handle__isnull=False,
+    already have a request are skipped. An internal error ends the push with the reason (the lines not
+    reached stay without a request, for "Continue pushing"), never leaves the import applying."""
+    try:
+        return _push_import(batch_id)
+    except Exception as exc:
+        logger.exception("push of import %s failed", batch_id)
+        return services.import_batch_finish_push(batch_id, error=f"Stopped by an internal error ({exc.__class__.__name__}: "
+                                                 f"{exc}); the lines not reached have no request yet: use \"Continue "
+                                                 "pushing\". The log has details.")
+
+
+def _push_import(batch_id: int) -> ImportBatch:
+    # The database is read and written in this thread only, a batch at a time by primary key (no cursor
+    # stays open across the writes: queuing hands tasks to the broker, and the ORM broker may close this
+    # thread's connection, which on SQLite ends any cursor still reading). The pool's threads only ask the
+    # Handle server.
+    rows = (ImportRow.objects.filter(batch_id=batch_id, outcome=ImportRow.Outcome.NEW, handle__isnull=False,
                                      request__isnull=True)
             .exclude(Exists(HandleRequest.objects.filter(handle_id=OuterRef("handle_id")).unfinished())))
     total = rows.count()
     services.job_progress(ImportBatch, batch_id, done=0, total=total, message="Reading each handle from the server")
-    unreadable, done = 0, 0
-    pending = rows.values_list("handle_id", "handle__prefix_id", "handle__suffix", "target_url").order_by("line")
+    unreadable, done, last = 0, 0, 0
+    prefixes = {p.pk: p for p in Prefix.objects.all()}
     with ThreadPoolExecutor(max_workers=settings.HANDLES_RECONCILE_WORKERS) as pool:
-        for chunk in services.chunked(pending.iterator(chunk_size=2000), 1000):
-            prefixes = {p.pk: p for p in Prefix.objects.filter(pk__in={r[1] for r in chunk})}
-            lookups = [(client_for(prefixes[r[1]].server_config()), f"{prefixes[r[1]].prefix}/{r[2]}") for r in chunk]
+        while chunk := list(rows.filter(pk__gt=last).order_by("pk").values_list(
+                "pk", "handle_id", "handle__prefix_id", "handle__suffix", "target_url")[:PUSH_BATCH]):
+            last = chunk[-1][0]
+            lookups = [(client_for(prefixes[r[2]].server_config()), f"{prefixes[r[2]].prefix}/{r[3]}") for r in chunk]
             records = list(pool.map(lambda lookup: read_url(*lookup), lookups))
             ops: dict[int, str] = {}
-            for (handle_id, _, _, target_url), record in zip(chunk, records, strict=True):
+            for (_, handle_id, _, _, target_url), record in zip(chunk, records, strict=True):
                 if record.error:
                     unreadable += 1
                 elif not record.found:

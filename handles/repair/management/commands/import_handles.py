@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from handles.exceptions import HandleServiceError
 from handles.models import Prefix
@@ -73,6 +74,7 @@ class Command(BaseCommand):
         if not options["apply"]:
             self.stdout.write("Dry run: nothing was recorded. Add --apply to record the new handles.")
             return
+        applying_since = timezone.now()
         batch = services.import_batch_apply(batch.pk, via="command")
         if batch.applied_at is None:
             raise CommandError(batch.error or "Nothing was applied.")
@@ -83,7 +85,8 @@ class Command(BaseCommand):
                                              f" mode); {then}. The worker (qcluster) verifies each on the server."))
         if options["wait"]:
             batch = wait_until_settled(self, batch, reload=lambda pk: ImportBatch.objects.defer("content").get(pk=pk),
-                                       settle=services.import_batch_settle, timeout=options["timeout"])
+                                       settle=services.import_batch_settle, timeout=options["timeout"],
+                                       task_name=f"import push {batch.pk}", since=applying_since)
         if batch.finished:
             report_settled(self, batch)
         else:
