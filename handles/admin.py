@@ -45,6 +45,8 @@ from handles.desk.selectors import (
     redirect_rule_matches,
     redirect_rule_preview,
     request_search,
+    selection_digest,
+    selection_ids,
     source_systems,
     with_health,
     with_signature,
@@ -444,6 +446,18 @@ class HandleAdmin(admin.ModelAdmin):
             return f"{len(selection['ids'])} selected handle(s)"
         return HandleFilter.from_params(request.GET).describe()
 
+    def _preview_changed(self, request: HttpRequest, objects: QuerySet) -> str:
+        """Why the confirmation cannot act: the selection no longer holds exactly the handles its preview
+        showed ('' when it does, or when nothing was previewed)."""
+        shown = request.POST.get("preview_digest", "")
+        if not shown:
+            return ""
+        ids = selection_ids(objects)
+        if selection_digest(ids) == shown:
+            return ""
+        return (f"The selection changed since the preview: it held {request.POST.get('preview_count', '?')} "
+                f"handle(s) then and holds {len(ids)} now. Nothing was done: check the list below and confirm again.")
+
     def _run(self, request: HttpRequest, queryset: QuerySet, kind: str, verb: str,
              parameters: dict | None = None, objects: QuerySet | None = None) -> HttpResponse | None:
         """In the request when the selection is small; otherwise as a background job with a progress page."""
@@ -460,6 +474,14 @@ class HandleAdmin(admin.ModelAdmin):
             if kind == Kind.RETRY:  # the failed requests of the selected handles
                 selection = {"filters": {"handle_filters": selection.get("filters", {}),
                                          "handle_ids": selection.get("ids")}}
+            else:
+                # Exactly the handles selected now, fixed for the job; with the list's filters, so a handle
+                # that stops matching before the job reaches it is skipped and reported, not changed.
+                ids = selection_ids(objects)
+                selection = {"ids": ids, "filters": HandleFilter.from_params(request.GET).as_params()}
+                if request.POST.get("preview_count", "").isdigit():
+                    selection["preview_count"] = int(request.POST["preview_count"])
+                description = f"{len(ids)} handle(s): {description}"
             job = desk_services.bulk_job_create(kind=kind, selection=selection, parameters=parameters,
                                                 description=description, actor=request.user)
         except HandleServiceError as exc:
@@ -482,9 +504,11 @@ class HandleAdmin(admin.ModelAdmin):
 
     def _confirm(self, request: HttpRequest, queryset: QuerySet, action: str, verb: str, form,
                  template: str = "admin/handles/handle/confirm_selection.html", **context) -> HttpResponse:
-        count = queryset.count()
+        ids = selection_ids(queryset)
+        count = len(ids)
         return self._page(
             request, template, f"{verb} {count} handle(s)?", form=form, count=count, action=action, verb=verb,
+            preview_count=count, preview_digest=selection_digest(ids),
             handles=list(queryset.select_related("prefix").order_by("pk")[:100]),
             selected=request.POST.getlist(ACTION_CHECKBOX_NAME), select_across=request.POST.get("select_across", "0"),
             inline_limit=settings.HANDLES_DESK_INLINE_LIMIT, **context)
@@ -509,29 +533,32 @@ class HandleAdmin(admin.ModelAdmin):
         if bound and "_edit" not in request.POST and form.is_valid():
             find, replace = form.cleaned_data["find"], form.cleaned_data["replace"]
             matches = redirect_rule_matches(queryset, find)
-            if "confirm" in request.POST:
+            changed = self._preview_changed(request, matches) if "confirm" in request.POST else ""
+            if "confirm" in request.POST and not changed:
                 return self._run(request, queryset, Kind.REDIRECT_RULE, "Redirect by find and replace",
                                  parameters={"find": find, "replace": replace}, objects=matches)
             return self._confirm(request, matches, "redirect_rule_selected", "Redirect", form,
                                  template="admin/handles/handle/redirect_rule.html",
                                  examples=redirect_rule_preview(queryset, find, replace), selection_count=queryset.count(),
-                                 find=find, replace=replace)
+                                 find=find, replace=replace, changed=changed)
         return self._confirm(request, queryset, "redirect_rule_selected", "Redirect", form,
                              template="admin/handles/handle/redirect_rule.html", examples=None)
 
     @admin.action(description="Tombstone selected handles…")
     def tombstone_selected(self, request, queryset):
         form = TombstoneForm(request.POST if "confirm" in request.POST else None)
-        if form.is_bound and form.is_valid():
+        changed = self._preview_changed(request, queryset) if form.is_bound and form.is_valid() else ""
+        if form.is_bound and form.is_valid() and not changed:
             return self._run(request, queryset, Kind.TOMBSTONE, "Tombstone", parameters=form.cleaned_data)
-        return self._confirm(request, queryset, "tombstone_selected", "Tombstone", form)
+        return self._confirm(request, queryset, "tombstone_selected", "Tombstone", form, changed=changed)
 
     @admin.action(description="Delete selected handles from the Handle server…")
     def delete_selected_handles(self, request, queryset):
         form = ConfirmForm(request.POST if "confirm" in request.POST else None)
-        if form.is_bound and form.is_valid():
+        changed = self._preview_changed(request, queryset) if form.is_bound and form.is_valid() else ""
+        if form.is_bound and form.is_valid() and not changed:
             return self._run(request, queryset, Kind.DELETE, "Delete", parameters=form.cleaned_data)
-        return self._confirm(request, queryset, "delete_selected_handles", "Delete", form)
+        return self._confirm(request, queryset, "delete_selected_handles", "Delete", form, changed=changed)
 
 
 # --- The request log --------------------------------------------------------------------------------------

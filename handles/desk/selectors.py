@@ -8,6 +8,7 @@ handles_desk.0002), counts are capped, and the sync state of a handle is read fr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -454,6 +455,16 @@ def _bulk_job_items(job_id: int) -> QuerySet:
     from handles.desk.models import BulkJobItem
 
     return BulkJobItem.objects.filter(job_id=job_id, request__isnull=False)
+
+
+def selection_ids(queryset: QuerySet) -> list[int]:
+    """The ids a selection holds now, in order: what a job acts on, fixed when it is confirmed."""
+    return list(queryset.order_by("pk").values_list("pk", flat=True))
+
+
+def selection_digest(ids: list[int]) -> str:
+    """A fingerprint of a selection's ids: the preview carries it, the confirmation compares it."""
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:32]
 
 
 def bulk_job_tally(job_id: int) -> Tally:
