@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -259,6 +260,12 @@ class HandleAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request, **kwargs):
         return HandleChangeList
+
+    def changelist_view(self, request, extra_context=None):
+        # The export and browse links carry the list's filters only: /browse/ refuses the admin's own
+        # parameters (sorting, page), as it refuses any parameter it does not know.
+        query = urlencode(HandleFilter.from_params(request.GET).as_params())
+        return super().changelist_view(request, {"filter_query": query, **(extra_context or {})})
 
     def get_queryset(self, request):
         return with_health(super().get_queryset(request)).prefetch_related("asset")

@@ -123,3 +123,11 @@ def test_the_failures_page_refuses_an_invalid_filter_and_retries_nothing(staff_c
     assert response.status_code == 302
     failed.refresh_from_db()
     assert failed.status == "error" and failed.attempts == 0
+
+
+def test_the_admin_list_links_its_filter_to_browse_and_export_without_its_own_parameters(staff_client, listed):
+    page = staff_client.get(reverse("admin:handles_handle_changelist"), {"q": "legacy1", "o": "2", "status": "active"})
+    expected = "?q=legacy1&amp;status=active"
+    assert f'{reverse("desk:export")}{expected}"' in page.content.decode()
+    assert f'{reverse("desk:browse")}{expected}"' in page.content.decode()
+    assert staff_client.get(reverse("desk:browse") + "?q=legacy1&status=active").status_code == 200
