@@ -8,7 +8,6 @@ server-side cursor open between batches, and sends its first bytes at once.
 from __future__ import annotations
 
 import csv
-import itertools
 from collections.abc import Iterable, Iterator
 
 from django.conf import settings
@@ -91,11 +90,11 @@ def handle_rows(queryset: QuerySet) -> Iterator[list[object]]:
 
 def handles_csv(queryset: QuerySet) -> StreamingHttpResponse:
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
-    rows = handle_rows(queryset)
-    # The header and the first row before the response starts: a query that fails is then an error page,
-    # not a 200 that holds only a header (an error once streaming has begun can only cut the file short).
-    first = [row for row in (next(rows), next(rows, None)) if row is not None]
-    return csv_response(f"handles-{stamp}.csv", itertools.chain(first, rows))
+    # The first row is read before the response starts, by the same query with LIMIT 1 (no cursor left open):
+    # a query that fails is then an error page, not a 200 that holds only a header (an error once streaming
+    # has begun can only cut the file short).
+    list(with_health(queryset.select_related("prefix", "asset")).order_by("pk")[:1])
+    return csv_response(f"handles-{stamp}.csv", handle_rows(queryset))
 
 
 JOB_COLUMNS = ["handle", "outcome", "message", "before", "after", "request_id", "request_status", "request_error"]
