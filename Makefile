@@ -44,4 +44,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf var/handles.sqlite3 var/simulator var/static
+	rm -rf var/handles.sqlite3 var/handles.sqlite3-wal var/handles.sqlite3-shm var/simulator var/static

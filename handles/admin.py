@@ -30,6 +30,8 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from handles import services
+from handles.admin_log import ADDITION, log_desk_action
+from handles.citation import citation_url
 from handles.desk import services as desk_services
 from handles.desk.forms import DateRangeForm, RedirectRuleForm
 from handles.desk.models import BulkJob, Collection
@@ -54,6 +56,7 @@ from handles.desk.selectors import (
 )
 from handles.exceptions import HandleServiceError
 from handles.forms import ConfirmForm, MintForm, RedirectForm, TombstoneForm
+from handles.labels import LabelledFieldsAdmin, counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
 
 Kind = BulkJob.Kind
@@ -83,8 +86,8 @@ class SuperuserOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prefix)
-class PrefixAdmin(SuperuserOnlyAdmin):
-    list_display = ["prefix", "site_name", "is_default", "server_url", "suffix_policy", "asset_delete_action",
+class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
+    list_display = ["prefix", "site_name", "is_default", "server_url_column", "suffix_policy", "asset_delete_action",
                     "last_contact"]
     readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error"]
     # Handle servers are reached over HTTPS; a bare host name in the form means https (as Django 6 will).
@@ -98,6 +101,10 @@ class PrefixAdmin(SuperuserOnlyAdmin):
         ("Imports and repairs", {"fields": ["url_template", "vendor_suffix_pattern"]}),
         ("Last contact with the server", {"fields": ["last_contact_at", "last_contact_ok", "last_contact_error"]}),
     ]
+
+    @admin.display(description="Server URL", ordering="server_url")
+    def server_url_column(self, obj: Prefix) -> str:
+        return obj.server_url
 
     @admin.display(description="Last contact")
     def last_contact(self, obj: Prefix) -> str:
@@ -124,7 +131,7 @@ class SourceSystemFilter(admin.SimpleListFilter):
 
 
 @admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
+class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["source_system", "external_id", "title", "state", "handle_count"]
     list_filter = [SourceSystemFilter, "state"]
     search_fields = ["external_id", "title"]
@@ -231,7 +238,7 @@ class HandleChangeList(ChangeList):
 
 # --- Handles ------------------------------------------------------------------------------------------
 @admin.register(Handle)
-class HandleAdmin(admin.ModelAdmin):
+class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["full_handle_display", "target_link", "status_badge", "health", "asset_display", "updated_at"]
     list_filter = [PrefixFilter, StatusFilter, SyncFilter, SourceFilter, CollectionFilter]
     # Assets are fetched for the rows shown (prefetch), not joined: a join makes PostgreSQL weigh reading
@@ -247,12 +254,12 @@ class HandleAdmin(admin.ModelAdmin):
     list_per_page = 50
     fieldsets = [
         (None, {"fields": ["full_handle_display", "status_badge", "target_link", "resolver_link", "asset_display"]}),
-        ("Withdrawal", {"fields": ["tombstone_reason", "successor_url", "tombstoned_at", "deleted_at"]}),
+        ("Withdrawal", {"fields": ["tombstone_reason", "successor_link", "tombstoned_at", "deleted_at"]}),
         ("Sync with the Handle server", {"fields": ["health", "version", "synced_version", "synced_at"]}),
         ("Record", {"fields": ["is_primary", "created_by", "created_at", "updated_at"]}),
     ]
     readonly_fields = ["full_handle_display", "status_badge", "target_link", "resolver_link", "asset_display",
-                       "tombstone_reason", "successor_url", "tombstoned_at", "deleted_at", "health", "version",
+                       "tombstone_reason", "successor_link", "tombstoned_at", "deleted_at", "health", "version",
                        "synced_version", "synced_at", "is_primary", "created_by", "created_at", "updated_at"]
     actions = ["verify_selected", "retry_selected", "redirect_rule_selected", "tombstone_selected",
                "restore_selected", "delete_selected_handles"]
@@ -277,6 +284,10 @@ class HandleAdmin(admin.ModelAdmin):
     @admin.display(description="Handle", ordering="suffix_key")
     def full_handle_display(self, obj: Handle) -> str:
         return obj.full_handle
+
+    @admin.display(description="Successor URL")
+    def successor_link(self, obj: Handle) -> str:
+        return format_html('<a href="{0}" rel="noreferrer nofollow">{0}</a>', obj.successor_url) if obj.successor_url else "-"
 
     @admin.display(description="Target URL")
     def target_link(self, obj: Handle) -> str:
@@ -361,23 +372,24 @@ class HandleAdmin(admin.ModelAdmin):
         same suffix is minted. A taken or deleted suffix is refused with the service's message."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        form = MintForm(request.POST or None)
+        form = MintForm(request.POST or None, admin_site=self.admin_site)
         preview = None
         if request.method == "POST" and "_edit" not in request.POST and form.is_valid():
             data = form.cleaned_data
             try:
                 if "_mint" in request.POST:
                     req = services.handle_mint(actor=request.user, via="admin", **data)
+                    self.log_addition(request, req.handle, f"Minted; request #{req.pk} queued.")
                     self.message_user(request, f"Minted {req.full_handle}; request #{req.pk} is {req.status}.",
                                       messages.SUCCESS)
                     return HttpResponseRedirect(reverse("admin:handles_handle_change", args=[req.handle_id]))
                 suffix = services.handle_mint_preview(prefix=data["prefix"], target_url=data["target_url"],
                                                       suffix=data["suffix"], asset=data["asset"])
                 # The confirm step carries the chosen suffix, so what is minted is what was previewed.
-                form = MintForm({**request.POST.dict(), "suffix": suffix})
+                form = MintForm({**request.POST.dict(), "suffix": suffix}, admin_site=self.admin_site)
                 form.is_valid()
                 preview = {"full_handle": f"{data['prefix'].prefix}/{suffix}", "suffix": suffix,
-                           "resolver_url": f"{settings.HANDLES_RESOLVER_BASE_URL}/{data['prefix'].prefix}/{suffix}"}
+                           "resolver_url": citation_url(data["prefix"].prefix, suffix)}
             except HandleServiceError as exc:
                 form.add_error("suffix" if exc.code in ("handle_exists", "suffix_required", "invalid_suffix")
                                else None, exc.message)
@@ -396,6 +408,7 @@ class HandleAdmin(admin.ModelAdmin):
             except HandleServiceError as exc:
                 form.add_error(None, exc.message)
             else:
+                self.log_change(request, handle, f"{req.get_action_display()} queued as request #{req.pk}.")
                 self.message_user(request, f"{req.get_action_display()} of {handle} queued as request #{req.pk}.",
                                   messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:handles_handle_change", args=[handle.pk]))
@@ -450,7 +463,7 @@ class HandleAdmin(admin.ModelAdmin):
 
     def _describe(self, request: HttpRequest, selection: dict) -> str:
         if "ids" in selection:
-            return f"{len(selection['ids'])} selected handle(s)"
+            return f"{counted(len(selection['ids']), 'selected handle')}"
         return HandleFilter.from_params(request.GET).describe()
 
     def _preview_changed(self, request: HttpRequest, objects: QuerySet) -> str:
@@ -463,7 +476,8 @@ class HandleAdmin(admin.ModelAdmin):
         if selection_digest(ids) == shown:
             return ""
         return (f"The selection changed since the preview: it held {request.POST.get('preview_count', '?')} "
-                f"handle(s) then and holds {len(ids)} now. Nothing was done: check the list below and confirm again.")
+                f"then and holds {counted(len(ids), 'handle')} now. Nothing was done: check the list below and "
+                "confirm again.")
 
     def _run(self, request: HttpRequest, queryset: QuerySet, kind: str, verb: str,
              parameters: dict | None = None, objects: QuerySet | None = None) -> HttpResponse | None:
@@ -474,6 +488,7 @@ class HandleAdmin(admin.ModelAdmin):
             if not too_many:
                 results = desk_services.bulk_apply(kind=kind, objects=objects.order_by("pk"), parameters=parameters,
                                                    actor=request.user)
+                log_desk_action(request, [obj for obj, result in results if result.outcome == "ok"], f"{verb}.")
                 self._report(request, verb, results)
                 return None
             selection = self._selection(request)
@@ -488,9 +503,10 @@ class HandleAdmin(admin.ModelAdmin):
                 selection = {"ids": ids, "filters": HandleFilter.from_params(request.GET).as_params()}
                 if request.POST.get("preview_count", "").isdigit():
                     selection["preview_count"] = int(request.POST["preview_count"])
-                description = f"{len(ids)} handle(s): {description}"
+                description = f"{counted(len(ids), 'handle')}: {description}"
             job = desk_services.bulk_job_create(kind=kind, selection=selection, parameters=parameters,
                                                 description=description, actor=request.user)
+            log_desk_action(request, [job], f"{verb}: {description}.", flag=ADDITION)
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return None
@@ -514,7 +530,7 @@ class HandleAdmin(admin.ModelAdmin):
         ids = selection_ids(queryset)
         count = len(ids)
         return self._page(
-            request, template, f"{verb} {count} handle(s)?", form=form, count=count, action=action, verb=verb,
+            request, template, f"{verb} {counted(count, 'handle')}?", form=form, count=count, action=action, verb=verb,
             preview_count=count, preview_digest=selection_digest(ids),
             handles=list(queryset.select_related("prefix").order_by("pk")[:100]),
             selected=request.POST.getlist(ACTION_CHECKBOX_NAME), select_across=request.POST.get("select_across", "0"),
@@ -683,7 +699,7 @@ def _day_range(cleaned: dict) -> tuple:
 
 
 @admin.register(HandleRequest)
-class HandleRequestAdmin(admin.ModelAdmin):
+class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["id", "created_at", "action", "op", "handle_link", "status_badge", "attempts", "requester",
                     "short_error"]
     list_filter = ["status", "op", "action", RequestPrefixFilter, RequestDateFilter, ErrorGroupFilter,
@@ -745,7 +761,8 @@ class HandleRequestAdmin(admin.ModelAdmin):
         if not too_many:
             results = desk_services.bulk_apply(kind=Kind.RETRY, objects=failed.select_related("handle__prefix")
                                                .order_by("pk"), actor=request.user)
-            self.message_user(request, f"Retrying {len(results)} failed request(s); the others were left alone.",
+            log_desk_action(request, [obj for obj, result in results if result.outcome == "ok"], "Retried.")
+            self.message_user(request, f"Retrying {counted(len(results), 'failed request')}; the others were left alone.",
                               messages.SUCCESS)
             return None
         # The ids themselves: exact whatever the list's filters were (an outage is retried from the
@@ -756,6 +773,7 @@ class HandleRequestAdmin(admin.ModelAdmin):
     def _retry_job(self, request: HttpRequest, selection: dict, description: str) -> HttpResponse:
         job = desk_services.bulk_job_create(kind=Kind.RETRY, selection=selection, description=description,
                                             actor=request.user)
+        log_desk_action(request, [job], f"Retry: {description}.", flag=ADDITION)
         self.message_user(request, f"Retry: job #{job.pk} runs in the background.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
@@ -813,6 +831,7 @@ class HandleRequestAdmin(admin.ModelAdmin):
             return self._retry_job(request, selection, f"failed requests: {signature[:200] or 'all'}")
         results = desk_services.bulk_apply(kind=Kind.RETRY, objects=group.select_related("handle__prefix")
                                            .order_by("pk"), actor=request.user)
-        self.message_user(request, f"Retrying {len(results)} failed request(s).", messages.SUCCESS)
+        log_desk_action(request, [obj for obj, result in results if result.outcome == "ok"], "Retried.")
+        self.message_user(request, f"Retrying {counted(len(results), 'failed request')}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:handles_handlerequest_failures") + "?" + request.POST.get(
             "query", ""))

@@ -1,10 +1,12 @@
 """Forms for the admin's handle desk. Validation reuses handles.validators; writes go to services."""
 
 from django import forms
+from django.contrib.admin import AdminSite
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 
-from handles.models import Asset, Prefix
-from handles.validators import validate_suffix, validate_target_url
+from handles.models import Asset, Handle, Prefix
+from handles.validators import validate_new_suffix, validate_target_url
 
 URL_WIDGET = forms.URLInput(attrs={"size": 90, "placeholder": "https://..."})
 
@@ -12,17 +14,24 @@ URL_WIDGET = forms.URLInput(attrs={"size": 90, "placeholder": "https://..."})
 class MintForm(forms.Form):
     prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)
     suffix = forms.CharField(
-        required=False, max_length=255, validators=[validate_suffix],
+        required=False, max_length=255, validators=[validate_new_suffix],
         help_text="Leave empty to let the prefix's suffix policy choose (random opaque, or the asset's id).",
         widget=forms.TextInput(attrs={"size": 40}),
     )
     target_url = forms.CharField(label="Target URL", max_length=2000, validators=[validate_target_url],
                                  widget=URL_WIDGET)
     asset = forms.ModelChoiceField(queryset=Asset.objects.all(), required=False,
-                                   help_text="The digital object this handle identifies (optional).")
+                                   help_text="The digital object this handle identifies (optional): type part of "
+                                             "its external id or title.")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, admin_site: AdminSite | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if admin_site is not None:
+            # There may be 100,000 assets: the admin's autocomplete (the Asset admin's search_fields, a page
+            # of results at a time) instead of a select that lists them all.
+            asset = self.fields["asset"]
+            asset.widget = AutocompleteSelect(Handle._meta.get_field("asset"), admin_site, attrs={"style": "width: 36em"})
+            asset.widget.choices = asset.choices  # as the field does for the widget it was built with
         default = Prefix.objects.filter(is_default=True).first()
         if default is not None:
             self.fields["prefix"].initial = default.pk

@@ -19,6 +19,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from handles.exceptions import HandleStateError
+from handles.labels import counted
 from handles.models import ErrorSignature, HandleRequest
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None
 def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: str = "change",
                     unpushed_note: str = "") -> str:
     """Why a settled job is incomplete, in words: how many of its changes failed and the commonest error."""
-    parts = [f"{tally.failed:,} of {tally.total:,} {noun}s were not verified on the server."]
+    parts = [f"{tally.failed:,} of {counted(tally.total, noun)} {'was' if tally.failed == 1 else 'were'} not verified "
+             "on the server."]
     if tally.error:
         top = commonest_error(requests)
         parts.append(f"{tally.error:,} failed" + (f"; the commonest error ({top[1]:,}×), for example: {top[0].rstrip('.')}."

@@ -19,6 +19,7 @@ from django.db.models.functions import Left, Replace
 from django.urls import reverse
 from django.utils import timezone
 
+from handles.citation import citation_url
 from handles.handle_server.client import ServerConfig
 from handles.validators import ascii_upper, validate_prefix, validate_suffix, validate_target_url
 
@@ -256,7 +257,8 @@ class Handle(models.Model):
 
     @property
     def resolver_url(self) -> str:
-        return f"{settings.HANDLES_RESOLVER_BASE_URL}/{self.full_handle}"
+        """The URL to cite, the suffix percent-encoded (handles.citation)."""
+        return citation_url(self.prefix.prefix, self.suffix)
 
     @property
     def in_sync(self) -> bool:

@@ -27,8 +27,9 @@ from django.utils import timezone
 
 from handles import tasks
 from handles.exceptions import HandleExists, HandleServiceError, HandleStateError, PrefixForbidden
+from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
-from handles.validators import ascii_upper, validate_suffix, validate_target_url
+from handles.validators import ascii_upper, validate_new_suffix, validate_target_url
 
 User = AbstractBaseUser | AnonymousUser | None
 Op = HandleRequest.Op
@@ -108,7 +109,7 @@ def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None =
     try:
         validate_target_url(target_url)
         chosen = _choose_suffix(prefix, (suffix or "").strip() or None, asset)
-        validate_suffix(chosen)
+        validate_new_suffix(chosen)
     except ValidationError as exc:
         raise _validation(exc) from exc
     existing = Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).select_related("prefix").first()
@@ -423,7 +424,7 @@ def _apply_outcome(request: HandleRequest, handle: Handle, claim: Claim, outcome
         request.finished_at = now
         request.error = outcome.error
         if outcome.kind == "transient":
-            request.error = f"Gave up after {request.attempts} attempts. Last error: {outcome.error}"
+            request.error = f"Gave up after {counted(request.attempts, 'attempt')}. Last error: {outcome.error}"
         request.server_error = outcome.server_error
     return False
 
@@ -507,7 +508,7 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
             if request.attempts >= request.max_attempts:
                 request.status = RStatus.ERROR
                 request.finished_at = now
-                request.error = f"Gave up after {request.attempts} attempts: the worker stopped each time."
+                request.error = f"Gave up after {counted(request.attempts, 'attempt')}: the worker stopped each time."
             else:
                 request.status = RStatus.QUEUED
                 request.next_attempt_at = None  # due at once

@@ -14,6 +14,7 @@ from django.conf import settings
 from django_q.tasks import async_task
 
 from handles import jobs
+from handles.labels import counted
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def push_request(request_id: int) -> str:
     long_drain = stopped == "time" and settings.HANDLES_DRAIN_SECONDS >= SETTLE_AFTER_DRAIN_SECONDS
     if stopped == "idle" or long_drain or not _anything_due():
         if settled := jobs.settle_all():
-            result = f"{result}; settled {settled} job(s)"
+            result = f"{result}; settled {counted(settled, 'job')}"
     return result
 
 
@@ -152,4 +153,4 @@ def sweep_requests() -> str:
     counts = services.requests_sweep()
     settled = jobs.settle_all()  # the safety net for a settle missed at the end of a push (a crashed worker)
     result = f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"
-    return f"{result}, settled {settled} job(s)" if settled else result
+    return f"{result}, settled {counted(settled, 'job')}" if settled else result

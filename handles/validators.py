@@ -7,7 +7,7 @@ resolution or citation in practice (control characters, leading/trailing whitesp
 
 import re
 import unicodedata
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -56,6 +56,28 @@ def validate_suffix(value: str) -> None:
         )
 
 
+# What a new suffix may not hold: characters that end or change a URL path, or may not stand raw in one
+# (RFC 3986 §2-3), and whitespace. Cited percent-encoded they resolve, but a citation copied or typed
+# without the encoding breaks (`hdl.handle.net/20.500.12345/a?b#c` resolves `a`). Handles that already
+# hold them (imported, adopted from the server) are kept and cited percent-encoded (handles.citation).
+URL_BREAKING_CHARACTERS = '?#%"<>\\^`{|}'
+
+
+def validate_new_suffix(value: str) -> None:
+    """validate_suffix, and what a suffix minted here may not contain (mint page, API, asset publish)."""
+    validate_suffix(value)
+    found = sorted({ch for ch in value if ch in URL_BREAKING_CHARACTERS or ch.isspace()})
+    if found:
+        shown = ", ".join(dict.fromkeys(
+            "a space" if ch == " " else "other whitespace" if ch.isspace() else f"'{ch}'" for ch in found))
+        raise ValidationError(
+            "A new handle's suffix must not contain spaces or any of ? # %% \" < > \\ ^ ` { | } (this one has "
+            "%(found)s): a citation copied without percent-encoding would break. Use letters, digits and "
+            "- . _ ~ / ( ) ; : and the like.",
+            code="invalid_suffix", params={"found": shown},
+        )
+
+
 def validate_target_url(value: str) -> None:
     """Only absolute http(s) URLs: javascript:, data:, relative and credential-bearing URLs are refused."""
     if not isinstance(value, str) or not value:
@@ -88,10 +110,14 @@ def validate_target_url(value: str) -> None:
 def split_handle(value: str) -> tuple[str, str]:
     """Split `PREFIX/SUFFIX`, also accepting the cited forms hdl:..., http(s)://hdl.handle.net/...
 
-    The prefix is everything before the first '/'; the suffix may contain more '/' [TM §1.1].
+    The prefix is everything before the first '/'; the suffix may contain more '/' [TM §1.1]. A resolver
+    URL's path is percent-decoded, as the resolver decodes it (handles.citation writes it encoded).
     """
     text = (value or "").strip()
+    form = RESOLVER_FORMS.match(text)
     text = RESOLVER_FORMS.sub("", text)
+    if form and form.group(0).lower().startswith("http"):
+        text = unquote(text)
     prefix, sep, suffix = text.partition("/")
     if not sep or not prefix or not suffix:
         raise ValidationError(

@@ -133,8 +133,13 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 # --- Handles -------------------------------------------------------------------------------------
-# Public base URL of this app: tombstone pages and the local resolver are built from it.
-HANDLES_PUBLIC_BASE_URL = env.str("HANDLES_PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Public base URL of this app: tombstone pages and the local resolver are built from it. By default it
+# follows `make run`'s address (HANDLES_HOST/HANDLES_PORT), so tombstones pushed in development point at
+# the port the app really listens on; a wildcard bind address is not a place to send people.
+_RUN_HOST = env.str("HANDLES_HOST", default="127.0.0.1")
+_RUN_HOST = "127.0.0.1" if _RUN_HOST in ("", "0.0.0.0", "::", "[::]") else _RUN_HOST
+HANDLES_PUBLIC_BASE_URL = env.str(
+    "HANDLES_PUBLIC_BASE_URL", default=f"http://{_RUN_HOST}:{env.int('HANDLES_PORT', default=8000)}").rstrip("/")
 # Global resolver used to show resolvable handle URLs (ArchivesSpace file_uri, IIIF manifests).
 HANDLES_RESOLVER_BASE_URL = env.str("HANDLES_RESOLVER_BASE_URL", default="https://hdl.handle.net").rstrip("/")
 # Every call to a Handle server has this timeout (seconds): connect and read.

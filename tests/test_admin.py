@@ -371,7 +371,8 @@ def test_dashboard_shows_counts_queue_failures_worker_and_prefix_contact(staff_c
     HandleFactory(prefix=offline_prefix, suffix="d1")
     HandleFactory(prefix=offline_prefix, suffix="d2", status=Handle.Status.TOMBSTONED)
     h = HandleFactory(prefix=offline_prefix, suffix="d3")
-    _failed(h, "boom")
+    # Failed an hour ago: a request a worker finished in the last two minutes would show it as running.
+    _failed(h, "boom", when=timezone.now() - datetime.timedelta(hours=1))
     HandleRequest.objects.create(handle=h, op="verify", action="verify", full_handle=h.full_handle,
                                  handle_version=1, status="queued")
     services.prefix_record_contact(prefix_id=offline_prefix.pk, ok=False, error="Connection refused")
@@ -419,7 +420,7 @@ def test_a_confirmation_acts_only_on_the_selection_its_preview_showed(staff_clie
     confirm = {**every, "confirm": "yes", "reason": "Withdrawn", "preview_digest": digest, "preview_count": count}
     refused = action(staff_client, "tombstone_selected", handles[:1], extra=confirm, query="?q=w")
     assert refused.status_code == 200 and not BulkJob.objects.exists()
-    assert "held 3 handle(s) then and holds 4 now. Nothing was done" in refused.content.decode()
+    assert "held 3 then and holds 4 handles now. Nothing was done" in refused.content.decode()
     assert Handle.objects.filter(status="tombstoned").count() == 0
 
     again = {**confirm, "preview_digest": refused.context["preview_digest"], "preview_count": 4}
@@ -429,4 +430,4 @@ def test_a_confirmation_acts_only_on_the_selection_its_preview_showed(staff_clie
     assert response.status_code == 302
     assert (len(job.selection["ids"]), job.selection["preview_count"], job.total) == (4, 4, 4)
     page = staff_client.get(job.get_absolute_url()).content.decode()
-    assert "Acts on the 4 handle(s) the selection held when the job was confirmed (its preview showed 4)" in page
+    assert "Acts on the 4 handles the selection held when the job was confirmed (its preview showed 4)" in page

@@ -36,7 +36,7 @@ def test_settling_costs_one_query_per_app_when_no_job_is_verifying(django_assert
 def test_a_job_settles_at_the_end_of_the_drain_that_pushed_its_last_request(verifying_job, settings):
     settings.HANDLES_DRAIN_SECONDS = 30
     job, requests = verifying_job
-    assert tasks.push_request(requests[0].pk) == "success; drained 2; settled 1 job(s)"
+    assert tasks.push_request(requests[0].pk) == "success; drained 2; settled 1 job"
     job.refresh_from_db()
     assert (job.status, job.verification["success"]) == (BulkJob.Status.DONE, 3)
 
@@ -48,7 +48,7 @@ def test_a_job_settles_after_its_last_request_when_each_task_pushes_one(verifyin
     assert tasks.push_request(requests[1].pk) == "success"
     job.refresh_from_db()
     assert job.status == BulkJob.Status.VERIFYING
-    assert tasks.push_request(requests[2].pk) == "success; settled 1 job(s)"
+    assert tasks.push_request(requests[2].pk) == "success; settled 1 job"
     job.refresh_from_db()
     assert (job.status, job.verification["success"]) == (BulkJob.Status.DONE, 3)
 
@@ -77,7 +77,7 @@ def test_the_minute_sweep_settles_a_job_whose_settle_was_missed(verifying_job, m
     assert job.status == BulkJob.Status.VERIFYING
     assert set(HandleRequest.objects.filter(pk__in=[r.pk for r in requests]).values_list("status", flat=True)) == {
         "success"}
-    assert tasks.sweep_requests() == "reclaimed 0, enqueued 0, settled 1 job(s)"
+    assert tasks.sweep_requests() == "reclaimed 0, enqueued 0, settled 1 job"
     job.refresh_from_db()
     assert job.status == BulkJob.Status.DONE
 
@@ -91,7 +91,7 @@ def test_a_failing_settler_is_logged_and_never_breaks_a_push(verifying_job, monk
     monkeypatch.setattr(jobs, "_settlers", [broken, desk_services.bulk_jobs_settle])
     with caplog.at_level(logging.ERROR, logger="handles.jobs"):
         results = [tasks.push_request(request.pk) for request in requests]
-    assert results[-1] == "success; settled 1 job(s)"  # the other app's jobs still settle
+    assert results[-1] == "success; settled 1 job"  # the other app's jobs still settle
     assert "settling verifying jobs failed in test_a_failing_settler_is_logged" in caplog.text
     assert "settler bug" in caplog.text
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
 
 from handles.api import services
 from handles.api.models import ApiToken
+from handles.labels import counted
+
+# The session key that carries a new token's plain text from the POST to the page that shows it once.
+_SHOW_ONCE = "handles_api_new_token"
 
 
 @admin.register(ApiToken)
@@ -61,9 +66,27 @@ class ApiTokenAdmin(admin.ModelAdmin):
         """The services saved the prefixes already."""
 
     def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue=None) -> HttpResponse:
-        context = {**self.admin_site.each_context(request), "title": "API token created", "token": obj,
-                   "plain": request.api_token_plain, "opts": self.model._meta,
-                   "change_url": reverse("admin:handles_api_apitoken_change", args=[obj.pk])}
+        """Post/redirect/get: the plain token waits in the session for the one page that shows it, so a
+        refresh of that page never posts the form again (no second token)."""
+        request.session[_SHOW_ONCE] = {"token_id": obj.pk, "plain": request.api_token_plain}
+        return HttpResponseRedirect(reverse("admin:handles_api_apitoken_created", args=[obj.pk]))
+
+    def get_urls(self):
+        own = [path("<int:pk>/created/", self.admin_site.admin_view(self.created_view),
+                    name="handles_api_apitoken_created")]
+        return own + super().get_urls()
+
+    def created_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        token = get_object_or_404(ApiToken, pk=pk)
+        waiting = request.session.get(_SHOW_ONCE) or {}
+        plain = waiting.get("plain") if waiting.get("token_id") == token.pk else None
+        if plain:
+            del request.session[_SHOW_ONCE]
+        context = {**self.admin_site.each_context(request), "title": "API token created", "token": token,
+                   "plain": plain, "opts": self.model._meta,
+                   "change_url": reverse("admin:handles_api_apitoken_change", args=[token.pk])}
         response = render(request, "admin/handles_api/apitoken/created.html", context)
         response["Cache-Control"] = "no-store"  # the only time the token is shown: keep it out of caches
         return response
@@ -71,4 +94,4 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens (at once, for good)")
     def revoke_selected(self, request, queryset):
         revoked = sum(services.token_revoke(token=token) for token in queryset)
-        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+        self.message_user(request, f"Revoked {counted(revoked, 'token')}.", messages.SUCCESS)

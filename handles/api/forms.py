@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from handles.models import Handle
-from handles.validators import validate_prefix, validate_suffix, validate_target_url
+from handles.validators import validate_new_suffix, validate_prefix, validate_target_url
 
 MAX_PAGE_SIZE = 1000
 SOURCE_SYSTEM_VALIDATOR = RegexValidator(r"^[a-z0-9][a-z0-9_.-]*$", "Lower-case letters, digits, '.', '_' and '-'.",
@@ -52,7 +52,7 @@ def prefix_field(**kwargs: Any) -> forms.CharField:
 
 # --- Bodies ---------------------------------------------------------------------------------------
 class CreateHandleForm(forms.Form):
-    handle = JsonText(required=False, max_length=255, validators=[validate_suffix])
+    handle = JsonText(required=False, max_length=255, validators=[validate_new_suffix])
     url = url_field()
     prefix = prefix_field(required=False)
 
@@ -77,7 +77,7 @@ class PublishForm(AssetRefForm):
     url = url_field()
     title = JsonText(required=False, max_length=1000, allow_blank=True)
     prefix = prefix_field(required=False)
-    handle = JsonText(required=False, max_length=255, validators=[validate_suffix])
+    handle = JsonText(required=False, max_length=255, validators=[validate_new_suffix])
 
 
 class ChangeUrlForm(AssetRefForm):

@@ -65,7 +65,8 @@ HANDLE = _object({
     "prefix": STR,
     "suffix": STR,
     "url": {**STR, "description": "The target URL we intend (a tombstoned handle resolves to its tombstone page)."},
-    "resolver_url": {**STR, "description": "HANDLES_RESOLVER_BASE_URL + '/' + handle: the URL to cite."},
+    "resolver_url": {**STR, "description": "HANDLES_RESOLVER_BASE_URL + '/' + the handle, its suffix "
+                                 "percent-encoded as a URL path: the URL to cite."},
     "file_uri": {**STR, "nullable": True, "description": "resolver_url when it fits ArchivesSpace's 255-character "
                  "file_versions.file_uri, else null."},
     "status": {"type": "string", "enum": list(Handle.Status.values)},

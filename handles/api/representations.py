@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.urls import reverse
 
 from handles.api.queries import LookupAsset, LookupHandle
+from handles.citation import citation_url
 from handles.models import Asset, Handle, HandleRequest
 
 # ArchivesSpace stores a digital object's link in file_versions.file_uri, a 255-character column.
@@ -39,13 +39,9 @@ def request_json(request: HandleRequest) -> dict[str, Any]:
     }
 
 
-def resolver_url(full_handle: str) -> str:
-    return f"{settings.HANDLES_RESOLVER_BASE_URL}/{full_handle}"
-
-
 def handle_json(handle: Handle | LookupHandle) -> dict[str, Any]:
     """A Handle needs `prefix` and `asset` loaded (select_related)."""
-    resolvable = resolver_url(handle.full_handle)
+    resolvable = citation_url(handle.prefix.prefix, handle.suffix)
     return {
         "handle": handle.full_handle,
         "prefix": handle.prefix.prefix,
@@ -80,4 +76,4 @@ def asset_json(asset: Asset | LookupAsset) -> dict[str, Any]:
 
 def iiif_metadata_entry(handle: Handle | LookupHandle) -> dict[str, Any]:
     """One entry of a IIIF Presentation 3 manifest's `metadata` list."""
-    return {"label": {"en": ["Handle"]}, "value": {"none": [resolver_url(handle.full_handle)]}}
+    return {"label": {"en": ["Handle"]}, "value": {"none": [citation_url(handle.prefix.prefix, handle.suffix)]}}

@@ -10,9 +10,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from handles.admin_log import log_desk_action
 from handles.desk import exports, services
 from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError
+from handles.labels import LabelledFieldsAdmin, counted
 
 
 def job_status(job: BulkJob) -> dict:
@@ -34,13 +36,14 @@ def selection_note(job: BulkJob) -> str:
     stopped matching before the job reached them (skipped, left unchanged)."""
     if job.on_requests or "ids" not in job.selection:
         return ""
-    note = f"Acts on the {len(job.selection['ids'])} handle(s) the selection held when the job was confirmed"
+    note = f"Acts on the {counted(len(job.selection['ids']), 'handle')} the selection held when the job was confirmed"
     if job.selection.get("preview_count") is not None:
         note += f" (its preview showed {job.selection['preview_count']})"
     gone = job.items.filter(outcome=BulkJobItem.Outcome.SKIPPED,
                             message__startswith=services.NO_LONGER_MATCHES).count()
     if gone:
-        note += f"; {gone} of them no longer matched when the job reached them and were left unchanged"
+        note += (f"; {gone} of them no longer matched when the job reached {'it' if gone == 1 else 'them'} and "
+                 f"{'was' if gone == 1 else 'were'} left unchanged")
     return note + "."
 
 
@@ -116,6 +119,7 @@ class BulkJobAdmin(admin.ModelAdmin):
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.WARNING)
         else:
+            log_desk_action(request, [job], "Cancelled.")
             self.message_user(request, f"{job} stops after its current chunk.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
@@ -128,13 +132,14 @@ class BulkJobAdmin(admin.ModelAdmin):
         except HandleServiceError as exc:
             self.message_user(request, exc.message, messages.WARNING)
         else:
-            self.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on the "
+            log_desk_action(request, [job], f"Retried {counted(retried, 'failed request')}.")
+            self.message_user(request, f"{counted(retried, 'failed request')} queued again; the job verifies them on the "
                                        "server.", messages.SUCCESS)
         return HttpResponseRedirect(job.get_absolute_url())
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
+class CollectionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["name", "source_system", "external_id_prefix", "url_prefix", "browse_link"]
     search_fields = ["name"]
     fields = ["name", "source_system", "external_id_prefix", "url_prefix", "description"]

@@ -38,6 +38,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from handles.jobs import Tally
+from handles.labels import counted
 from handles.models import Asset, ErrorSignature, Handle, HandleRequest, Prefix
 from handles.validators import ascii_upper, split_handle
 
@@ -526,16 +527,20 @@ def worker_state(now: datetime | None = None) -> WorkerState:
         stats = []
     if stats:
         workers = sum(len(s.workers) for s in stats)
-        return WorkerState(True, f"{len(stats)} cluster(s), {workers} worker(s): "
+        return WorkerState(True, f"{counted(len(stats), 'cluster')}, {counted(workers, 'worker')}: "
                                  + ", ".join(f"{s.host} ({s.status})" for s in stats))
     schedule = Schedule.objects.filter(func="handles.tasks.sweep_requests").order_by("pk").first()
     if schedule is None or schedule.next_run is None:
         return WorkerState(False, "No sweep schedule: run the migrations.")
+    if schedule.task and now - schedule.next_run <= timedelta(minutes=2):
+        return WorkerState(True, f"The scheduler ran the sweep on time (next run {schedule.next_run:%H:%M:%S}).")
+    # A worker that has just pushed a request is running, though its first sweep may be a minute away.
+    # Only workers set finished_at; the newest requests (primary key order) are where they work.
+    finished = [t for t in HandleRequest.objects.order_by("-pk").values_list("finished_at", flat=True)[:200] if t]
+    if finished and now - max(finished) <= timedelta(minutes=2):
+        return WorkerState(True, f"A worker finished a request at {timezone.localtime(max(finished)):%H:%M:%S}.")
     if not schedule.task:
         return WorkerState(False, "No worker has run the minute sweep yet: start one with `manage.py qcluster`.")
-    overdue = now - schedule.next_run
-    if overdue <= timedelta(minutes=2):
-        return WorkerState(True, f"The scheduler ran the sweep on time (next run {schedule.next_run:%H:%M:%S}).")
     return WorkerState(False, f"No worker has run the minute sweep since {schedule.next_run:%Y-%m-%d %H:%M}: "
                               "start one with `manage.py qcluster`.")
 

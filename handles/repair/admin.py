@@ -17,7 +17,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from handles import services as core
+from handles.admin_log import ADDITION, log_desk_action
 from handles.exceptions import HandleServiceError
+from handles.labels import LabelledFieldsAdmin, counted
 from handles.models import Handle
 from handles.repair import selectors, services
 from handles.repair.csvfile import ImportFileError, csv_lines
@@ -75,7 +77,8 @@ def _retry_failed(model_admin: admin.ModelAdmin, request: HttpRequest, retry, **
     except HandleServiceError as exc:
         model_admin.message_user(request, exc.message, messages.ERROR)
     else:
-        model_admin.message_user(request, f"{retried:,} failed request(s) queued again; the job verifies them on "
+        log_desk_action(request, job.values(), f"Retried {counted(retried, 'failed request')}.")
+        model_admin.message_user(request, f"{counted(retried, 'failed request')} queued again; the job verifies them on "
                                           "the server.", messages.SUCCESS)
 
 
@@ -106,7 +109,7 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
 
 # --- Presets ---------------------------------------------------------------------------------------------
 @admin.register(ImportPreset)
-class ImportPresetAdmin(admin.ModelAdmin):
+class ImportPresetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     form = ImportPresetForm
     list_display = ["name", "handle_column", "external_id_column", "url_column", "prefix", "source_system", "mode"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
@@ -156,6 +159,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             except ImportFileError as exc:
                 form.add_error("file", exc.message)
             else:
+                log_desk_action(request, [batch], f"Uploaded {batch.file_name}.", flag=ADDITION)
                 return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[batch.pk]))
         return self._page(request, "import_upload.html", "Import handles from a CSV file", form=form)
 
@@ -182,6 +186,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                     except HandleServiceError as exc:
                         form.add_error(None, exc.message)
                     else:
+                        log_desk_action(request, [batch], "Mapped the columns; dry run started.")
                         return HttpResponseRedirect(request.path)
         outcome = request.GET.get("outcome", "")
         rows = batch.rows.select_related("prefix").order_by("line")
@@ -215,6 +220,8 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                 services.import_batch_start_apply(batch=batch, actor=request.user)
             except HandleServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
+            else:
+                log_desk_action(request, [batch], "Applied.")
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
 
     def continue_push_view(self, request, pk):
@@ -225,6 +232,8 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                 services.import_batch_continue_push(batch=batch, actor=request.user)
             except HandleServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
+            else:
+                log_desk_action(request, [batch], "Continued pushing.")
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
 
     def retry_failed_view(self, request, pk):
@@ -269,6 +278,7 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         form = ReconcileForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             run = services.reconciliation_start(prefix=form.cleaned_data["prefix"], actor=request.user)
+            log_desk_action(request, [run], f"Started reconciling {run.prefix}.", flag=ADDITION)
             return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[run.pk]))
         return self._page(request, "reconcile_start.html", "Reconcile a prefix with its Handle server", form=form,
                           latest=selectors.latest_reconciliations(), schedule=selectors.reconcile_schedule())
@@ -317,6 +327,7 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
             except HandleServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
+                log_desk_action(request, [run], f"Started repair #{job.pk}.")
                 self.message_user(request, f"Repair #{job.pk} started; each request is verified on the server.",
                                   messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[pk]))
@@ -356,6 +367,7 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
             _require_write(request)
             if form.is_valid():
                 run = services.health_start(filters=form.filters(), actor=request.user)
+                log_desk_action(request, [run], "Started a health check.", flag=ADDITION)
                 return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
         trend = selectors.health_trend()
         failing = Paginator(selectors.failing_checks(), ROWS_PER_PAGE).get_page(request.GET.get("page"))
@@ -390,7 +402,7 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
 
 
 @admin.register(HandleCheck)
-class HandleCheckAdmin(admin.ModelAdmin):
+class HandleCheckAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     """Every handle's last check; filter by outcome, prefix, source system."""
 
     list_display = ["handle_link", "outcome", "http_status", "final_url", "detail", "checked_at"]
@@ -421,6 +433,7 @@ class HandleCheckAdmin(admin.ModelAdmin):
     def recheck_selected(self, request, queryset):
         run = services.health_start(filters={"handle_ids": list(queryset.values_list("pk", flat=True)[:10000])},
                                     actor=request.user)
+        log_desk_action(request, [run], "Started a health check of selected handles.", flag=ADDITION)
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_change", args=[run.pk]))
 
 
@@ -464,8 +477,9 @@ class AssetWithSeveralHandlesAdmin(admin.ModelAdmin):
             except HandleServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
+                log_desk_action(request, [handle], "Made the primary handle of its asset.")
                 self.message_user(request, f"{handle} is now the primary handle."
-                                  + (f" {len(redirects)} other handle(s) queued to resolve to the same target."
+                                  + (f" {counted(len(redirects), 'other handle')} queued to resolve to the same target."
                                      if redirects else " The others already resolve to the same target."),
                                   messages.SUCCESS)
             return HttpResponseRedirect(request.path)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from handles.labels import counted
+
 DELIMITERS = (",", ";", "\t")
 _FORMULA_START = "=+-@\t\r"
 _FORMULA = re.compile(r"^(=|[+\-@]\s*[A-Za-z_.]+\s*[(|!])")
@@ -81,6 +83,15 @@ def _reader(text: str, delimiter: str) -> Iterator[list[str]]:
         yield row
 
 
+# A cell that is a handle (11084/99, hdl:11084/99: real prefixes begin with a digit) or a URL is data,
+# never a column name such as "Handle URL" or "Handle/URL".
+_DATA_CELL = re.compile(r"^(?:(?:hdl:)?\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)*/\S+|https?://\S+)$", re.IGNORECASE)
+
+
+def _looks_like_data(name: str) -> bool:
+    return bool(_DATA_CELL.match(name))
+
+
 def layout(text: str, delimiter: str = "auto", encoding: str = "utf-8") -> CsvLayout:
     """Read and check the header line: named, distinct columns."""
     first_line = text.split("\n", 1)[0]
@@ -91,6 +102,13 @@ def layout(text: str, delimiter: str = "auto", encoding: str = "utf-8") -> CsvLa
     if header is None or not any(cell.strip() for cell in header):
         raise ImportFileError("The file is empty, or its first line (the column names) is blank.")
     names = [cell.strip() for cell in header]
+    for position, name in enumerate(names, start=1):
+        if _looks_like_data(name):
+            raise ImportFileError(
+                f"The first line holds data, not column names: column {position} is {name!r}, which looks like "
+                f"a {'URL' if name.lower().startswith(('http://', 'https://')) else 'handle'}. The first line must "
+                "name the columns (for example: handle,url,external_id,title); add such a line at the top and "
+                "upload the file again. Without it the first line's handle would not be imported.")
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if not name:
@@ -130,7 +148,7 @@ def records(text: str, csv_layout: CsvLayout, max_cell: int) -> Iterator[tuple[i
             continue
         problem = ""
         if len(cells) > width and any(cells[width:]):
-            problem = f"{len(cells)} cells, but the header names {width} columns"
+            problem = f"{counted(len(cells), 'cell')}, but the header names {counted(width, 'column')}"
         longest = max(map(len, row))
         if longest > max_cell:
             problem = f"a cell is {longest:,} characters long (at most {max_cell:,} are accepted)"

@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from handles.handle_server.client import HandleNotFound, HandleServerError, client_for
+from handles.labels import counted
 from handles.models import Handle
 from handles.repair import services
 from handles.repair.http_check import FetchResult, PageFetcher
@@ -151,7 +152,7 @@ def _classify(handle: Handle, server_url: str, fetch: FetchResult, title_check: 
     expected = handle.resolver_target
     asset = handle.asset
     if fetch.timed_out:
-        return Verdict(HealthOutcome.TIMEOUT, f"No answer from {fetch.final_url} after {fetch.attempts} attempts.")
+        return Verdict(HealthOutcome.TIMEOUT, f"No answer from {fetch.final_url} after {counted(fetch.attempts, 'attempt')}.")
     if fetch.error:
         return Verdict(HealthOutcome.BROKEN, fetch.error)
     if handle.status == Handle.Status.TOMBSTONED:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 
 from handles.handle_server.client import HandleNotFound, HandleServerClient, HandleServerError, client_for
+from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair import services
 from handles.repair.models import (
@@ -335,6 +336,6 @@ def _push_import(batch_id: int) -> ImportBatch:
                 services.import_batch_queue_push(batch_id, ops)
             done += len(chunk)
             services.job_progress(ImportBatch, batch_id, done=done)
-    error = (f"{unreadable} handle(s) could not be read from the server; they stay pending without a request. "
+    error = (f"{counted(unreadable, 'handle')} could not be read from the server; they stay pending without a request. "
              "Use \"Continue pushing\" when the server answers again.") if unreadable else ""
     return services.import_batch_finish_push(batch_id, error=error)

@@ -26,6 +26,7 @@ from django.utils import timezone
 from handles import jobs
 from handles import services as core
 from handles.exceptions import HandleServiceError
+from handles.labels import counted
 from handles.models import Handle, HandleRequest, Prefix
 from handles.repair import importer, rules, selectors, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
@@ -229,7 +230,7 @@ def import_batch_analyse(batch_id: int) -> ImportBatch:
     counts["vendor"] = rows.filter(vendor=True).count()
     ImportBatch.objects.filter(pk=batch.pk).update(
         state=ImportBatch.State.ANALYSED, analysed_at=timezone.now(), counts=counts,
-        message=f"Dry run: {counts['rows']:,} lines classified", progress_done=counts["rows"],
+        message=f"Dry run: {counted(counts['rows'], 'line')} classified", progress_done=counts["rows"],
         progress_total=counts["rows"])
     return ImportBatch.objects.get(pk=batch.pk)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
+from handles.labels import counted
+
 
 def enqueue_job(func: str, job_id: int, label: str) -> None:
     """Hand a job to the task queue; called after the transaction that recorded it commits."""
@@ -73,7 +75,7 @@ def reconcile_all_prefixes() -> str:
     from handles.repair import services
 
     runs = [services.reconciliation_start(prefix=prefix, via="schedule") for prefix in Prefix.objects.all()]
-    return f"started {len(runs)} reconciliation(s)"
+    return f"started {counted(len(runs), 'reconciliation')}"
 
 
 def check_health_everywhere() -> str:

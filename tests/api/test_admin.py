@@ -20,10 +20,21 @@ def root_client(client, db):
 
 def create_token(root_client, **fields) -> tuple[ApiToken, str, str]:
     response = root_client.post(ADD, {"name": "DAMS", "scope": "write", **fields})
-    assert response.status_code == 200
     token = ApiToken.objects.get(name="DAMS")
-    plain = response.context["plain"]
-    return token, plain, response.content.decode()
+    assert response.status_code == 302  # post/redirect/get
+    assert response["Location"] == reverse("admin:handles_api_apitoken_created", args=[token.pk])
+    shown = root_client.get(response["Location"])
+    assert "no-store" in shown["Cache-Control"]
+    plain = shown.context["plain"]
+    return token, plain, shown.content.decode()
+
+
+def test_refreshing_the_page_that_shows_a_new_token_neither_shows_it_again_nor_makes_another(root_client, home):
+    token, plain, _ = create_token(root_client)
+    again = root_client.get(reverse("admin:handles_api_apitoken_created", args=[token.pk]))
+    assert again.status_code == 200 and plain not in again.content.decode()
+    assert "cannot be shown again" in again.content.decode()
+    assert ApiToken.objects.count() == 1
 
 
 def test_a_new_token_is_shown_once_and_stored_hashed(root_client, home):

@@ -21,6 +21,8 @@ def history_row(page, action: str):
 def test_staff_mint_redirect_by_rule_and_tombstone(page, shot, staff_user, prefix, sim):
     log_in(page, "staff")
     expect(page.locator("#hd-dashboard")).to_contain_text("Worker")
+    # The dashboard takes the page's width beside "Recent actions" (the admin's index keeps 600 px).
+    assert page.locator("#hd-dashboard").bounding_box()["width"] > 0.6 * page.viewport_size["width"]
     shot(page, "01-dashboard")
 
     # Mint: the preview names the exact handle before anything exists.

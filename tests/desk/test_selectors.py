@@ -158,6 +158,20 @@ def test_worker_state_follows_the_sweep_schedule():
     assert not state.alive and "since" in state.detail
 
 
+def test_a_worker_that_just_pushed_a_request_shows_as_running_before_its_first_sweep():
+    """Right after `make run` the worker pushes the demo's requests at once; its first sweep comes later."""
+    now = timezone.now()
+    assert not Schedule.objects.get(func="handles.tasks.sweep_requests").task
+    handle = HandleFactory(prefix=PrefixFactory())
+    request = HandleRequest.objects.create(handle=handle, op="create", action="mint", full_handle=handle.full_handle,
+                                           handle_version=1)
+    assert not selectors.worker_state(now).alive  # queued, nobody worked on it
+    HandleRequest.objects.filter(pk=request.pk).update(status="success", finished_at=now - timedelta(seconds=5))
+    state = selectors.worker_state(now)
+    assert state.alive and "finished a request" in state.detail
+    assert not selectors.worker_state(now + timedelta(minutes=10)).alive  # ...and not forever
+
+
 def test_source_systems_lists_each_once():
     for source in ("dams", "dams", "archivesspace", "alma"):
         AssetFactory(source_system=source)

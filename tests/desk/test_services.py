@@ -202,8 +202,8 @@ def test_a_job_acts_on_its_frozen_selection_and_reports_handles_that_stopped_mat
         "key", flat=True)
     assert created.items.get(key=chosen[0].pk).message.startswith(services.NO_LONGER_MATCHES)
     assert job_status(created)["selection"] == (
-        "Acts on the 4 handle(s) the selection held when the job was confirmed (its preview showed 4); 1 of "
-        "them no longer matched when the job reached them and were left unchanged.")
+        "Acts on the 4 handles the selection held when the job was confirmed (its preview showed 4); 1 of "
+        "them no longer matched when the job reached it and was left unchanged.")
 
 
 def test_a_job_over_an_invalid_filter_is_refused(handles):

@@ -84,10 +84,10 @@ def test_a_bulk_job_whose_changes_fail_on_the_server_is_incomplete_until_retried
     job.refresh_from_db()
     assert (job.status, job.verification, job.finished) == (JStatus.INCOMPLETE, tally(error=2), True)
     assert job.error == ("2 of 2 changes were not verified on the server. 2 failed; the commonest error (2×), for "
-                         "example: Gave up after 1 attempts. Last error: The Handle server is unavailable (HTTP 503, responseCode 3): "
+                         "example: Gave up after 1 attempt. Last error: The Handle server is unavailable (HTTP 503, responseCode 3): "
                          "Server too busy. Retry the failed requests once the cause is fixed.")
     page = staff_client.get(job.get_absolute_url()).content.decode()
-    assert "Incomplete: some changes failed on the server" in page and "Retry the 2 failed request(s)" in page
+    assert "Incomplete: some changes failed on the server" in page and "Retry the 2 failed requests" in page
     sim.clear_faults()
     assert [on_server(prefix, h) for h in handles] == ["http://old.example/0", "http://old.example/1"]
 
@@ -105,7 +105,7 @@ def test_a_verify_job_that_finds_a_handle_missing_reports_it_and_a_retry_verifie
     job = run_queue(services.bulk_job_create, kind="verify", selection={"ids": [h.pk for h in handles]})
     job.refresh_from_db()
     assert (job.status, job.verification) == (JStatus.INCOMPLETE, tally(success=1, error=1))
-    assert "1 of 2 changes were not verified" in job.error and f"for example: {handles[1].full_handle} is missing on the Handle server" in job.error
+    assert "1 of 2 changes was not verified" in job.error and f"for example: {handles[1].full_handle} is missing on the Handle server" in job.error
 
     client.create_handle(handles[1].full_handle, records.new_record(
         "http://old.example/1", admin_handle=prefix.hs_admin_handle, admin_index=prefix.hs_admin_index,

@@ -19,7 +19,7 @@ HOST = "handles.example.edu"
 
 
 def production_env() -> dict[str, str]:
-    """What docs/readme/reliability.md documents for production behind a TLS-terminating proxy."""
+    """What docs/operations-guide.md documents for production behind a TLS-terminating proxy."""
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HANDLES_"))}
     env.update({

@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 from handles import services as core
 from handles.models import Asset, Handle, HandleRequest
 from handles.repair import services
+from handles.repair.csvfile import ImportFileError
 from handles.repair.models import ImportBatch, ImportMode, ImportPreset, ImportRow
 from tests.factories import AssetFactory, HandleFactory
 from tests.repair.conftest import GRINNELL_CSV, PRIMO, primo_page, server_put, server_url
@@ -206,7 +207,7 @@ def test_push_mode_when_the_server_does_not_answer_then_continues(run_queue, gri
     batch.refresh_from_db()
     # Nothing could be pushed: the import is incomplete, and says how to go on.
     assert batch.state == ImportBatch.State.INCOMPLETE and batch.verification["unpushed"] == 1
-    assert "1 of 1 handles were not verified" in batch.error and "Continue pushing" in batch.error
+    assert "1 of 1 handle was not verified" in batch.error and "Continue pushing" in batch.error
     assert Handle.objects.get().status == "pending" and not HandleRequest.objects.exists()
     grinnell_server.clear_faults()
     run_queue(services.import_batch_continue_push, batch=batch)
@@ -231,8 +232,28 @@ def test_command_dry_run_apply_presets_and_report(grinnell_prefix, tmp_path, cap
     assert ImportPreset.objects.get(name="semicolons").handle_column == "Identifier"
     with django_capture_on_commit_callbacks(execute=False):
         call_command("import_handles", str(path), "--preset", "semicolons", "--apply")
-    assert "Applied: 2 handle(s) recorded" in capsys.readouterr().out
+    assert "Applied: 2 handles recorded" in capsys.readouterr().out
     assert Handle.objects.count() == 2
+
+
+@pytest.mark.parametrize("first_line", [
+    "11084/99,https://primo.example.edu/99",
+    "hdl:11084/99,Letter",
+    "https://hdl.handle.net/11084/99;991011585443104641",
+    "991011585443104641,http://hdl.handle.net/11084/99",
+])
+def test_a_file_without_a_header_line_is_refused_instead_of_losing_its_first_handle(grinnell_prefix, first_line):
+    content = f"{first_line}\n{first_line.replace('99', '100')}\n".encode()
+    with pytest.raises(ImportFileError, match=r"The first line holds data, not column names: column \d is") as refused:
+        services.import_batch_create(file_name="no-header.csv", content=content, via="test")
+    assert "add such a line at the top" in str(refused.value)
+    assert not ImportBatch.objects.exists()
+
+
+def test_column_names_that_mention_handles_and_urls_are_still_names(grinnell_prefix):
+    batch = dry_run("Handle/URL,Target URL,MMS ID\n11084/99,https://primo.example.edu/99,99\n", grinnell_prefix,
+                    mapping={"handle": "Handle/URL", "target_url": "Target URL", "external_id": "MMS ID"})
+    assert outcomes(batch) == [(2, "11084/99", Outcome.NEW)]
 
 
 def test_command_refuses_clearly(grinnell_prefix, tmp_path):
@@ -240,6 +261,10 @@ def test_command_refuses_clearly(grinnell_prefix, tmp_path):
     bad.write_bytes(b"a,a\n1,2\n")
     with pytest.raises(CommandError, match="appears twice in the header"):
         call_command("import_handles", str(bad))
+    headless = tmp_path / "headless.csv"
+    headless.write_text("11084/1,https://primo.example.edu/1\n11084/2,https://primo.example.edu/2\n")
+    with pytest.raises(CommandError, match="The first line holds data, not column names"):
+        call_command("import_handles", str(headless))
     with pytest.raises(CommandError, match="No preset named 'nope'"):
         call_command("import_handles", str(bad), "--preset", "nope")
     good = tmp_path / "good.csv"

@@ -124,7 +124,7 @@ def test_the_scheduled_task_reconciles_every_prefix(run_queue, grinnell_live, dr
     from handles.repair import tasks
 
     result = run_queue(tasks.reconcile_all_prefixes)
-    assert result == "started 1 reconciliation(s)"
+    assert result == "started 1 reconciliation"
     assert ReconciliationRun.objects.get().state == JobState.DONE
 
 

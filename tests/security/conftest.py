@@ -10,6 +10,7 @@ from django_q.models import OrmQ, Task
 
 from handles.api import token_cache
 from handles.api.auth import forget_counts
+from handles.api.models import ApiToken
 from handles.desk.models import BulkJob, Collection
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair.models import (
@@ -61,6 +62,7 @@ def world(db) -> dict:
     Task.objects.create(id="b" * 32, name="f", func="math.floor", started=timezone.now(),
                         stopped=timezone.now(), success=False)
     OrmQ.objects.create(key="default", payload="x", lock=timezone.now())
+    kept_token = issue_token("read", name="kept")
     return {
         "prefix": prefix, "other": other, "asset": asset, "handle": active, "stone": stone, "spare": spare, "request": failed,
         "objects": {
@@ -70,8 +72,9 @@ def world(db) -> dict:
             ImportPreset: ImportPreset.objects.create(name="Grinnell"),
             ImportBatch: ImportBatch.objects.create(file_name="a.csv", file_sha256="0" * 64, prefix=prefix),
             ReconciliationRun: run, RepairJob: RepairJob.objects.create(run=run), HealthRun: health,
+            ApiToken: ApiToken.objects.get(name="kept"),
         },
         "handle_type": ContentType.objects.get_for_model(Handle),
-        "token": issue_token("read", name="kept"),
+        "token": kept_token,
         "user": UserFactory(username="someone", is_staff=False),
     }

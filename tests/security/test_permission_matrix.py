@@ -101,6 +101,7 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles_repair/reconciliationrun/repair-retry/<int:pk>/": (EDITORS, EDITORS),  # GET: back to the run
     "admin/handles_repair/healthrun/<int:pk>/status.json": (DESK, None),
     "admin/handles_repair/healthrun/failing.csv": (DESK, None),
+    "admin/handles_api/apitoken/<int:pk>/created/": (ROOT, None),  # shows a new token once (from the session)
     "admin/handles_desk/bulkjob/<int:pk>/status/": (DESK, None),
     "admin/handles_desk/bulkjob/<int:pk>/report.csv": (DESK, None),
     "admin/handles_desk/bulkjob/<int:pk>/cancel/": (NOBODY, EDITORS),

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from handles.exceptions import HandleServiceError
+from handles.labels import counted
 from handles.models import Prefix
 from handles.repair import services
 from handles.repair.csvfile import ImportFileError, csv_lines
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         new = batch.counts.get(ImportRow.Outcome.NEW, 0)
         then = ("a verification of each is queued" if batch.mode == ImportMode.ADOPT
                 else "each is read from the server and a create, update or verify is queued")
-        self.stdout.write(self.style.SUCCESS(f"Applied: {new:,} handle(s) recorded ({batch.get_mode_display().split(':')[0]}"
+        self.stdout.write(self.style.SUCCESS(f"Applied: {counted(new, 'handle')} recorded ({batch.get_mode_display().split(':')[0]}"
                                              f" mode); {then}. The worker (qcluster) verifies each on the server."))
         if options["wait"]:
             batch = wait_until_settled(self, batch, reload=lambda pk: ImportBatch.objects.defer("content").get(pk=pk),
@@ -112,7 +113,7 @@ class Command(BaseCommand):
 
     def _summary(self, batch: ImportBatch) -> None:
         counts = batch.counts
-        self.stdout.write(f"{counts.get('rows', 0):,} lines: " + ", ".join(
+        self.stdout.write(f"{counted(counts.get('rows', 0), 'line')}: " + ", ".join(
             f"{counts.get(outcome, 0):,} {label.lower()}" for outcome, label in ImportRow.Outcome.choices)
             + (f"; {counts['vendor']:,} from the vendor's sequence" if counts.get("vendor") else ""))
         for row in batch.rows.exclude(outcome__in=[ImportRow.Outcome.NEW, ImportRow.Outcome.SAME]).order_by("line")[:20]:

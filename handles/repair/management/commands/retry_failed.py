@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from handles.exceptions import HandleServiceError
+from handles.labels import counted
 from handles.repair import services
 from handles.repair.management.commands._wait import add_wait_arguments, report_settled, wait_until_settled
 from handles.repair.models import ImportBatch, RepairJob
@@ -36,7 +37,7 @@ class Command(BaseCommand):
             retried = retry(job)
         except HandleServiceError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(f"{job}: {retried:,} failed request(s) queued again; the worker (qcluster) verifies each.")
+        self.stdout.write(f"{job}: {counted(retried, 'failed request')} queued again; the worker (qcluster) verifies each.")
         job = load(job.pk)
         if options["wait"]:
             job = wait_until_settled(self, job, reload=load, settle=settle, timeout=options["timeout"])
