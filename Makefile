@@ -10,7 +10,10 @@ export HANDLES_DEV ?= 1
 export HANDLE_SECRET_DEMO ?= demo-simulator-secret
 export DJANGO_DEBUG ?= 1
 
-.PHONY: run test test-fast test-slow bench lint clean install
+.PHONY: run test test-fast test-slow test-real bench lint clean install
+
+# The real HANDLE.NET server of the real-server tier: HANDLES_REAL_SERVER_DIST, else ../shared/real-handle-server.
+HANDLES_REAL_SERVER_DIST ?= $(wildcard $(abspath ../shared/real-handle-server))
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -30,11 +33,17 @@ run: $(STAMP)
 # `.ci/run` calls both.
 test: $(STAMP)
 	@$(PY) -m tests.services_ready
-	HANDLES_DEV= $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider -m "not slow"
+	HANDLES_DEV= $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider -m "not slow and not real_server"
 
 test-slow: $(STAMP)
 	@$(PY) -m tests.services_ready
-	HANDLES_DEV= $(PY) -m pytest -q -p no:cacheprovider -m slow
+	HANDLES_DEV= $(PY) -m pytest -q -p no:cacheprovider -m "slow and not real_server"
+
+# Against a real HANDLE.NET server started once for the run in a temporary folder (docs/real-server-tier.md).
+test-real: $(STAMP)
+	@test -x "$(HANDLES_REAL_SERVER_DIST)/start" || { echo "make test-real: set HANDLES_REAL_SERVER_DIST to a real HANDLE.NET server folder (with start and stop), e.g. ../shared/real-handle-server"; exit 2; }
+	@$(PY) -m tests.services_ready
+	HANDLES_DEV= HANDLES_REAL_SERVER_DIST="$(abspath $(HANDLES_REAL_SERVER_DIST))" $(PY) -m pytest -q -p no:cacheprovider -m real_server tests/real_server
 
 bench: $(STAMP)
 	@$(PY) -m tests.services_ready

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -230,16 +229,14 @@ def run_wrk(port: int, paths: list[str], token: str, seconds: float, connections
 def run_python(port: int, paths: list[str], token: str, seconds: float, connections: int) -> dict[str, float]:
     """The fallback: one thread per connection; a new connection per request, as gunicorn's sync workers
     close each one."""
-    from bench.common import percentile
+    from bench.common import threaded_load
 
     deadline = time.monotonic() + seconds
-    latencies: list[float] = []
-    failures = [0]
-    lock = threading.Lock()
 
-    def client(seed: int) -> None:
+    def client(seed: int) -> tuple[list[float], int]:
         rng = random.Random(seed)
         mine: list[float] = []
+        failed = 0
         while time.monotonic() < deadline:
             started = time.perf_counter()
             conn = HTTPConnection("127.0.0.1", port, timeout=10)
@@ -253,21 +250,10 @@ def run_python(port: int, paths: list[str], token: str, seconds: float, connecti
             finally:
                 conn.close()
             mine.append(time.perf_counter() - started)
-            if not ok:
-                with lock:
-                    failures[0] += 1
-        with lock:
-            latencies.extend(mine)
+            failed += not ok
+        return mine, failed
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
-            "p99_ms": percentile(latencies, 99) * 1000, "requests": len(latencies), "failed": failures[0]}
+    return threaded_load(client, connections)
 
 
 def combine(rounds: list[dict[str, float]]) -> dict[str, float]:

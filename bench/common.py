@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +42,30 @@ def percentile(samples: list[float], pct: float) -> float:
         return float("nan")
     k = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def threaded_load(client: Callable[[int], tuple[list[float], int]], connections: int) -> dict[str, float]:
+    """Run `client(seed)` in `connections` threads at once; each returns its request latencies (seconds) and
+    how many of its requests failed. Returns requests/s, p50 and p99 in ms, requests and failures."""
+    results: list[tuple[list[float], int]] = []
+    lock = threading.Lock()
+
+    def run(seed: int) -> None:
+        outcome = client(seed)
+        with lock:
+            results.append(outcome)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    latencies = [latency for mine, _ in results for latency in mine]
+    return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000, "requests": len(latencies),
+            "failed": sum(failed for _, failed in results)}
 
 
 def mean(samples: list[float]) -> float:

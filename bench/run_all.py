@@ -8,6 +8,8 @@ status and the end of its output, and makes this command exit non-zero.
 
     .venv/bin/python -m bench.run_all                      # all of them
     .venv/bin/python -m bench.run_all queue_push api_lookup  # some of them
+    (queue_push_real: bench.queue_push --real-server, listed where HANDLES_REAL_SERVER_DIST or
+    ../shared/real-handle-server holds the real Handle server)
     BENCH_TIMEOUT=7200 .venv/bin/python -m bench.run_all   # seconds allowed per benchmark (default 3600)
 
 The table is also saved as bench/results/summary.md, for the README's "Performance" section.
@@ -56,6 +58,14 @@ def benchmarks() -> list[str]:
     return names
 
 
+def variants() -> dict[str, list[str]]:
+    """Benchmarks run a second time with arguments: name -> the module and its arguments. The queue against
+    a real HANDLE.NET server runs only where the shared server's folder is (HANDLES_REAL_SERVER_DIST)."""
+    from bench.queue_push import real_server_dist
+
+    return {"queue_push_real": ["queue_push", "--real-server"]} if real_server_dist() else {}
+
+
 def run_one(name: str, timeout: float) -> Run:
     RESULTS_DIR.mkdir(exist_ok=True)
     results = RESULTS_DIR / f"{name}.json"
@@ -64,7 +74,8 @@ def run_one(name: str, timeout: float) -> Run:
     print(f"--- bench.{name} (output: {log_path.relative_to(ROOT)})", flush=True)
     with open(log_path, "w") as log:
         # Its own process group: at the time limit its simulator and worker processes are stopped too.
-        process = subprocess.Popen([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, stdout=log,
+        module, *arguments = variants().get(name) or [name]
+        process = subprocess.Popen([sys.executable, "-m", f"bench.{module}", *arguments], cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             status: int | None = process.wait(timeout=timeout)
@@ -137,6 +148,8 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args()
     available = benchmarks()
+    for name, (module, *_) in variants().items():
+        available.insert(available.index(module) + 1, name)
     unknown = sorted(set(args.names) - set(available))
     if unknown:
         parser.error(f"no benchmark named {', '.join(unknown)}; there are: {', '.join(available)}")

@@ -1,7 +1,12 @@
-"""The project's URLs plus /bench/bare: a bare Django JSON view, the baseline of bench/api_lookup.py."""
+"""The project's URLs plus /bench/bare: a bare Django JSON view, the baseline of bench/api_lookup.py, and
+/bench/bare-insert: a bare view that inserts one row, the baseline of bench/api_create.py."""
 
+import json
+
+from django.db import models, transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
 from handles_project.urls import urlpatterns as project_urlpatterns
 
@@ -19,4 +24,27 @@ def bare(request: HttpRequest) -> JsonResponse:
     return JsonResponse(BARE_ANSWER)
 
 
-urlpatterns = [path("bench/bare", bare), *project_urlpatterns]
+class BareRow(models.Model):
+    """The one row bench/api_create.py's baseline view inserts (the table is made by that benchmark)."""
+
+    url = models.CharField(max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        app_label = "handles"
+        db_table = "bench_bare_row"
+        managed = False  # no migration: it exists in the benchmark's database only
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@csrf_exempt
+def bare_insert(request: HttpRequest) -> JsonResponse:
+    """Read a JSON body, insert one row (the ORM, in a transaction), answer it: the least a create does."""
+    with transaction.atomic():
+        row = BareRow.objects.create(url=json.loads(request.body)["url"])
+    return JsonResponse({"id": row.pk, "url": row.url}, status=201)
+
+
+urlpatterns = [path("bench/bare", bare), path("bench/bare-insert", bare_insert), *project_urlpatterns]

@@ -24,6 +24,7 @@ from django.db import models
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -32,6 +33,7 @@ from django.views.decorators.http import require_POST
 from handles import services
 from handles.admin_log import ADDITION, log_desk_action
 from handles.citation import citation_url
+from handles.connection_check import check_connection
 from handles.desk import services as desk_services
 from handles.desk.forms import DateRangeForm, RedirectRuleForm
 from handles.desk.models import BulkJob, Collection
@@ -88,8 +90,8 @@ class SuperuserOnlyAdmin(admin.ModelAdmin):
 @admin.register(Prefix)
 class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
     list_display = ["prefix", "site_name", "is_default", "server_url_column", "suffix_policy", "asset_delete_action",
-                    "last_contact"]
-    readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error"]
+                    "last_contact", "authentication"]
+    readonly_fields = ["last_contact_at", "last_contact_ok", "last_contact_error", "authentication"]
     # Handle servers are reached over HTTPS; a bare host name in the form means https (as Django 6 will).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -99,12 +101,21 @@ class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
         ("New handles", {"fields": ["hs_admin_handle", "hs_admin_index", "hs_admin_permissions", "suffix_policy",
                                     "suffix_length", "suffix_alphabet", "asset_delete_action"]}),
         ("Imports and repairs", {"fields": ["url_template", "vendor_suffix_pattern"]}),
-        ("Last contact with the server", {"fields": ["last_contact_at", "last_contact_ok", "last_contact_error"]}),
+        ("Last contact with the server", {"fields": ["last_contact_at", "last_contact_ok", "last_contact_error",
+                                                     "authentication"]}),
     ]
 
     @admin.display(description="Server URL", ordering="server_url")
     def server_url_column(self, obj: Prefix) -> str:
         return obj.server_url
+
+    @admin.display(description="Authentication")
+    def authentication(self, obj: Prefix) -> str:
+        """While the server refuses our credentials: since when, why, and the requests that wait."""
+        if obj is None or obj.pk is None or not obj.auth_failing:
+            return _badge("in_sync", "ok")
+        obj.waiting = HandleRequest.objects.paused().filter(handle__prefix_id=obj.pk).count()
+        return render_to_string("admin/handles/prefix/auth_failing.html", {"p": obj})
 
     @admin.display(description="Last contact")
     def last_contact(self, obj: Prefix) -> str:
@@ -117,6 +128,24 @@ class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
 
     def save_model(self, request, obj, form, change):
         services.prefix_save(prefix=obj)
+
+    change_form_template = "admin/handles/prefix/change_form.html"
+
+    def get_urls(self):
+        own = [path("<int:pk>/check-connection/", self.admin_site.admin_view(self.check_connection_view),
+                    name="handles_prefix_check_connection")]
+        return own + super().get_urls()
+
+    def check_connection_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET explains the check; POST runs it and shows the report. For those who may change handles: it
+        creates, changes and deletes a scratch handle on the server."""
+        if not _may_change_handles(request):
+            raise PermissionDenied
+        prefix = get_object_or_404(Prefix, pk=pk)
+        report = check_connection(prefix) if request.method == "POST" else None
+        context = {**self.admin_site.each_context(request), "title": f"Check connection: {prefix.prefix}",
+                   "opts": self.model._meta, "original": prefix, "report": report}
+        return render(request, "admin/handles/prefix/check_connection.html", context)
 
 
 class SourceSystemFilter(admin.SimpleListFilter):
@@ -711,7 +740,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_select_related = ["requested_by"]
-    actions = ["retry_selected"]
+    actions = ["retry_selected", "cancel_selected"]
     change_list_template = "admin/handles/handlerequest/change_list.html"
     readonly_fields = ["id", "handle_link", "op", "action", "full_handle", "url", "from_url", "from_status",
                        "to_status", "reason", "status_badge", "attempts", "max_attempts", "next_attempt_at",
@@ -769,6 +798,14 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         # failures page, whose selection is its error group).
         selection = {"ids": list(failed.order_by("pk").values_list("pk", flat=True))}
         return self._retry_job(request, selection, f"{len(selection['ids'])} selected failed requests")
+
+    @admin.action(description="Cancel selected queued requests (they end in error, unsent)")
+    def cancel_selected(self, request, queryset):
+        ids = list(queryset.filter(status=HandleRequest.Status.QUEUED).values_list("pk", flat=True)
+                   [:settings.HANDLES_DESK_INLINE_LIMIT])
+        cancelled = services.requests_cancel(request_ids=ids, actor=request.user)
+        self.message_user(request, f"Cancelled {cancelled} queued request(s); the others were left alone.",
+                          messages.SUCCESS)
 
     def _retry_job(self, request: HttpRequest, selection: dict, description: str) -> HttpResponse:
         job = desk_services.bulk_job_create(kind=Kind.RETRY, selection=selection, description=description,

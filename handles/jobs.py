@@ -21,6 +21,7 @@ from django.utils import timezone
 from handles.exceptions import HandleStateError
 from handles.labels import counted
 from handles.models import ErrorSignature, HandleRequest
+from handles.notify import hooks as notify_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def settle_job(kind: JobKind, job_id: int) -> models.Model:
             fields += [kind.state_field, "error", "finished_at"]
         fields += kind.record(job, counted)
         job.save(update_fields=fields)
+        notify_hooks.job_settled(job)
     return job
 
 

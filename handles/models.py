@@ -103,6 +103,12 @@ class Prefix(models.Model):
     last_contact_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_contact_ok = models.BooleanField(null=True, editable=False)
     last_contact_error = models.TextField(blank=True, editable=False)
+    # Set while the server refuses our credentials (401/402): the prefix's queue waits, attempts unspent,
+    # until a probe authenticates (services.prefix_auth_failed / prefix_auth_recovered).
+    auth_failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    auth_error = models.TextField(blank=True, editable=False)
+    auth_probes = models.PositiveIntegerField(default=0, editable=False, help_text="Failed probes since then.")
+    auth_probe_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="The next probe.")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -130,6 +136,10 @@ class Prefix(models.Model):
             re.compile(self.vendor_suffix_pattern or "")
         except re.error as exc:
             raise ValidationError({"vendor_suffix_pattern": f"Not a valid regular expression: {exc}."}) from exc
+
+    @property
+    def auth_failing(self) -> bool:
+        return self.auth_failing_since is not None
 
     @property
     def secret(self) -> str:
@@ -270,10 +280,19 @@ class HandleRequestQuerySet(models.QuerySet):
         return self.filter(status__in=[HandleRequest.Status.QUEUED, HandleRequest.Status.RUNNING])
 
     def due(self, now=None) -> HandleRequestQuerySet:
+        """Queued requests whose time has come, less those of prefixes whose authentication is failing
+        (they wait for the prefix's probe). Paused prefixes are few: their ids are read first, so a queue
+        with none pays no join."""
         now = now or timezone.now()
-        return self.filter(status=HandleRequest.Status.QUEUED).filter(
+        due = self.filter(status=HandleRequest.Status.QUEUED).filter(
             Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
         )
+        paused = list(Prefix.objects.filter(auth_failing_since__isnull=False).values_list("pk", flat=True))
+        return due.exclude(handle__prefix_id__in=paused) if paused else due
+
+    def paused(self) -> HandleRequestQuerySet:
+        """Queued requests waiting for their prefix's authentication to work again."""
+        return self.filter(status=HandleRequest.Status.QUEUED, handle__prefix__auth_failing_since__isnull=False)
 
     def lease_expired(self, now=None) -> HandleRequestQuerySet:
         return self.filter(status=HandleRequest.Status.RUNNING, lease_until__lt=now or timezone.now())

@@ -13,6 +13,7 @@ from typing import Any
 
 from handles.handle_server import records
 from handles.handle_server.client import (
+    AuthenticationFailed,
     HandleAlreadyExists,
     HandleNotFound,
     HandleServerClient,
@@ -61,6 +62,9 @@ def push(claim: Claim, prefix: Prefix, client: HandleServerClient) -> Outcome:
         if claim.op == Op.CREATE:
             return _create(claim, prefix, client, log)
         return _update(claim, client, log)
+    except AuthenticationFailed as exc:
+        # The server refused our credentials, not this request: the prefix pauses, the request waits.
+        return Outcome("auth", output=log.text(), server_error=exc.body or exc.exchange, error=str(exc))
     except HandleServerError as exc:
         return Outcome("transient" if exc.transient else "permanent", output=log.text(),
                        server_error=exc.body or exc.exchange, error=str(exc))

@@ -1,7 +1,7 @@
 """Every write to our models goes through this module.
 
 A change to a handle locks its row, updates it, bumps its version and records one HandleRequest; the
-request is handed to the task queue only after the transaction commits. The task pushes the handle's
+request is handed to the task queue as the transaction commits (never before). The task pushes the handle's
 *current* state and reads it back, so duplicates converge and a stale push cannot win.
 """
 
@@ -29,6 +29,7 @@ from handles import tasks
 from handles.exceptions import HandleExists, HandleServiceError, HandleStateError, PrefixForbidden
 from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
+from handles.notify import hooks as notify_hooks
 from handles.validators import ascii_upper, validate_new_suffix, validate_target_url
 
 User = AbstractBaseUser | AnonymousUser | None
@@ -48,14 +49,15 @@ def _validation(exc: ValidationError) -> HandleServiceError:
 
 def _record_request(handle: Handle, *, op: str, action: str, actor: User, via: str, from_url: str = "",
                     from_status: str = "", reason: str = "") -> HandleRequest:
+    handed_over_now = tasks.queue_in_our_database()  # handed over in this transaction: marked as it is recorded
     request = HandleRequest.objects.create(
         handle=handle, op=op, action=action, full_handle=handle.full_handle,
         url="" if op == Op.DELETE else handle.resolver_target,
         from_url=from_url, from_status=from_status, to_status=handle.status, reason=reason,
         handle_version=handle.version, requested_by=_user(actor), requested_via=via,
-        max_attempts=settings.HANDLES_MAX_ATTEMPTS,
+        max_attempts=settings.HANDLES_MAX_ATTEMPTS, enqueued_at=timezone.now() if handed_over_now else None,
     )
-    transaction.on_commit(partial(tasks.enqueue_request, request.pk))
+    tasks.enqueue_request_on_commit(request.pk, marked=handed_over_now)
     return request
 
 
@@ -84,7 +86,7 @@ def _taken_message(existing: Handle) -> str:
     return f"{existing.full_handle} already exists (status: {existing.get_status_display()})."
 
 
-def _choose_suffix(prefix: Prefix, suffix: str | None, asset: Asset | None) -> str:
+def _choose_suffix(prefix: Prefix, suffix: str | None, asset: Asset | None, taken: Collection[str] = ()) -> str:
     if suffix:
         return suffix
     if prefix.suffix_policy == Prefix.SuffixPolicy.ASSET_ID:
@@ -96,7 +98,8 @@ def _choose_suffix(prefix: Prefix, suffix: str | None, asset: Asset | None) -> s
         raise HandleServiceError(f"Prefix {prefix.prefix} needs a suffix from the caller.", code="suffix_required")
     for _ in range(20):  # 27^8 possibilities: a repeat is rare, twenty in a row means a tiny alphabet
         candidate = _random_suffix(prefix)
-        if not Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(candidate)).exists():
+        key = ascii_upper(candidate)
+        if key not in taken and not Handle.objects.filter(prefix=prefix, suffix_key=key).exists():
             return candidate
     raise HandleServiceError("Could not find a free random suffix; lengthen the prefix's suffixes.",
                              code="suffix_space_exhausted")
@@ -106,14 +109,19 @@ def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None =
                         asset: Asset | None = None) -> str:
     """The suffix handle_mint would use, refused exactly as handle_mint refuses it; changes nothing.
     The admin's mint page shows it, then mints exactly that suffix."""
+    given = (suffix or "").strip() or None
     try:
         validate_target_url(target_url)
-        chosen = _choose_suffix(prefix, (suffix or "").strip() or None, asset)
+        chosen = _choose_suffix(prefix, given, asset)
         validate_new_suffix(chosen)
     except ValidationError as exc:
         raise _validation(exc) from exc
-    existing = Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).select_related("prefix").first()
+    if given is None and prefix.suffix_policy == Prefix.SuffixPolicy.RANDOM:
+        return chosen  # _choose_suffix drew it among the free ones
+    # Unordered, one row, the prefix we have: the model's ordering would join the prefix table for nothing.
+    existing = next(iter(Handle.objects.filter(prefix=prefix, suffix_key=ascii_upper(chosen)).order_by()[:1]), None)
     if existing is not None:
+        existing.prefix = prefix
         raise HandleExists(_taken_message(existing))
     return chosen
 
@@ -132,6 +140,63 @@ def handle_mint(*, prefix: Prefix, target_url: str, suffix: str | None = None, a
     except IntegrityError as exc:
         raise HandleExists(f"{prefix.prefix}/{chosen} already exists.") from exc
     return _record_request(handle, op=Op.CREATE, action=Action.MINT, actor=actor, via=via)
+
+
+class MintItem(NamedTuple):
+    """One handle for handles_mint_bulk: as handle_mint's arguments."""
+
+    target_url: str
+    suffix: str | None = None
+    asset: Asset | None = None
+
+
+@transaction.atomic
+def handles_mint_bulk(*, prefix: Prefix, items: Iterable[MintItem], actor: User = None,
+                      via: str = "admin") -> list[int]:
+    """handle_mint for many handles in one transaction: each is checked as handle_mint checks it, and one
+    refused item refuses them all (nothing recorded). Each new handle gets its create request, in the
+    items' order, and the requests are handed to the queue after commit. Returns the request ids."""
+    items = list(items)
+    suffixes: list[str] = []
+    keys: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        try:
+            validate_target_url(item.target_url)
+            suffix = _choose_suffix(prefix, (item.suffix or "").strip() or None, item.asset, taken=seen)
+            validate_new_suffix(suffix)
+        except ValidationError as exc:
+            raise _validation(exc) from exc
+        key = ascii_upper(suffix)
+        if key in seen:
+            raise HandleExists(f"{prefix.prefix}/{suffix} is named twice in one batch.")
+        suffixes.append(suffix)
+        keys.append(key)
+        seen.add(key)
+    for chunk in _chunks(keys):
+        existing = Handle.objects.filter(prefix=prefix, suffix_key__in=chunk).select_related("prefix").first()
+        if existing is not None:
+            raise HandleExists(_taken_message(existing))
+    now = timezone.now()
+    creator = _user(actor)
+    creator_id = creator.pk if creator is not None else None
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent mint of one of the suffixes loses cleanly
+            handle_ids = insert_rows(
+                Handle, ["prefix_id", "suffix", "suffix_key", "target_url", "asset_id", "status", "created_by_id",
+                         "created_at"],
+                [(prefix.pk, suffix, key, item.target_url, item.asset.pk if item.asset else None, HStatus.PENDING,
+                  creator_id, now) for item, suffix, key in zip(items, suffixes, keys, strict=True)])
+    except IntegrityError as exc:
+        raise HandleExists("One of these handles was minted meanwhile by someone else; nothing was minted.") from exc
+    request_ids = insert_rows(
+        HandleRequest, ["handle_id", "op", "action", "full_handle", "url", "to_status", "handle_version",
+                        "requested_by_id", "requested_via", "max_attempts", "created_at"],
+        [(handle_id, Op.CREATE, Action.MINT, f"{prefix.prefix}/{suffix}", item.target_url, HStatus.PENDING, 1,
+          creator_id, via, settings.HANDLES_MAX_ATTEMPTS, now)
+         for handle_id, item, suffix in zip(handle_ids, items, suffixes, strict=True)])
+    transaction.on_commit(partial(tasks.enqueue_request_batches, request_ids))
+    return request_ids
 
 
 # --- Changes --------------------------------------------------------------------------------------
@@ -236,7 +301,7 @@ def request_retry(*, request: HandleRequest, actor: User = None) -> HandleReques
     request.server_output += _retried_note(actor, timezone.now())
     request.save(update_fields=["status", "max_attempts", "next_attempt_at", "finished_at", "server_output",
                                 "updated_at"])
-    transaction.on_commit(partial(tasks.enqueue_request, request.pk))
+    tasks.enqueue_request_on_commit(request.pk)
     return request
 
 
@@ -280,7 +345,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "success" | "transient" | "permanent"
+    kind: str  # "success" | "transient" | "permanent" | "auth" (credentials refused: the prefix pauses)
     output: str = ""
     server_error: str = ""
     error: str = ""
@@ -324,6 +389,8 @@ def request_claim(request_id: int, *, now: datetime | None = None) -> Claim | st
             return "running"
         if request.status == RStatus.QUEUED and request.next_attempt_at and request.next_attempt_at > now:
             return "not due"
+        if request.status == RStatus.QUEUED and handle.prefix.auth_failing:
+            return "paused"
         if _next_request_of(handle_id) != request.pk:
             return "waiting"
         if request.status == RStatus.RUNNING:  # its lease ran out: the worker that held it stopped
@@ -344,16 +411,20 @@ def _heads_of(handle_ids: Iterable[int]) -> dict[int, int]:
     return dict(rows)
 
 
-def requests_claim_batch(limit: int, *, now: datetime | None = None) -> list[Claim]:
+def requests_claim_batch(limit: int, *, now: datetime | None = None, among: list[int] | None = None) -> list[Claim]:
     """Take up to `limit` due head requests of different handles in one transaction, oldest first.
 
     Handles another transaction holds (a worker claiming or finishing, a change being recorded) are
     skipped, so two workers never take the same handle and neither waits. Only the oldest due requests
     are looked at: a handle's head is found per candidate handle, which stays cheap however the planner
-    guesses (a NOT EXISTS over the whole queue became a quadratic join on a fresh table)."""
+    guesses (a NOT EXISTS over the whole queue became a quadratic join on a fresh table).
+    `among`: only these requests (a task's own list)."""
     with transaction.atomic():
         now = now or timezone.now()
-        due = list(HandleRequest.objects.due(now).order_by("pk").values_list("pk", "handle_id")[:4 * limit])
+        due = HandleRequest.objects.due(now)
+        if among is not None:
+            due = due.filter(pk__in=among)
+        due = list(due.order_by("pk").values_list("pk", "handle_id")[:4 * limit])
         heads = _heads_of({handle_id for _, handle_id in due})
         candidates = [pk for pk, handle_id in due if heads.get(handle_id) == pk]
         locked = list(HandleRequest.objects.filter(pk__in=candidates).select_related("handle__prefix")
@@ -414,6 +485,13 @@ def _apply_outcome(request: HandleRequest, handle: Handle, claim: Claim, outcome
                 if handle.status == HStatus.PENDING and claim.exists:
                     handle.status = HStatus.ACTIVE
                 return True
+    elif outcome.kind == "auth":
+        # Not this request's failure: it waits for its prefix's probe, its attempt not spent.
+        request.status = RStatus.QUEUED
+        request.attempts -= 1
+        request.next_attempt_at = None
+        request.error = f"Waiting: {outcome.error}"
+        request.server_error = outcome.server_error
     elif outcome.kind == "transient" and request.attempts < request.max_attempts:
         request.status = RStatus.QUEUED
         request.next_attempt_at = now + _backoff(request.attempts)
@@ -450,9 +528,9 @@ def _save_rows(objs: list[Model], fields: list[str]) -> None:
 
 
 def _hand_over_next(handle_ids: list[int]) -> None:
-    """After finished requests commit, hand each handle's next unfinished request to the queue."""
+    """As finished requests commit, hand each handle's next unfinished request to the queue."""
     for request_id in sorted(_heads_of(handle_ids).values()):
-        transaction.on_commit(partial(tasks.enqueue_request, request_id))
+        tasks.enqueue_request_on_commit(request_id)
 
 
 def request_finish(claim: Claim, outcome: Outcome, *, now: datetime | None = None) -> HandleRequest | None:
@@ -485,6 +563,7 @@ def requests_finish_batch(results: list[tuple[Claim, Outcome | None]], *,
         _save_rows(recorded, [*_FINISH_FIELDS, "attempts"])
         _save_rows(synced, _SYNC_FIELDS)
         _hand_over_next([r.handle_id for r in recorded if r.finished])
+        notify_hooks.requests_failed(recorded)
         return recorded
 
 
@@ -509,6 +588,7 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
                 request.status = RStatus.ERROR
                 request.finished_at = now
                 request.error = f"Gave up after {counted(request.attempts, 'attempt')}: the worker stopped each time."
+                notify_hooks.requests_failed([request])
             else:
                 request.status = RStatus.QUEUED
                 request.next_attempt_at = None  # due at once
@@ -562,6 +642,96 @@ def prefix_record_contact(*, prefix_id: int, ok: bool, error: str = "", now: dat
             Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=recent) | ~Q(last_contact_ok=ok))
         Prefix.objects.filter(pk__in=stale.values("pk")).update(
             last_contact_at=now, last_contact_ok=ok, last_contact_error=error[:2000])
+
+
+# --- Authentication failures: the prefix's, not a request's ----------------------------------------------
+# A 401/402 means the server refuses our credentials for now (it is shutting down, its admin handle is being
+# restored, the secret was rotated): no request is spent or ended for it. The prefix's queue pauses, a probe
+# checks the credentials with backoff (tasks.probe_prefix_auth), and the queue resumes when they work.
+# prefix_auth_failed and prefix_auth_recovered are the two transitions: hook notifications there.
+def _probe_delay(failed_probes: int) -> timedelta:
+    seconds = settings.HANDLES_AUTH_PROBE_BASE_SECONDS * (2 ** failed_probes)
+    return timedelta(seconds=min(seconds, settings.HANDLES_AUTH_PROBE_MAX_SECONDS))
+
+
+def prefix_auth_failed(*, prefix_id: int, error: str, now: datetime | None = None) -> bool:
+    """The server refused the prefix's credentials: pause its queue and schedule a probe. Returns True if
+    this call started the pause (many workers may report the same refusal; one starts it)."""
+    now = now or timezone.now()
+    probe_at = now + _probe_delay(0)
+    with transaction.atomic():
+        started = Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=True).update(
+            auth_failing_since=now, auth_error=error[:2000], auth_probes=0, auth_probe_at=probe_at)
+        if started:
+            transaction.on_commit(partial(tasks.schedule_auth_probe, prefix_id, probe_at))
+            notify_hooks.prefix_auth_failed(prefix_id=prefix_id, error=error)
+    return bool(started)
+
+
+def prefix_auth_probe_claim(*, prefix_id: int, now: datetime | None = None) -> bool:
+    """Take the prefix's due probe: its next time moves past the probe's longest run, so a second probe
+    (the schedule and the sweep may both fire) finds it not due and schedules nothing."""
+    now = now or timezone.now()
+    busy_until = now + timedelta(seconds=2 * settings.HANDLES_SERVER_TIMEOUT)
+    return bool(Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=False, auth_probe_at__lte=now)
+                .update(auth_probe_at=busy_until))
+
+
+def prefix_auth_probe_failed(*, prefix_id: int, error: str, now: datetime | None = None) -> None:
+    """A probe was refused too (or could not reach the server): probe again later, waiting twice as long."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        prefix = Prefix.objects.select_for_update().filter(pk=prefix_id, auth_failing_since__isnull=False).first()
+        if prefix is None:
+            return
+        prefix.auth_probes += 1
+        prefix.auth_error = error[:2000]
+        prefix.auth_probe_at = now + _probe_delay(prefix.auth_probes)
+        prefix.save(update_fields=["auth_probes", "auth_error", "auth_probe_at", "updated_at"])
+        transaction.on_commit(partial(tasks.schedule_auth_probe, prefix_id, prefix.auth_probe_at))
+
+
+def prefix_auth_recovered(*, prefix_id: int) -> bool:
+    """The credentials work again: end the pause and hand the prefix's waiting requests to the queue.
+    Returns True if this call ended a pause."""
+    with transaction.atomic():
+        ended = Prefix.objects.filter(pk=prefix_id, auth_failing_since__isnull=False).update(
+            auth_failing_since=None, auth_error="", auth_probes=0, auth_probe_at=None)
+        if ended:
+            heads = (HandleRequest.objects.unfinished().filter(handle__prefix_id=prefix_id).values("handle_id")
+                     .annotate(first=Min("id")).values_list("first", flat=True))
+            ids = list(HandleRequest.objects.due().filter(pk__in=heads).order_by("pk").values_list("pk", flat=True))
+            transaction.on_commit(partial(tasks.enqueue_request_ids, ids))
+            notify_hooks.prefix_auth_recovered(prefix_id=prefix_id)
+    return bool(ended)
+
+
+def prefixes_auth_probe_due(*, now: datetime | None = None) -> list[int]:
+    """Paused prefixes whose probe time has come (the sweep's safety net for a lost probe schedule)."""
+    return list(Prefix.objects.filter(auth_failing_since__isnull=False, auth_probe_at__lte=now or timezone.now())
+                .values_list("pk", flat=True))
+
+
+def requests_cancel(*, request_ids: Iterable[int], actor: User = None, now: datetime | None = None) -> int:
+    """Staff give up on queued requests (e.g. while their prefix's authentication fails): they end in
+    error, never pushed by this request, and can be retried later like any failed request. Running ones
+    are left to finish. Returns how many were cancelled."""
+    now = now or timezone.now()
+    who = getattr(_user(actor), "username", "") or "staff"
+    with transaction.atomic():
+        requests = list(HandleRequest.objects.select_for_update().filter(
+            pk__in=list(request_ids), status=RStatus.QUEUED).order_by("pk"))
+        for request in requests:
+            request.status = RStatus.ERROR
+            request.finished_at = now
+            request.updated_at = now
+            request.error = f"Cancelled by {who} before it reached the server." + (
+                f" Last error: {request.error}" if request.error else "")
+            request.server_output = "\n".join(filter(None, [request.server_output,
+                                                            _stamp(f"cancelled by {who}", now)]))
+        _save_rows(requests, ["status", "finished_at", "updated_at", "error", "server_output"])
+        _hand_over_next([r.handle_id for r in requests])
+    return len(requests)
 
 
 # --- Import and repair (bulk) -----------------------------------------------------------------------

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import transaction
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from handles import jobs
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
 
 HANDOVER_CHUNK = 2000
+PUSH_LIST_SIZE = 500  # requests per push_requests task
 SETTLE_AFTER_DRAIN_SECONDS = 5  # a drain at least this long ends with a settle even while the queue is busy
 
 
@@ -31,8 +36,31 @@ def enqueue_request(request_id: int) -> None:
     from handles import services
 
     services.requests_mark_enqueued([request_id])
+    _send(request_id)
+
+
+def _send(request_id: int) -> None:
     async_task("handles.tasks.push_request", request_id, group="handle-requests",
                task_name=f"handle request {request_id}")
+
+
+def queue_in_our_database() -> bool:
+    """The ORM broker, whose queue table is in our database, with tasks run by workers (not inline)."""
+    return Conf.ORM == "default" and not Conf.SYNC
+
+
+def enqueue_request_on_commit(request_id: int, *, marked: bool = False) -> None:
+    """Hand a request to the task queue as the transaction that records it commits (call it inside that
+    transaction). With the ORM broker the task row is written in the same transaction: it commits with the
+    request or not at all, and that commit is the only one (each commit waits for the disk, most of what a
+    mint costs). With Redis, or with tasks run inline (tests), the hand-over runs after the commit.
+    `marked`: the request was recorded with its enqueued_at already set (queue_in_our_database() said so)."""
+    if not queue_in_our_database():
+        transaction.on_commit(partial(enqueue_request, request_id))
+    elif marked:
+        _send(request_id)
+    else:
+        enqueue_request(request_id)
 
 
 def broker_backlog() -> int:
@@ -55,6 +83,19 @@ def enqueue_request_ids(request_ids: list[int]) -> None:
                    task_name=f"hand over {len(chunk)} requests from #{chunk[0]}")
 
 
+def enqueue_request_batches(request_ids: list[int]) -> None:
+    """Hand many new requests to the queue at once (a bulk mint): one task per PUSH_LIST_SIZE requests, which
+    pushes them in batches (push_requests), instead of one task per request whose runs would mostly find
+    their request already pushed by another task's drain. Called after the transaction that recorded them."""
+    from handles import services
+
+    for start in range(0, len(request_ids), PUSH_LIST_SIZE):
+        chunk = request_ids[start:start + PUSH_LIST_SIZE]
+        services.requests_mark_enqueued(chunk)
+        async_task("handles.tasks.push_requests", chunk, group="handle-requests",
+                   task_name=f"push {len(chunk)} requests from #{chunk[0]}")
+
+
 def hand_over_requests(request_ids: list[int]) -> str:
     for request_id in request_ids:
         enqueue_request(request_id)
@@ -75,7 +116,7 @@ def push_request(request_id: int) -> str:
         (kind,) = _push_batch([claim], claimed_at)
         result = kind or "lease lost"
     drained, stopped = 0, "trouble"
-    if result != "transient":  # after a transient failure the rest wait for their backoff and the sweep
+    if result not in ("transient", "auth"):  # after a failure the rest wait for their backoff and the sweep
         drained, stopped = _drain(time.monotonic() + settings.HANDLES_DRAIN_SECONDS)
     if drained:
         result = f"{result}; drained {drained}"
@@ -86,6 +127,42 @@ def push_request(request_id: int) -> str:
     if stopped == "idle" or long_drain or not _anything_due():
         if settled := jobs.settle_all():
             result = f"{result}; settled {counted(settled, 'job')}"
+    return result
+
+
+def push_requests(request_ids: list[int]) -> str:
+    """Push a list of requests in batches (claims as in a drain, limited to the list: per-handle order,
+    leases and read-back as ever), for up to HANDLES_DRAIN_SECONDS; then drain other due requests and settle,
+    as push_request does. Those of the list it did not take (the time was up, the server in trouble, a
+    handle locked or waiting on an earlier request) are handed out one by one, as without the list."""
+    from handles import services
+    from handles.models import HandleRequest
+
+    deadline = time.monotonic() + settings.HANDLES_DRAIN_SECONDS
+    pushed, trouble = 0, False
+    for start in range(0, len(request_ids), settings.HANDLES_DRAIN_BATCH):
+        if start and time.monotonic() >= deadline:  # the first batch goes in any case, as push_request's own
+            break
+        chunk = request_ids[start:start + settings.HANDLES_DRAIN_BATCH]
+        claimed_at = time.monotonic()
+        claims = services.requests_claim_batch(len(chunk), among=chunk)
+        kinds = _push_batch(claims, claimed_at) if claims else []
+        pushed += sum(kind is not None for kind in kinds)
+        if "transient" in kinds or None in kinds:
+            trouble = True
+            break
+    left = list(HandleRequest.objects.due().filter(pk__in=request_ids).order_by("pk").values_list("pk", flat=True))
+    for request_id in left:
+        enqueue_request(request_id)
+    result = f"pushed {pushed} of {len(request_ids)}" + (f"; handed out {len(left)}" if left else "")
+    stopped = "trouble"
+    if not trouble:
+        drained, stopped = _drain(deadline)
+        if drained:
+            result = f"{result}; drained {drained}"
+    if stopped == "idle" or not _anything_due():
+        if settled := jobs.settle_all():
+            result = f"{result}; settled {settled} job(s)"
     return result
 
 
@@ -108,7 +185,7 @@ def _drain(deadline: float) -> tuple[int, str]:
             return pushed, "idle"
         kinds = _push_batch(claims, claimed_at)
         pushed += sum(kind is not None for kind in kinds)
-        if "transient" in kinds or None in kinds:
+        if "transient" in kinds or "auth" in kinds or None in kinds:
             return pushed, "trouble"  # backoff and the sweep take it from here
     return pushed, "time"
 
@@ -133,9 +210,12 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
         outcome = None
         if not results or (not troubled and time.monotonic() < give_back_at):  # the first fits, as alone
             outcome = push(claim, prefixes[claim.prefix_id], clients[claim.prefix_id])
-            troubled = outcome.kind == "transient"
+            troubled = outcome.kind in ("transient", "auth")
         results.append((claim, outcome))
     recorded = {request.pk for request in services.requests_finish_batch(results)}
+    for claim, outcome in results:
+        if outcome is not None and outcome.kind == "auth":
+            services.prefix_auth_failed(prefix_id=claim.prefix_id, error=outcome.error)
     # Only transient failures (outage, timeout, 5xx) say the server is unreachable.
     for prefix_id in prefixes:
         outcomes = [o for c, o in results if o is not None and c.prefix_id == prefix_id]
@@ -145,11 +225,43 @@ def _push_batch(claims: list[services.Claim], claimed_at: float) -> list[str | N
     return [outcome.kind if outcome and claim.request_id in recorded else None for claim, outcome in results]
 
 
+def schedule_auth_probe(prefix_id: int, at: datetime) -> None:
+    """Run probe_prefix_auth for a prefix at `at` (a one-off django-q2 schedule: the cluster's scheduler
+    looks every 30 s or so; the minute sweep probes too, should the schedule be lost)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.create(func="handles.tasks.probe_prefix_auth", args=repr(prefix_id), schedule_type=Schedule.ONCE,
+                            repeats=-1, next_run=at, name=f"auth probe prefix {prefix_id} {at:%Y%m%d%H%M%S%f}")
+
+
+def probe_prefix_auth(prefix_id: int) -> str:
+    """Check a paused prefix's credentials without writing (client.authenticate); resume its queue if they
+    work, else probe again later with backoff."""
+    from handles import services
+    from handles.handle_server.client import HandleServerError, client_for
+    from handles.models import Prefix
+
+    prefix = Prefix.objects.filter(pk=prefix_id).first()
+    if prefix is None or not prefix.auth_failing:
+        return "not paused"
+    if not services.prefix_auth_probe_claim(prefix_id=prefix_id):
+        return "not due"  # another probe runs, or ran and set the next time (a schedule and the sweep)
+    try:
+        client_for(prefix.server_config()).authenticate()
+    except HandleServerError as exc:
+        services.prefix_auth_probe_failed(prefix_id=prefix_id, error=str(exc))
+        return f"still failing: {exc}"
+    services.prefix_auth_recovered(prefix_id=prefix_id)
+    return "recovered"
+
+
 def sweep_requests() -> str:
-    """Every minute (a django-q2 schedule): recover crashed workers' requests and lost enqueues, and settle
-    the jobs whose requests have all finished."""
+    """Every minute (a django-q2 schedule): recover crashed workers' requests and lost enqueues, probe
+    paused prefixes whose probe is due, and settle the jobs whose requests have all finished."""
     from handles import services
 
+    for prefix_id in services.prefixes_auth_probe_due():
+        probe_prefix_auth(prefix_id)
     counts = services.requests_sweep()
     settled = jobs.settle_all()  # the safety net for a settle missed at the end of a push (a crashed worker)
     result = f"reclaimed {counts['reclaimed']}, enqueued {counts['enqueued']}"

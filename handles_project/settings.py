@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "handles.repair",
     "handles.api",
     "handles.desk",
+    "handles.notify",
 ]
 
 MIDDLEWARE = [
@@ -148,6 +149,10 @@ HANDLES_SERVER_TIMEOUT = env.float("HANDLES_SERVER_TIMEOUT", default=10.0)
 HANDLES_MAX_ATTEMPTS = env.int("HANDLES_MAX_ATTEMPTS", default=10)
 HANDLES_BACKOFF_BASE_SECONDS = env.float("HANDLES_BACKOFF_BASE_SECONDS", default=10.0)
 HANDLES_BACKOFF_MAX_SECONDS = env.float("HANDLES_BACKOFF_MAX_SECONDS", default=1800.0)
+# While a server refuses our credentials (401/402) the prefix's queue waits; a probe checks them again after
+# BASE seconds, doubling up to MAX (docs/handle-server.md, "Authentication failures").
+HANDLES_AUTH_PROBE_BASE_SECONDS = env.float("HANDLES_AUTH_PROBE_BASE_SECONDS", default=5.0)
+HANDLES_AUTH_PROBE_MAX_SECONDS = env.float("HANDLES_AUTH_PROBE_MAX_SECONDS", default=300.0)
 # A request left `running` longer than this is taken back by the sweep (crashed worker).
 HANDLES_LEASE_SECONDS = env.float("HANDLES_LEASE_SECONDS", default=max(60.0, 6 * HANDLES_SERVER_TIMEOUT))
 # A queued request whose task seems lost (broker restarted, Redis flushed) is handed over again after this.
@@ -204,6 +209,41 @@ HANDLES_DESK_JOB_CHUNK = env.int("HANDLES_DESK_JOB_CHUNK", default=100)
 HANDLES_DESK_JOB_SLICE_SECONDS = env.float("HANDLES_DESK_JOB_SLICE_SECONDS", default=30.0)
 # CSV exports read this many rows per query (keyset pagination on the primary key).
 HANDLES_DESK_EXPORT_CHUNK = env.int("HANDLES_DESK_EXPORT_CHUNK", default=2000)
+
+# --- Notifications and the prefix watchdog (handles.notify) ------------------------------------------
+# Mail goes through Django's mail settings, from one URL: smtp://user:password@host:587 (smtp+tls:// for
+# STARTTLS, smtp+ssl:// for TLS from the start). Development prints mail to the console instead.
+_email = env.email_url("HANDLES_EMAIL_URL", default="consolemail://" if DEV else "smtp://localhost:25")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+DEFAULT_FROM_EMAIL = env.str("HANDLES_EMAIL_FROM", default="handles@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_TIMEOUT = env.float("HANDLES_EMAIL_TIMEOUT", default=10.0)
+HANDLES_NOTIFY_SUBJECT_PREFIX = env.str("HANDLES_NOTIFY_SUBJECT_PREFIX", default="[handles] ")
+# Request errors are collected: at most one digest per prefix per this many seconds.
+HANDLES_NOTIFY_DIGEST_SECONDS = env.int("HANDLES_NOTIFY_DIGEST_SECONDS", default=600)
+# A delivery that fails is tried again after base * 2^(n-1) seconds (capped), this many times in all.
+HANDLES_NOTIFY_MAX_ATTEMPTS = env.int("HANDLES_NOTIFY_MAX_ATTEMPTS", default=8)
+HANDLES_NOTIFY_BACKOFF_BASE_SECONDS = env.float("HANDLES_NOTIFY_BACKOFF_BASE_SECONDS", default=60.0)
+HANDLES_NOTIFY_BACKOFF_MAX_SECONDS = env.float("HANDLES_NOTIFY_BACKOFF_MAX_SECONDS", default=3600.0)
+HANDLES_NOTIFY_WEBHOOK_TIMEOUT = env.float("HANDLES_NOTIFY_WEBHOOK_TIMEOUT", default=10.0)
+# An event emitted with a dedupe key is dropped if the same key was recorded within this window.
+HANDLES_NOTIFY_DEDUPE_SECONDS = env.int("HANDLES_NOTIFY_DEDUPE_SECONDS", default=3600)
+# A health check notifies when its share of correct handles fell by more than this (0.02 = 2 points).
+HANDLES_NOTIFY_HEALTH_DROP = env.float("HANDLES_NOTIFY_HEALTH_DROP", default=0.02)
+# The global proxy the watchdog asks where each prefix is registered (`/api/handles/0.NA/<prefix>`) and
+# through which it resolves a sample of handles.
+HANDLES_GLOBAL_PROXY_URL = env.str("HANDLES_GLOBAL_PROXY_URL", default="https://hdl.handle.net").rstrip("/")
+HANDLES_WATCHDOG_TIMEOUT = env.float("HANDLES_WATCHDOG_TIMEOUT", default=10.0)
+HANDLES_WATCHDOG_SAMPLE = env.int("HANDLES_WATCHDOG_SAMPLE", default=3)
+HANDLES_WATCHDOG_CHECKS = env.list("HANDLES_WATCHDOG_CHECKS", default=[
+    "server", "credentials", "homed", "registry", "global_resolution", "local"])
+HANDLES_WATCHDOG_KEEP_DAYS = env.int("HANDLES_WATCHDOG_KEEP_DAYS", default=90)
 
 LOGGING = {
     "version": 1,

@@ -15,6 +15,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HANDLES_BACKOFF_BASE_SECONDS = 0.0
 HANDLES_SERVER_TIMEOUT = 3.0
 HANDLES_DRAIN_SECONDS = 0.0  # an inline task pushes exactly the request it was handed; drain tests set it
+# The watchdog never asks the real global proxy from a test: tests/notify stands one in on loopback.
+HANDLES_GLOBAL_PROXY_URL = "http://127.0.0.1:9"
+HANDLES_WATCHDOG_TIMEOUT = 3.0
 
 # Tasks run inline when enqueued, so a test drives the whole flow with django_capture_on_commit_callbacks.
 # Tests of real worker processes start `manage.py qcluster` with their own environment.

@@ -70,6 +70,19 @@ class SimulatorProcess:
     def admin_identity(self) -> str:
         return f"300:{self.admin_handle or self.prefixes[0] + '/ADMIN'}"
 
+    @property
+    def client_identity(self) -> str:
+        """The admin's public-key identity (HS_PUBKEY at 301), for client-certificate login."""
+        return f"301:{self.admin_handle or self.prefixes[0] + '/ADMIN'}"
+
+    @property
+    def client_cert_path(self) -> Path:
+        return simulator.client_certificate_path(self.data_dir, self.client_identity.partition(":")[2])
+
+    @property
+    def client_key_path(self) -> Path:
+        return self.data_dir / simulator.KEY_FILE
+
     def start(self) -> SimulatorProcess:
         if self._process is not None:
             raise RuntimeError("the simulator is already running")
@@ -136,7 +149,7 @@ class SimulatorProcess:
         return self.start()
 
     def set_fault(self, mode: str, delay: float | None = None, duration: float | None = None) -> None:
-        """ok | slow (needs delay) | 503 | drop | down; `duration` seconds, else until cleared."""
+        """ok | slow (needs delay) | 503 | drop | down | shutdown; `duration` seconds, else until cleared."""
         simulator.write_faults(self.data_dir, mode, delay=delay, duration=duration)
 
     def clear_faults(self) -> None:

@@ -545,6 +545,18 @@ def worker_state(now: datetime | None = None) -> WorkerState:
                               "start one with `manage.py qcluster`.")
 
 
+def prefixes_with_waiting() -> list[Prefix]:
+    """Every prefix, each with `waiting`: how many queued requests wait for its authentication to work
+    (counted only for prefixes whose authentication fails, which are few)."""
+    prefixes = list(Prefix.objects.order_by("prefix"))
+    failing = [p.pk for p in prefixes if p.auth_failing]
+    counts = dict(HandleRequest.objects.paused().filter(handle__prefix_id__in=failing).order_by()
+                  .values_list("handle__prefix_id").annotate(n=Count("pk"))) if failing else {}
+    for prefix in prefixes:
+        prefix.waiting = counts.get(prefix.pk, 0)
+    return prefixes
+
+
 def dashboard(now: datetime | None = None) -> dict:
     """Every figure of the dashboard. Each is one indexed query (counts by status read one small index)."""
     from django_q.brokers import get_broker
@@ -574,7 +586,7 @@ def dashboard(now: datetime | None = None) -> dict:
         "failures_day": failures.count(),
         "failure_groups_day": failure_groups(failures, limit=5),
         "worker": worker_state(now),
-        "prefixes": list(Prefix.objects.order_by("prefix")),
+        "prefixes": prefixes_with_waiting(),
         "jobs": list(BulkJob.objects.order_by("-pk")[:5]),
         "day_ago": day_ago,
     }

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -127,20 +127,47 @@ class ServerConfig:
         return quote(self.auth_identity, safe="/")
 
 
-class _TLSAdapter(HTTPAdapter):
-    """Trusts exactly a pinned certificate, without the hostname check: the Handle server's own
-    certificate is self-signed `CN=anonymous` with no SAN, so hostname checks always fail [§2.9]."""
+def tls_context(*, verify: bool, pinned_pem: str = "") -> ssl.SSLContext:
+    """The client's TLS context. A pinned certificate is trusted alone, without the hostname check: the
+    Handle server's own certificate is self-signed `CN=anonymous` with no SAN, so hostname checks always
+    fail [§2.9].
 
-    def __init__(self, pinned_pem: str, **kwargs: Any) -> None:
+    No session tickets (ssl.OP_NO_TICKET): the server (TLS 1.2 only) asks for a client certificate by
+    renegotiating once it sees `Authorization: Handle clientCert="true"`. A client holding a ticket resumes
+    the session in that renegotiation, sends no certificate, and the server answers 401 / responseCode 402
+    (docs/handle-server.md). A full handshake per connection costs nothing that matters here: connections
+    are kept alive."""
+    if pinned_pem:
         context = ssl.create_default_context(cadata=pinned_pem)
         context.check_hostname = False
+    else:
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    context.options |= ssl.OP_NO_TICKET
+    return context
+
+
+class _TLSAdapter(HTTPAdapter):
+    """Uses the client's own TLS context (tls_context) for every HTTPS connection."""
+
+    def __init__(self, context: ssl.SSLContext, *, check_hostname: bool, **kwargs: Any) -> None:
         self._context = context
+        self._check_hostname = check_hostname
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["ssl_context"] = self._context
-        kwargs["assert_hostname"] = False
+        if not self._check_hostname:
+            kwargs["assert_hostname"] = False
         super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # requests would load its CA bundle into the context for verify=True: with a pin (and no hostname
+        # check) any publicly trusted certificate would then pass. The context alone decides what to trust.
+        super().cert_verify(conn, url, False, cert)
+        conn.cert_reqs = "CERT_NONE" if self._context.verify_mode == ssl.CERT_NONE else "CERT_REQUIRED"
 
 
 @dataclass
@@ -159,12 +186,8 @@ class HandleServerClient:
         session = requests.Session()
         # REQUESTS_CA_BUNDLE in the environment would override Session.verify [HANDLE_API.md §7.11].
         session.trust_env = False
-        if config.pinned_certificate:
-            adapter = _TLSAdapter(config.pinned_certificate, pool_maxsize=4)
-            session.verify = True
-        else:
-            adapter = HTTPAdapter(pool_maxsize=4)
-            session.verify = config.verify
+        context = tls_context(verify=config.verify, pinned_pem=config.pinned_certificate)
+        adapter = _TLSAdapter(context, check_hostname=context.check_hostname, pool_maxsize=4)
         session.mount("https://", adapter)
         session.mount("http://", HTTPAdapter(pool_maxsize=4))
         if config.client_cert:
@@ -187,7 +210,7 @@ class HandleServerClient:
 
     # --- Transport --------------------------------------------------------------------------------
     def _call(self, method: str, url: str, *, params: list[tuple[str, str]] | None = None,
-              payload: Any = None, auth: bool = False) -> ServerAnswer:
+              payload: Any = None, auth: bool = False, session_api: bool = False) -> ServerAnswer:
         headers = {"Accept": "application/json"}
         if auth:
             headers.update(self._auth_headers())
@@ -205,6 +228,11 @@ class HandleServerClient:
             raise TransientHandleServerError(f"Timed out after {self.config.timeout:g} s: {shown}",
                                              exchange=f"{shown} -> timeout") from exc
         except requests.exceptions.SSLError as exc:
+            if _connection_lost(exc):
+                # The server closed the connection during the handshake (it is going away): an outage.
+                raise TransientHandleServerError(f"Could not reach {self.base_url}: ConnectionError (closed "
+                                                 "during the TLS handshake)",
+                                                 exchange=f"{shown} -> ConnectionError") from exc
             # A certificate that does not match the pin is a configuration error, not an outage.
             raise InvalidRequest(f"TLS failure talking to {self.base_url}: {exc}",
                                  exchange=f"{shown} -> TLS error") from exc
@@ -217,10 +245,13 @@ class HandleServerClient:
         except ValueError:
             body = None
         exchange = f"{shown} -> {response.status_code} {text.strip()[:2000]}"
-        error_class = classify(response.status_code, body)
+        if session_api and response.status_code == 200:
+            error_class = None  # the session API answers without a responseCode
+        else:
+            error_class = classify(response.status_code, body)
         if error_class is not None:
             rc = body.get("responseCode") if isinstance(body, dict) else None
-            message = body.get("message") if isinstance(body, dict) else None
+            message = (body.get("message") or body.get("error")) if isinstance(body, dict) else None
             detail = f"HTTP {response.status_code}" + (f", responseCode {rc}" if rc is not None else "")
             raise error_class(
                 f"{_ERROR_WORDS.get(error_class, 'Handle server error')} ({detail})" + (f": {message}" if message else ""),
@@ -244,14 +275,28 @@ class HandleServerClient:
         return self._call("DELETE", self.handle_url(handle), auth=True)
 
     def get_handle(self, handle: str, *, indexes: list[int] | None = None, types: list[str] | None = None,
-                   authenticated: bool = False) -> ServerAnswer:
+                   authenticated: bool = False, authoritative: bool = False) -> ServerAnswer:
+        """`authoritative`: through a proxy, bypass its cache (`auth=true`) [TM §14.5.1]."""
         params = [("index", str(i)) for i in indexes or []] + [("type", t) for t in types or []]
+        params += [("auth", "true")] if authoritative else []
         return self._call("GET", self.handle_url(handle), params=params or None, auth=authenticated)
 
     def get_url(self, handle: str) -> tuple[str | None, ServerAnswer]:
         """The URL value the server resolves the handle to (None if the record has none)."""
         answer = self.get_handle(handle, types=["URL"])
         return url_of(answer.body), answer
+
+    def authenticate(self) -> ServerAnswer:
+        """Check that the server accepts our credentials, writing nothing: the session API's
+        `GET /api/sessions/this` with our Authorization answers 200 `{"authenticated":true,"id":...}`, and 401
+        when it does not accept them (a wrong secret, or a server shutting down) [LIVE, docs/handle-server.md]."""
+        answer = self._call("GET", f"{self.base_url}/api/sessions/this", auth=True, session_api=True)
+        body = answer.body or {}
+        if body.get("authenticated") is not True:
+            raise AuthenticationFailed(f"{_ERROR_WORDS[AuthenticationFailed]} (not authenticated: "
+                                       f"{body.get('error') or 'no identity'})", status=answer.status,
+                                       body=json.dumps(body), exchange=answer.exchange)
+        return answer
 
     def count_handles(self, prefix: str) -> int:
         answer = self._call("GET", f"{self.base_url}/api/handles",
@@ -264,12 +309,22 @@ class HandleServerClient:
                             auth=True)
         return list(answer.body.get("handles", []))
 
+    def list_prefixes(self) -> list[str]:
+        """The prefixes homed on this server, as `0.NA/PREFIX` (authenticated)."""
+        answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
+        return list(answer.body.get("prefixes", []))
+
     def iter_handles(self, prefix: str, page_size: int = 1000) -> Iterator[str]:
         """Every handle under the prefix, upper-cased as the server lists them. Pages shift if the prefix
         changes meanwhile (the server has no snapshot), so callers compare sets, not positions."""
         total = self.count_handles(prefix)
         for page in range(0, (total + page_size - 1) // page_size):
             yield from self.list_page(prefix, page, page_size)
+
+    def homed_prefixes(self) -> list[str]:
+        """The prefixes homed on this server, as `0.NA/P`: an authenticated read that writes nothing [§2.1]."""
+        answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
+        return [str(p) for p in (answer.body or {}).get("prefixes", [])]
 
     def close(self) -> None:
         self._session.close()
@@ -283,6 +338,27 @@ _ERROR_WORDS: dict[type[HandleServerError], str] = {
     InvalidRequest: "The Handle server refused the request",
     TransientHandleServerError: "The Handle server is unavailable",
 }
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a TLS error is the connection closing or resetting (a server shutting down or restarting),
+    not a refusal of the certificate or the protocol. requests nests the ssl error inside urllib3's."""
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError | ConnectionError):
+            return True
+        pending.extend([error.__cause__, error.__context__, getattr(error, "reason", None), *error.args])
+    return False
+def server_certificate(base_url: str, timeout: float) -> str:
+    """The PEM certificate the server presents, fetched without verifying it (Check connection compares it
+    with the pin). Raises OSError (ssl.SSLError included) when nothing answers TLS there."""
+    parts = urlsplit(base_url)
+    return ssl.get_server_certificate((parts.hostname or "", parts.port or 443), timeout=timeout)
 
 
 def url_of(body: dict[str, Any] | None) -> str | None:

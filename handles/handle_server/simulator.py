@@ -11,7 +11,16 @@ One TCP port serves plain HTTP and HTTPS, like the real server's port unificatio
 - any other path: the [PROXY] resolver, `GET /PREFIX/SUFFIX` → 302 to the record's URL [HANDLE_API §5].
 
 State lives in `--data-dir`: `handles.sqlite3` (records and homed prefixes), `serverCertificate.pem`
-plus its key, and `faults.json`, a switch that tests flip to make the server slow, busy or unreachable.
+plus its key, `clientcerts/` (a client certificate per admin handle, for HS_PUBKEY login at index 301, made
+with that same key), and `faults.json`, a switch that tests flip to make the server slow, busy, unreachable
+or shutting down.
+
+TLS is 1.2 only, like the real server's. Client-certificate login (`Authorization: Handle
+clientCert="true"`) works only for a client that offered no session ticket in its ClientHello: the real
+server asks for the certificate by renegotiating, and a client holding a ticket resumes instead and sends
+none (docs/handle-server.md). The simulator cannot renegotiate: it asks every client for an optional
+certificate in the first handshake, trusts only the certificates in `clientcerts/`, and refuses the login
+when the ClientHello carried the session-ticket extension.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ DB_FILE = "handles.sqlite3"
 CERT_FILE = "serverCertificate.pem"  # the real server's file name [HANDLE_API §2.9]
 KEY_FILE = "serverCertificatePrivateKey.pem"  # PEM here; the real server writes a Handle-format .bin
 FAULTS_FILE = "faults.json"
+CLIENT_CERT_DIR = "clientcerts"
 SECRET_ENV = "HANDLE_SIMULATOR_SECRET"
 
 ADMIN_INDEX = 100
@@ -87,6 +97,10 @@ _STATUS_BY_RC = {
     RC_INSUFFICIENT_PERMISSIONS: 403, RC_AUTHENTICATION_NEEDED: 401,  # 403 over plain HTTP, see _challenge
 }
 MSG_NOT_HOMED = "That prefix doesn't live here"
+MSG_IDENTITY_NOT_VERIFIED = "Identity not verified"
+# What the real server puts in its challenge while it shuts down [LIVE, docs/handle-server.md].
+MSG_SHUTDOWN_VERIFYING = "Exception (net.handle.hdllib.HandleException) verifying identity"
+MSG_NO_LISTING = "This server does not support the list handles operation."
 MSG_INDEXES_POSITIVE = "Value indexes must be positive"
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -561,9 +575,61 @@ def ensure_certificate(data_dir: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def client_certificate_path(data_dir: str | Path, admin_handle: str) -> Path:
+    """Where the client certificate of `301:admin_handle` is (its key is the server's KEY_FILE)."""
+    return Path(data_dir) / CLIENT_CERT_DIR / (re.sub(r"[^A-Za-z0-9.]", "_", ascii_upper(admin_handle)) + ".pem")
+
+
+def ensure_client_certificate(data_dir: Path, admin_handle: str) -> Path:
+    """A self-signed client certificate with subject `UID=301:admin_handle` for the admin's HS_PUBKEY (the
+    real set-up makes the same with openssl from the admin's key). The HS_PUBKEY is the server key's public
+    half, so the certificate is signed with the server key."""
+    path = client_certificate_path(data_dir, admin_handle)
+    if path.exists():
+        return path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = serialization.load_pem_private_key((data_dir / KEY_FILE).read_bytes(), password=None)
+    name = x509.Name([x509.NameAttribute(NameOID.USER_ID, f"{PUBKEY_INDEX}:{admin_handle}")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime(2000, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+            .sign(key, hashes.SHA256()))
+    path.parent.mkdir(exist_ok=True)
+    _write_atomically(path, cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _certificate_identity(der: bytes) -> tuple[str | None, tuple[int, int] | None]:
+    """A client certificate's identity (its UID, else its CN) and RSA public numbers (n, e)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_der_x509_certificate(der)
+    names = (cert.subject.get_attributes_for_oid(NameOID.USER_ID)
+             or cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    key = cert.public_key()
+    numbers = (key.public_numbers().n, key.public_numbers().e) if isinstance(key, rsa.RSAPublicKey) else None
+    return (str(names[0].value) if names else None), numbers
+
+
+def _jwk_numbers(jwk: Any) -> tuple[int, int] | None:
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+        return None
+
+    def number(text: str) -> int:
+        return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "big")
+
+    return number(jwk["n"]), number(jwk["e"])
+
+
 def _public_key_jwk(cert_path: Path) -> dict[str, str]:
-    """The certificate's RSA public key as a JWK, for the admin handle's HS_PUBKEY. The simulator does not
-    do client-certificate auth, so only the public half matters and reusing the server key is harmless."""
+    """The certificate's RSA public key as a JWK, for the admin handle's HS_PUBKEY (index 301). The client
+    certificates in clientcerts/ carry the same key."""
     from cryptography import x509
 
     numbers = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key().public_numbers()
@@ -605,6 +671,7 @@ def initialize(data_dir: str | Path, prefixes: Iterable[str], secret: str, admin
         raise ValueError("no prefix to serve: pass at least one --prefix")
     now = int(time.time())
     for admin in sorted({admin for _, admin in store.homed.values()}):
+        ensure_client_certificate(data_dir, admin)
         with store.writing() as tx:
             record = tx.get(ascii_upper(admin))
             seckey = HandleValue(SECKEY_INDEX, "HS_SECKEY", secret.encode(), permissions="1100", timestamp=now)
@@ -657,14 +724,18 @@ def load_csv(data_dir: str | Path, csv_path: str | Path) -> int:
         return bulk_load(data_dir, ((row[0], row[1]) for row in rows))
 
 
-FAULT_MODES = ("ok", "slow", "503", "drop", "down")
+FAULT_MODES = ("ok", "slow", "503", "drop", "down", "shutdown",
+               "nolist")  # nolist: as a server whose config.dct says "allow_list_hdls" = "no"
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
     """ok; slow (sleep `delay` s before answering); 503 (answer rc 3 "Server too busy"); drop (read the
     request, close without answering); down (close each new connection at once, and kept-alive ones at
-    their next request). `until` (unix time) switches the fault off by itself."""
+    their next request); shutdown (the real server's last seconds after SIGTERM: every request that
+    authenticates gets 401, with an empty body for a handle request, and a challenge naming the exception
+    it met verifying the identity; reads without credentials are answered); nolist (listing handles refused
+    with rc 5, as `allow_list_hdls = no` does). `until` (unix time) switches the fault off by itself."""
 
     mode: str = "ok"
     delay: float = 0.0
@@ -726,7 +797,11 @@ class Request:
     headers: Any  # email.message.Message: case-insensitive get()
     body: bytes
     secure: bool
-    identity: str | None = None  # "index:handle" once Basic auth succeeded over HTTPS
+    identity: str | None = None  # "index:handle" once authentication succeeded over HTTPS
+    peer_certificate: bytes | None = None  # DER of the client certificate the TLS handshake verified
+    offered_ticket: bool = False  # the ClientHello carried the session-ticket extension
+    shutting_down: bool = False  # the "shutdown" fault
+    listing_allowed: bool = True  # False under the "nolist" fault
 
     def param(self, name: str) -> str | None:
         values = self.params.get(name)
@@ -817,12 +892,15 @@ class HandleApi:
     def _api(self, req: Request) -> Response:
         sessions = req.path == "/api/sessions" or req.path.startswith("/api/sessions/")
         authorization = req.headers.get("Authorization")
+        if sessions:
+            return self._sessions(req, authorization)
         # The authentication filter runs before any servlet, over HTTPS only; over plain HTTP the header is
-        # ignored [HANDLE_API §2.7, SRC StandardHandleAuthenticationFilter]. /api/sessions is exempt there.
-        if req.secure and not sessions and authorization is not None:
-            identity, error = self._authenticate(authorization)
-            if identity is None:
+        # ignored [HANDLE_API §2.7, SRC StandardHandleAuthenticationFilter].
+        if req.secure and authorization is not None:
+            identity, error = self._authenticate(req, authorization)
+            if identity is None and (error is not None or not _asks_client_certificate(authorization)):
                 return self._challenge(req, Response(401), error)
+            # A certificate login that fails goes on unauthenticated: a write then gets 401 / rc 402 [LIVE].
             req.identity = identity
         response = self._route(req)
         return self._challenge(req, response, None) if response.status == 401 else response
@@ -866,13 +944,49 @@ class HandleApi:
             req.params[name] = [_json_string(item) for item in items]
 
     # Authentication -----------------------------------------------------------------------------------
-    def _authenticate(self, header: str) -> tuple[str | None, str | None]:
-        """HTTP Basic = HS_SECKEY [TM §14.6.3]: user `index:handle` percent-decoded with `+` kept, password =
-        the HS_SECKEY value at that index (0 = any). Returns (identity, error for the WWW-Authenticate)."""
+    def _sessions(self, req: Request, authorization: str | None) -> Response:
+        """The session API, as far as a client checks its credentials with it [TM §14.7] [LIVE]:
+        `POST /api/sessions` opens one (201), `GET /api/sessions/this` says whether the request's own
+        credentials authenticate (200 `authenticated` true/false; 401 when Basic credentials are refused),
+        `DELETE /api/sessions/this` closes it (204). Sessions are not kept: later requests must
+        authenticate again."""
+        this = req.path == "/api/sessions/this"
+        allowed = ("GET", "PUT", "DELETE") if this else ("POST",)
+        if req.path not in ("/api/sessions", "/api/sessions/this"):
+            return self._unknown_endpoint(req)
+        if req.method not in allowed:
+            return Response(405, headers=[("Allow", ", ".join((*allowed, "TRACE", "OPTIONS")))])
+        if req.method == "DELETE":
+            return Response(204)
+        identity, error = (None, None)
+        if req.secure and authorization is not None:
+            identity, error = self._authenticate(req, authorization)
+        opened = {"sessionId": f"node0{secrets.token_hex(12)}",
+                  "nonce": base64.b64encode(secrets.token_bytes(16)).decode()}
+        if req.method == "POST":
+            body = {**opened, **({"authenticated": True, "id": identity} if identity else {})}
+            if error:
+                body["error"] = error
+            return Response(201, json.dumps(body).encode(),
+                            [("Location", "/api/sessions/this"), ("Content-Type", JSON_CONTENT_TYPE)])
+        if error:
+            return self._challenge(req, self._json(req, 401, {**opened, "error": error}), error)
+        body = {"authenticated": True, "id": identity} if identity else {"authenticated": False}
+        return self._json(req, 200, body)
+
+    def _authenticate(self, req: Request, header: str) -> tuple[str | None, str | None]:
+        """Returns (identity, error for the WWW-Authenticate); (None, None) when the header does not
+        authenticate and names no error (the request goes on unauthenticated, as the real filter lets it).
+
+        HTTP Basic = HS_SECKEY [TM §14.6.3]: user `index:handle` percent-decoded with `+` kept, password =
+        the HS_SECKEY value at that index (0 = any). `Handle clientCert="true"` = HS_PUBKEY: the TLS client
+        certificate's UID (or CN) names `index:handle`, its public key must be that HS_PUBKEY [TM §14.6.2]."""
+        if _asks_client_certificate(header):
+            return self._authenticate_certificate(req), None
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != "basic":
-            # Handle challenge-response and client certificates are not simulated: such a header never
-            # authenticates, as a stale session would not [SRC StandardHandleAuthenticator].
+            # Handle challenge-response is not simulated: such a header never authenticates, as a stale
+            # session would not [SRC StandardHandleAuthenticator].
             return None, None
         try:
             raw = _lenient_base64(parts[1])
@@ -881,6 +995,8 @@ class HandleApi:
         username, colon, password = raw.partition(b":")
         if not colon:
             return None, None
+        if req.shutting_down:  # seen for Basic credentials only [LIVE]
+            return None, MSG_SHUTDOWN_VERIFYING
         identity = _decode_path(username.decode("utf-8", "replace"))
         index_text, sep, rest = identity.partition(":")
         if sep and index_text.isascii() and index_text.isdigit():
@@ -896,7 +1012,22 @@ class HandleApi:
             and isinstance(v.data, bytes)]
         if any(hmac.compare_digest(key, password) for key in keys):
             return f"{index}:{handle}", None
-        return None, "Identity not verified"
+        return None, MSG_IDENTITY_NOT_VERIFIED
+
+    def _authenticate_certificate(self, req: Request) -> str | None:
+        """The identity a client certificate proves, or None. A client that offered a session ticket is
+        refused, as the real server's renegotiation then resumes the session without a certificate."""
+        if req.offered_ticket or req.peer_certificate is None:
+            return None
+        identity, numbers = _certificate_identity(req.peer_certificate)
+        index_text, sep, handle = (identity or "").partition(":")
+        if not sep or not index_text.isdigit() or numbers is None:
+            return None
+        record = self.store.get(ascii_upper(handle))
+        keys = [] if record is None else [
+            _jwk_numbers(v.data[1]) for v in record.values
+            if ascii_upper(v.type) == "HS_PUBKEY" and int(index_text) in (0, v.index) and isinstance(v.data, tuple)]
+        return f"{int(index_text)}:{handle}" if numbers in keys else None
 
     def _challenge(self, req: Request, response: Response, error: str | None) -> Response:
         """A 401 gets the WWW-Authenticate challenges over HTTPS and becomes 403 over plain HTTP, where no
@@ -956,6 +1087,8 @@ class HandleApi:
 
     def _list_handles(self, req: Request, prefix: str) -> Response:
         """[TM §14.5.4, SRC HandleServer `doListHandles`, servlets/ListCallback]: homed check, then auth."""
+        if not req.listing_allowed:  # checked first: before the homed check and authentication [LIVE]
+            return self._rc(req, RC_OPERATION_NOT_SUPPORTED, prefix, MSG_NO_LISTING)
         page, page_size = self._paging(req)
         na = ascii_upper(prefix)
         na = na if "/" in na else f"0.NA/{na}"
@@ -1161,6 +1294,12 @@ class HandleApi:
                                               f"<th>Timestamp</th></tr>{rows}</table>")
 
 
+def _asks_client_certificate(authorization: str) -> bool:
+    """`Authorization: Handle clientCert="true"`: log in with the TLS client certificate [TM §14.6.2]."""
+    scheme, _, params = authorization.partition(" ")
+    return scheme.lower() == "handle" and re.search(r'clientCert\s*=\s*"true"', params, re.IGNORECASE) is not None
+
+
 def _html(status: int, title: str, content: str) -> Response:
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
             f"<body><h1>{html.escape(title)}</h1>{content}</body></html>")
@@ -1192,6 +1331,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.secure = False
+        self.peer_certificate: bytes | None = None
+        self.offered_ticket = False
         self.refused = self.server.faults.current().mode == "down"
         if not self.refused:
             try:
@@ -1201,6 +1342,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if self.request.recv(1, socket.MSG_PEEK) == b"\x16":
                     self.request = self.server.tls.wrap_socket(self.request, server_side=True)
                     self.secure = True
+                    self.peer_certificate = self.request.getpeercert(binary_form=True)
+                    self.offered_ticket = getattr(self.request, "offered_ticket", False)
             except OSError:
                 self.refused = True
         super().setup()
@@ -1252,7 +1395,7 @@ class _Handler(BaseHTTPRequestHandler):
             # RC 3 "Server too busy" maps to 503 [HANDLE_API §2.6].
             response = Response(503, _BUSY_BODY, [("Content-Type", JSON_CONTENT_TYPE)])
         else:
-            response = self._dispatch(body)
+            response = self._dispatch(body, shutting_down=fault.mode == "shutdown")
         self._send(response)
 
     def _read_body(self) -> bytes:
@@ -1269,13 +1412,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError("negative Content-Length")
         return self.rfile.read(length)
 
-    def _dispatch(self, body: bytes) -> Response:
+    def _dispatch(self, body: bytes, *, shutting_down: bool = False) -> Response:
         path, _, query = self.path.partition("?")
         params: dict[str, list[str]] = {}
         for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
             params.setdefault(name, []).append(value)
         try:
-            return self.server.api.dispatch(Request(self.command, path, params, self.headers, body, self.secure))
+            listing_allowed = self.server.faults.current().mode != "nolist"
+            return self.server.api.dispatch(Request(
+                self.command, path, params, self.headers, body, self.secure, peer_certificate=self.peer_certificate,
+                offered_ticket=self.offered_ticket, shutting_down=shutting_down, listing_allowed=listing_allowed))
         except Exception:
             traceback.print_exc()
             return Response(500, json.dumps({"responseCode": RC_ERROR, "message": "Internal Error"}).encode(),
@@ -1316,6 +1462,47 @@ class SimulatorServer(socketserver.ThreadingTCPServer):
         super().handle_error(request, client_address)
 
 
+_SESSION_TICKET_EXTENSION = 35  # RFC 5077
+
+
+def offers_session_ticket(client_hello: bytes) -> bool:
+    """Whether a TLS ClientHello handshake message carries the session-ticket extension."""
+    try:
+        at = 4 + 2 + 32  # message header, client version, random
+        at += 1 + client_hello[at]  # session id
+        at += 2 + int.from_bytes(client_hello[at:at + 2], "big")  # cipher suites
+        at += 1 + client_hello[at]  # compression methods
+        end = at + 2 + int.from_bytes(client_hello[at:at + 2], "big")
+        at += 2
+        while at + 4 <= end:
+            if int.from_bytes(client_hello[at:at + 2], "big") == _SESSION_TICKET_EXTENSION:
+                return True
+            at += 4 + int.from_bytes(client_hello[at + 2:at + 4], "big")
+    except IndexError:
+        pass
+    return False
+
+
+def _note_client_hello(conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any,
+                       data: bytes) -> None:
+    if direction == "read" and msg_type == ssl._TLSMessageType.CLIENT_HELLO:  # noqa: SLF001
+        conn.offered_ticket = offers_session_ticket(data)
+
+
+def server_tls_context(data_dir: Path) -> ssl.SSLContext:
+    """TLS 1.2 only, like the real server; an optional client certificate, trusted only if it is one of
+    clientcerts/. Whether the client offered a session ticket is read from its ClientHello through
+    CPython's TLS message callback (`_msg_callback`, the only place the standard library shows it)."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls.load_cert_chain(data_dir / CERT_FILE, data_dir / KEY_FILE)
+    tls.verify_mode = ssl.CERT_OPTIONAL
+    for cert in sorted((data_dir / CLIENT_CERT_DIR).glob("*.pem")):
+        tls.load_verify_locations(cafile=str(cert))
+    tls._msg_callback = _note_client_hello  # noqa: SLF001
+    return tls
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -1329,8 +1516,7 @@ def serve(data_dir: str | Path, prefixes: Iterable[str], secret: str, *, host: s
     try:
         if csv_path is not None:
             announce(f"Loaded {load_csv(data_dir, csv_path)} handles from {csv_path}")
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(data_dir / CERT_FILE, data_dir / KEY_FILE)
+        tls = server_tls_context(data_dir)
         server = SimulatorServer((host, port), HandleApi(store), tls, FaultSwitch(data_dir / FAULTS_FILE), verbose)
     except BaseException:
         store.close()

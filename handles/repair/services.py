@@ -28,6 +28,7 @@ from handles import services as core
 from handles.exceptions import HandleServiceError
 from handles.labels import counted
 from handles.models import Handle, HandleRequest, Prefix
+from handles.notify import hooks as notify_hooks
 from handles.repair import importer, rules, selectors, tasks
 from handles.repair.csvfile import CsvLayout, ImportFileError, decode, layout
 from handles.repair.importer import ImportOptions, Verdict
@@ -445,7 +446,9 @@ def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "
     ReconciliationRun.objects.filter(pk=run_id).update(
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts,
         error=error, message="" if error else "Done")
-    return ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
+    run = ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
+    notify_hooks.reconciliation_finished(run)
+    return run
 
 
 # --- Repairs ---------------------------------------------------------------------------------------
@@ -685,4 +688,6 @@ def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> He
     HealthRun.objects.filter(pk=run_id).update(
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts, error=error,
         message="" if error else "Done")
-    return HealthRun.objects.get(pk=run_id)
+    run = HealthRun.objects.get(pk=run_id)
+    notify_hooks.health_run_finished(run)
+    return run

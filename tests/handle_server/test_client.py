@@ -161,3 +161,70 @@ def test_live_wrong_secret_and_wrong_pin(handle_server, live):
     system_cas = HandleServerClient(ServerConfig(base_url=handle_server.base_url, verify=True))
     with pytest.raises(hs.InvalidRequest, match="TLS"):
         system_cas.get_handle("20.500.12345/ADMIN")
+
+
+@pytest.mark.parametrize("verify, pinned", [(True, False), (True, True), (False, False)])
+def test_every_tls_mode_offers_no_session_ticket(handle_server, verify, pinned):
+    """The real server asks for a client certificate by renegotiating; a client holding a session ticket
+    resumes instead and sends none (401 / responseCode 402). Every mode's context refuses tickets."""
+    pem = handle_server.cert_path.read_text() if pinned else ""
+    context = hs.tls_context(verify=verify, pinned_pem=pem)
+    assert context.options & hs.ssl.OP_NO_TICKET
+    assert context.check_hostname is (verify and not pinned)
+    assert context.verify_mode == (hs.ssl.CERT_REQUIRED if verify else hs.ssl.CERT_NONE)
+
+
+def test_a_pin_trusts_the_pinned_certificate_only(handle_server, tmp_path):
+    """requests loads its CA bundle into a verifying context; the pinned context must not take it: another
+    certificate than the pinned one is refused, although hostname checks are off."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anonymous")])
+    import datetime as dt
+    other = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+             .serial_number(1).not_valid_before(dt.datetime(2000, 1, 1)).not_valid_after(dt.datetime(2100, 1, 1))
+             .sign(key, hashes.SHA256())).public_bytes(serialization.Encoding.PEM).decode()
+    pinned_elsewhere = HandleServerClient(ServerConfig(base_url=handle_server.base_url, pinned_certificate=other))
+    with pytest.raises(hs.InvalidRequest, match="TLS"):
+        pinned_elsewhere.get_handle("20.500.12345/ADMIN")
+
+
+def test_authenticate_writes_nothing_and_tells_good_from_wrong_credentials(handle_server, live):
+    before = live.count_handles("20.500.12345")
+    assert live.authenticate().body == {"authenticated": True, "id": "300:20.500.12345/ADMIN"}
+    wrong = HandleServerClient(ServerConfig(base_url=handle_server.base_url, auth_identity="300:20.500.12345/ADMIN",
+                                            secret="nope", pinned_certificate=live.config.pinned_certificate))
+    with pytest.raises(hs.AuthenticationFailed):
+        wrong.authenticate()
+    assert live.count_handles("20.500.12345") == before
+
+
+@pytest.mark.parametrize("login", ["secret key", "client certificate"])
+def test_live_error_table_as_on_the_real_server(handle_server, login):
+    """The same cases as the real-server tier's error table (tests/handle_server/error_table.py)."""
+    from tests.handle_server.error_table import check_error_table
+
+    handle_server.clear_faults()
+    cert = login == "client certificate"
+    config = ServerConfig(
+        base_url=handle_server.base_url, pinned_certificate=handle_server.cert_path.read_text(), timeout=3,
+        auth_identity=handle_server.client_identity if cert else handle_server.admin_identity,
+        secret="" if cert else handle_server.secret, client_cert=str(handle_server.client_cert_path) if cert else "",
+        client_key=str(handle_server.client_key_path) if cert else "")
+    check_error_table(HandleServerClient(config), "20.500.12345")
+
+
+def test_a_connection_closed_during_the_tls_handshake_is_transient(monkeypatch):
+    """A server going away may accept a connection and close it mid-handshake (SSLEOFError): an outage to
+    retry, unlike a certificate that fails the pin."""
+    client = make_client()
+    closed = requests.exceptions.SSLError(hs.ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+    refused = requests.exceptions.SSLError(hs.ssl.SSLCertVerificationError(1, "certificate verify failed"))
+    for error, expected in ((closed, hs.TransientHandleServerError), (refused, hs.InvalidRequest)):
+        monkeypatch.setattr(client._session, "request", lambda *a, error=error, **k: (_ for _ in ()).throw(error))
+        with pytest.raises(expected):
+            client.get_handle(H)

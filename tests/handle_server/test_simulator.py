@@ -302,7 +302,8 @@ def test_http_protocol_details(sim, https):
     options = https.request("OPTIONS", "/api/handles")
     assert options.headers["Allow"] == "GET, HEAD, POST, PUT, DELETE, TRACE, OPTIONS"
     sessions = https.request("POST", "/api/sessions", auth=True)
-    assert (sessions.status, sessions.json["message"]) == (404, "Unknown HTTP API endpoint POST /api/sessions")
+    assert (sessions.status, sessions.json["authenticated"], sessions.json["id"]) == (201, True, f"300:{PREFIX}/ADMIN")
+    assert https.request("GET", "/api/sessions").status == 405
     posted = https.request("POST", api(f"{PREFIX}/ADMIN"), body={"index": [1]})
     assert [v["index"] for v in posted.json["values"]] == [1]  # POST = GET with parameters in the body
 
@@ -444,6 +445,18 @@ def test_drop_and_down_faults_break_the_connection(faulty, ok):
         faulty.client(https=False).request("GET", api(f"{PREFIX}/ADMIN"))
     faulty.clear_faults()
     assert ok.request("GET", api(f"{PREFIX}/ADMIN")).status == 200
+
+
+def test_nolist_fault_refuses_listing_as_allow_list_hdls_no_does(faulty, ok):
+    # As the real server with "allow_list_hdls" = "no": 501 / rc 5 before the homed check and authentication.
+    faulty.set_fault("nolist")
+    expected = {"responseCode": 5, "message": "This server does not support the list handles operation."}
+    for prefix, auth in ((PREFIX, True), (PREFIX, False), ("20.500.99999", True)):
+        refused = ok.request("GET", "/api/handles", query={"prefix": prefix}, auth=auth)
+        assert (refused.status, refused.json) == (501, {**expected, "handle": prefix})
+    assert ok.request("GET", api(f"{PREFIX}/ADMIN")).status == 200  # resolution is not affected
+    faulty.clear_faults()
+    assert ok.request("GET", "/api/handles", query={"prefix": PREFIX}, auth=True).status == 200
 
 
 def test_a_fault_with_a_duration_ends_by_itself(faulty, ok):

@@ -113,8 +113,9 @@ def status_counts(request_ids: list[int] | None = None) -> dict[str, int]:
 
 
 def drive(done: Callable[[], bool], *, timeout: float, what: str, sweep_every: float = 1.0,
-          check: Callable[[], None] | None = None) -> None:
-    """Tick the every-minute sweep (here every `sweep_every` s) until `done()`; run `check` at each tick."""
+          check: Callable[[], None] | None = None, sweep: Callable[[], object] | None = None) -> None:
+    """Tick the every-minute sweep (here every `sweep_every` s) until `done()`; run `check` at each tick.
+    `sweep`: what to tick (default services.requests_sweep; tasks.sweep_requests also probes paused prefixes)."""
     deadline = time.monotonic() + timeout
     next_sweep = 0.0
     while True:
@@ -126,7 +127,7 @@ def drive(done: Callable[[], bool], *, timeout: float, what: str, sweep_every: f
         if now > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; requests: {status_counts()}")
         if now >= next_sweep:
-            services.requests_sweep()
+            (sweep or services.requests_sweep)()
             next_sweep = now + sweep_every
         time.sleep(0.2)
 

@@ -35,7 +35,7 @@ PHASES = [
 
 def no_early_errors() -> None:
     early = HandleRequest.objects.filter(status="error", attempts__lt=F("max_attempts"))
-    assert not early.exists(), f"ended in error before their attempts were spent: {list(early)}"
+    assert not early.exists(), f"ended in error before their attempts were spent: {[(r, r.error) for r in early]}"
 
 
 def assert_backoff(requests) -> None:

@@ -13,6 +13,7 @@ from handles.api.auth import forget_counts
 from handles.api.models import ApiToken
 from handles.desk.models import BulkJob, Collection
 from handles.models import Asset, Handle, HandleRequest, Prefix
+from handles.notify.models import Delivery, Notification, Subscription, WatchdogRun, WebhookEndpoint
 from handles.repair.models import (
     HandleCheck,
     HealthRun,
@@ -63,6 +64,8 @@ def world(db) -> dict:
                         stopped=timezone.now(), success=False)
     OrmQ.objects.create(key="default", payload="x", lock=timezone.now())
     kept_token = issue_token("read", name="kept")
+    notification = Notification.objects.create(kind="job", prefix=prefix, subject="Import #1 ended incomplete")
+    someone = UserFactory(username="someone", is_staff=False)
     return {
         "prefix": prefix, "other": other, "asset": asset, "handle": active, "stone": stone, "spare": spare, "request": failed,
         "objects": {
@@ -73,8 +76,15 @@ def world(db) -> dict:
             ImportBatch: ImportBatch.objects.create(file_name="a.csv", file_sha256="0" * 64, prefix=prefix),
             ReconciliationRun: run, RepairJob: RepairJob.objects.create(run=run), HealthRun: health,
             ApiToken: ApiToken.objects.get(name="kept"),
+            Subscription: Subscription.objects.create(user=someone, kinds=["job"], email="someone@example.org"),
+            WebhookEndpoint: WebhookEndpoint.objects.create(name="Chat", url="https://chat.example.org/h", kinds=["job"],
+                                                            active=False),
+            Notification: notification,
+            Delivery: Delivery.objects.create(notification=notification, channel="email", recipient="a@example.org",
+                                              status="sent"),
+            WatchdogRun: WatchdogRun.objects.create(prefix=prefix, light="green"),
         },
         "handle_type": ContentType.objects.get_for_model(Handle),
         "token": kept_token,
-        "user": UserFactory(username="someone", is_staff=False),
+        "user": someone,
     }

@@ -56,6 +56,13 @@ ADMIN_MODELS = {
     "django_q.success": (ROOT, NOBODY, ROOT, ROOT),
     "django_q.failure": (ROOT, NOBODY, ROOT, ROOT),
     "django_q.ormq": (ROOT, NOBODY, ROOT, ROOT),
+    # Each user sees and changes only their own subscriptions: another's is "no such subscription" (a
+    # redirect to the index, nothing changed; tests/notify/test_admin.py). Endpoints hold secrets: superusers.
+    "handles_notify.subscription": (DESK, DESK, DESK, DESK),
+    "handles_notify.webhookendpoint": (ROOT, ROOT, ROOT, ROOT),
+    "handles_notify.notification": (EDITORS, NOBODY, NOBODY, NOBODY),
+    "handles_notify.delivery": (EDITORS, NOBODY, NOBODY, NOBODY),
+    "handles_notify.watchdogrun": (DESK, NOBODY, NOBODY, NOBODY),
 }
 # Model pages that are something else: (label, page) -> (roles that may GET, roles that may POST or None).
 ADMIN_PAGES = {
@@ -78,7 +85,8 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/autocomplete/": (NOBODY, None),  # answers only with a field to complete
     "admin/jsi18n/": (DESK, None),
     "admin/r/<path:content_type_id>/<path:object_id>/": (NOBODY, None),  # no model has a page on the site
-    "admin/^(?P<app_label>auth|django_q|handles|handles_repair|handles_api|handles_desk)/$": (DESK, None),
+    "admin/^(?P<app_label>auth|django_q|handles|handles_repair|handles_api|handles_desk|handles_notify)/$": (DESK,
+                                                                                                         None),
     "admin/(?P<url>.*)$": (NOBODY, None),
     "admin/auth/user/<id>/password/": (ROOT, ROOT),
     "admin/handles/handle/<int:pk>/redirect/": (EDITORS, EDITORS),
@@ -87,6 +95,7 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles/handle/<int:pk>/delete-handle/": (EDITORS, EDITORS),
     "admin/handles/handle/<int:pk>/verify/": (EDITORS, EDITORS),
     "admin/handles/handle/<int:pk>/retry/": (EDITORS, EDITORS),
+    "admin/handles/prefix/<int:pk>/check-connection/": (EDITORS, EDITORS),  # writes a scratch handle on the server
     "admin/handles/handlerequest/failures/": (DESK, None),
     "admin/handles/handlerequest/failures/retry/": (NOBODY, EDITORS),
     "admin/handles_repair/importbatch/<int:pk>/status.json": (DESK, None),
@@ -106,6 +115,8 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "admin/handles_desk/bulkjob/<int:pk>/report.csv": (DESK, None),
     "admin/handles_desk/bulkjob/<int:pk>/cancel/": (NOBODY, EDITORS),
     "admin/handles_desk/bulkjob/<int:pk>/retry-failed/": (NOBODY, EDITORS),
+    "admin/handles_notify/subscription/settings/": (DESK, DESK),  # POST sends the caller a test message
+    "admin/handles_notify/watchdogrun/run/": (DESK, EDITORS),  # GET goes back to the list
     "api/v1/": (EVERYONE, None),
     "api/v1/handles": (API_READERS | {OTHER_TOKEN}, API_WRITERS),  # the other token lists only its own prefix
     "api/v1/handles/<str:prefix>/<suffix:suffix>": (API_READERS, API_WRITERS),
@@ -137,7 +148,8 @@ QUERIES = {
     "api/v1/iiif/metadata": "?source_system=dams&external_id=4711",
 }
 LITERAL_URLS = {
-    "admin/^(?P<app_label>auth|django_q|handles|handles_repair|handles_api|handles_desk)/$": "/admin/handles/",
+    "admin/^(?P<app_label>auth|django_q|handles|handles_repair|handles_api|handles_desk|handles_notify)/$":
+        "/admin/handles/",
     "admin/(?P<url>.*)$": "/admin/no-such-page/",
     "api/v1/^(?P<path>[\\s\\S]*)$": "/api/v1/no-such-endpoint",
 }

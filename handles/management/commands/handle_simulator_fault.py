@@ -14,7 +14,9 @@ from handles.management.commands.handle_simulator import default_data_dir
 class Command(BaseCommand):
     requires_system_checks: list[str] = []  # the simulator does not use the app's models or database
     help = ("Set the simulator's fault mode: ok (normal), slow (answer after --delay s), 503 (server too busy), "
-            "drop (read the request, close without answering), down (refuse connections). "
+            "drop (read the request, close without answering), down (refuse connections), shutdown (a real "
+            "server's last seconds after SIGTERM: credentials refused with 401), nolist (listing handles refused, "
+            "as allow_list_hdls = no). "
             "--for S switches the fault off again after S seconds.")
 
     def add_arguments(self, parser: CommandParser) -> None:
