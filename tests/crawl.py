@@ -255,6 +255,24 @@ def seed(*, server_url: str, certificate_path: Path) -> tuple[Seeded, dict[str, 
                             started=live.created_at, stopped=live.created_at, success=success, result="1.0")
     OrmQ.objects.create(key="crawl", payload=SignedPackage.dumps(package), lock=None)
 
+    # Notifications: a subscription, an endpoint (inactive: nothing is sent from the crawl), a delivery of
+    # the notifications the jobs above emitted, and a watchdog run's record.
+    from django.utils import timezone
+
+    from handles.notify import services as notify
+    from handles.notify.models import Delivery, Notification, Subscription, WebhookEndpoint
+
+    owner = UserFactory(username="crawl-subscriber", email="subscriber@example.org")
+    notify.subscription_save(subscription=Subscription(user=owner, kinds=["job"], email="subscriber@example.org"))
+    notify.endpoint_save(endpoint=WebhookEndpoint(name="Chat", url="https://chat.example.org/hook", kinds=["job"],
+                                                  active=False))
+    notification = Notification.objects.order_by("pk").first() or Notification.objects.create(
+        kind="job", prefix=prefix, subject="Import #1 ended incomplete")
+    Delivery.objects.create(notification=notification, channel="email", recipient="subscriber@example.org",
+                            status="sent")
+    notify.watchdog_record(prefix=prefix, results=[notify.CheckResult("server", True, "It answers.")],
+                           started_at=timezone.now())
+
     users = {
         "superuser": UserFactory(username="crawl-root", is_superuser=True),
         "staff": UserFactory(username="crawl-staff", groups=["Handle staff"]),
