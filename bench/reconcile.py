@@ -108,12 +108,12 @@ def setup(n: int, data_dir: Path, sim) -> None:
     from django.db import transaction
 
     from handles import services
-    from handles.handle_server import simulator
     from handles.models import Handle, Prefix
+    from handles.simulator.store import bulk_load
 
     server, ours = layout(n)
     started = time.perf_counter()
-    loaded = simulator.bulk_load(data_dir, server)
+    loaded = bulk_load(data_dir, server)
     print(f"setup: {loaded:,} handles loaded on the simulator in {time.perf_counter() - started:.0f} s", flush=True)
     prefix = services.prefix_save(prefix=Prefix(
         prefix=PREFIX, site_name="Bench", is_default=True, server_url=sim.base_url, auth_identity=f"300:{PREFIX}/ADMIN",

@@ -78,6 +78,10 @@ class Report:
         """Every step ran and none failed (a warning, e.g. TLS not verified on a test server, passes)."""
         return all(step.status in (OK, WARNING) for step in self.steps)
 
+    @property
+    def failed_count(self) -> int:
+        return sum(step.status == FAILED for step in self.steps)
+
     def step(self, key: str) -> Step:
         return next(step for step in self.steps if step.key == key)
 

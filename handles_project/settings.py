@@ -33,6 +33,10 @@ INSTALLED_APPS = [
     "handles.desk",
     "handles.notify",
 ]
+# The Handle server simulator's commands (handle_simulator, handle_simulator_fault) in development only:
+# production installs neither the app nor its `simulator` extra (docs/simulator.md).
+if DEV:
+    INSTALLED_APPS.append("handles.simulator")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -11,6 +11,9 @@ from handles_project.settings import DATABASES  # noqa: E402
 
 # Several suites may share this machine's PostgreSQL: HANDLES_TEST_DB names the test database.
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("HANDLES_TEST_DB", "test_handles")}
+# `make test` runs with HANDLES_DEV off, and the simulator's management commands are under test.
+if "handles.simulator" not in INSTALLED_APPS:  # noqa: F405
+    INSTALLED_APPS = [*INSTALLED_APPS, "handles.simulator"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HANDLES_BACKOFF_BASE_SECONDS = 0.0
 HANDLES_SERVER_TIMEOUT = 3.0

@@ -1,4 +1,4 @@
-"""Run the Handle server simulator (handles/handle_server/simulator.py) as a real subprocess for tests.
+"""Run the Handle server simulator (handles/simulator/) as a real subprocess for tests.
 
     with SimulatorProcess(tmp_path, prefixes=["20.500.12345"], secret="s3cret") as sim:
         requests.get(f"{sim.base_url}/api/handles/20.500.12345/ADMIN", verify=...)
@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
-from handles.handle_server import simulator
+from handles.simulator.certificates import client_certificate_path
+from handles.simulator.cli import SECRET_ENV
+from handles.simulator.datadir import CERT_FILE, KEY_FILE
+from handles.simulator.faults import clear_faults, write_faults
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_LINE = "Handle simulator listening on"
@@ -64,7 +67,7 @@ class SimulatorProcess:
     @property
     def cert_path(self) -> Path:
         """The self-signed server certificate (PEM), created at first start and reused afterwards."""
-        return self.data_dir / simulator.CERT_FILE
+        return self.data_dir / CERT_FILE
 
     @property
     def admin_identity(self) -> str:
@@ -77,24 +80,24 @@ class SimulatorProcess:
 
     @property
     def client_cert_path(self) -> Path:
-        return simulator.client_certificate_path(self.data_dir, self.client_identity.partition(":")[2])
+        return client_certificate_path(self.data_dir, self.client_identity.partition(":")[2])
 
     @property
     def client_key_path(self) -> Path:
-        return self.data_dir / simulator.KEY_FILE
+        return self.data_dir / KEY_FILE
 
     def start(self) -> SimulatorProcess:
         if self._process is not None:
             raise RuntimeError("the simulator is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "handles.handle_server.simulator", "--host", "127.0.0.1",
+        command = [sys.executable, "-m", "handles.simulator", "--host", "127.0.0.1",
                    "--port", str(self.port), "--data-dir", str(self.data_dir)]
         for prefix in self.prefixes:
             command += ["--prefix", prefix]
         if self.admin_handle:
             command += ["--admin-handle", self.admin_handle]
         # The secret goes through the environment, not argv, so it does not show in `ps`.
-        env = {**os.environ, simulator.SECRET_ENV: self.secret,
+        env = {**os.environ, SECRET_ENV: self.secret,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
         self._log = open(self.log_path, "ab")  # closed in stop()
         log_start = self._log.tell()
@@ -150,10 +153,10 @@ class SimulatorProcess:
 
     def set_fault(self, mode: str, delay: float | None = None, duration: float | None = None) -> None:
         """ok | slow (needs delay) | 503 | drop | down | shutdown; `duration` seconds, else until cleared."""
-        simulator.write_faults(self.data_dir, mode, delay=delay, duration=duration)
+        write_faults(self.data_dir, mode, delay=delay, duration=duration)
 
     def clear_faults(self) -> None:
-        simulator.clear_faults(self.data_dir)
+        clear_faults(self.data_dir)
 
     def tls_context(self) -> ssl.SSLContext:
         """Pin the self-signed certificate and skip the hostname check (CN=anonymous, no SAN) [HANDLE_API §2.9]."""

@@ -128,7 +128,7 @@ def test_staff_see_the_pause_and_cancel_the_waiting_requests(prefix, sim, run_qu
     mints = mint_three(prefix, run_queue, unique_suffix)
     since = Prefix.objects.get(pk=prefix.pk).auth_failing_since
     dashboard = staff_client.get(reverse("admin:index")).content.decode()
-    assert "authentication failing since" in dashboard and "3 request(s) waiting" in dashboard
+    assert "authentication failing since" in dashboard and "3 requests waiting" in dashboard
     waiting_list = f"{reverse('admin:handles_handlerequest_changelist')}?prefix={prefix.pk}&amp;status__exact=queued"
     assert waiting_list in dashboard
     client.force_login(superuser)

@@ -11,9 +11,9 @@ from django.urls import reverse
 
 from handles import services
 from handles.connection_check import FAILED, NOT_RUN, OK, SCRATCH_STEM, WARNING, check_connection
-from handles.handle_server import simulator
 from handles.handle_server.client import HandleServerClient
 from handles.models import Prefix
+from handles.simulator.certificates import ensure_certificate
 from tests.conftest import SECRET_ENV, SIM_PREFIX
 from tests.simulator_process import free_port
 
@@ -69,7 +69,7 @@ def test_unset_secret_fails_at_credentials_before_asking_the_server(prefix, monk
 
 
 def test_wrong_pin_fails_at_tls_and_says_what_to_paste(prefix, tmp_path):
-    other_cert, _ = simulator.ensure_certificate(tmp_path)  # a certificate of another server
+    other_cert, _ = ensure_certificate(tmp_path)  # a certificate of another server
     report = check_connection(changed(prefix, pinned_certificate=other_cert.read_text()))
     steps = statuses(report)
     assert steps["https"] == OK and steps["tls"] == FAILED

@@ -23,7 +23,10 @@ import pytest
 from cryptography import x509
 from django.core.management import CommandError, call_command
 
-from handles.handle_server import simulator
+from handles.simulator.cli import SECRET_ENV
+from handles.simulator.datadir import DB_FILE, KEY_FILE
+from handles.simulator.store import HandleStore, bulk_load, initialize, load_csv
+from handles.simulator.values import ascii_upper
 from tests.simulator_process import PROJECT_ROOT, SimulatorProcess, free_port
 
 PREFIX = "20.500.12345"
@@ -91,7 +94,7 @@ def test_one_port_serves_http_and_https_with_a_self_signed_anonymous_certificate
     assert len(cert.extensions) == 0  # no SAN: clients pin it and skip the hostname check
     assert cert.not_valid_before_utc == datetime(2000, 1, 1, tzinfo=UTC)
     assert cert.not_valid_after_utc.year == 9999
-    assert (sim.data_dir / simulator.KEY_FILE).stat().st_mode & 0o077 == 0
+    assert (sim.data_dir / KEY_FILE).stat().st_mode & 0o077 == 0
 
     over_tls, cleartext = https.request("GET", api(f"{PREFIX}/ADMIN")), plain.request("GET", api(f"{PREFIX}/ADMIN"))
     assert over_tls.status == cleartext.status == 200
@@ -158,7 +161,7 @@ def test_handles_are_ascii_case_insensitive_and_listed_upper_cased(https):
                           body=record("https://example.org/other"))
     assert (again.status, again.json["responseCode"]) == (409, 101)
     listed = https.request("GET", "/api/handles", query={"prefix": OTHER}, auth=True).json["handles"]
-    assert simulator.ascii_upper(handle) in listed and handle not in listed
+    assert ascii_upper(handle) in listed and handle not in listed
     assert https.request("DELETE", api(shouted), auth=True).json == {"responseCode": 1, "handle": shouted}
     assert resolve(https, handle)[0] == 404
 
@@ -167,7 +170,7 @@ def test_listing_pages_follow_the_upper_cased_key_byte_order(https):
     suffixes = ["b", "A", "a/b", "Zeta", "émile", "Émile", "a b"]
     for suffix in suffixes:
         create(https, f"{PAGED}/{suffix}")
-    everything = sorted([simulator.ascii_upper(f"{PAGED}/{s}") for s in [*suffixes, "ADMIN"]],
+    everything = sorted([ascii_upper(f"{PAGED}/{s}") for s in [*suffixes, "ADMIN"]],
                         key=lambda h: h.encode())
     assert everything[:3] == [f"{PAGED}/A", f"{PAGED}/A B", f"{PAGED}/A/B"]
 
@@ -367,26 +370,26 @@ def test_data_and_certificate_survive_a_restart_and_the_secret_follows_the_comma
 
 
 def test_the_simulator_refuses_to_start_without_a_secret_or_a_prefix(tmp_path, monkeypatch):
-    env = {k: v for k, v in os.environ.items() if k != simulator.SECRET_ENV}
-    no_secret = subprocess.run([sys.executable, "-m", "handles.handle_server.simulator", "--data-dir", str(tmp_path),
+    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    no_secret = subprocess.run([sys.executable, "-m", "handles.simulator", "--data-dir", str(tmp_path),
                                 "--prefix", PREFIX], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=30)
-    assert no_secret.returncode == 2 and simulator.SECRET_ENV in no_secret.stderr
+    assert no_secret.returncode == 2 and SECRET_ENV in no_secret.stderr
     with pytest.raises(RuntimeError, match="no prefix to serve"):
         SimulatorProcess(tmp_path / "empty", prefixes=[]).start()
-    monkeypatch.delenv(simulator.SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_ENV, raising=False)
     with pytest.raises(CommandError, match="Refusing to start"):
         call_command("handle_simulator", "--prefix", PREFIX, "--data-dir", str(tmp_path))
 
 
 def test_simulator_module_imports_no_django():
-    probe = "import sys, handles.handle_server.simulator; print('django' in sys.modules)"
+    probe = "import sys, handles.simulator.cli; print('django' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", result.stderr
 
 
 def test_manage_py_handle_simulator_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", simulator.SECRET_ENV: SECRET}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", SECRET_ENV: SECRET}
     process = subprocess.Popen([sys.executable, "-m", "django", "handle_simulator", "--port", str(port),
                                 "--data-dir", str(tmp_path), "--prefix", PREFIX], cwd=PROJECT_ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -499,11 +502,11 @@ def test_concurrent_clients_over_keep_alive_connections(sim):
         list(pool.map(worker, range(8)))
     assert not failures
     listed = sim.client().request("GET", "/api/handles", query={"prefix": OTHER}, auth=True).json["handles"]
-    assert sum(h.startswith(simulator.ascii_upper(stem)) for h in listed) == 200
+    assert sum(h.startswith(ascii_upper(stem)) for h in listed) == 200
 
 
 def test_a_single_admin_handle_administers_every_prefix(tmp_path):
-    store = simulator.initialize(tmp_path, [PREFIX, f"0.NA/{OTHER}"], SECRET, admin_handle=f"{PREFIX}/OPS")
+    store = initialize(tmp_path, [PREFIX, f"0.NA/{OTHER}"], SECRET, admin_handle=f"{PREFIX}/OPS")
     try:
         assert {prefix: admin for prefix, admin in store.homed.values()} == {PREFIX: f"{PREFIX}/OPS", OTHER: f"{PREFIX}/OPS"}
         ops = store.get(f"{PREFIX}/OPS")
@@ -512,27 +515,27 @@ def test_a_single_admin_handle_administers_every_prefix(tmp_path):
         assert store.get(f"{PREFIX}/ADMIN") is None
     finally:
         store.close()
-    simulator.bulk_load(tmp_path, [(f"{OTHER}/x", "https://x.example")])
-    reopened = simulator.HandleStore(tmp_path / simulator.DB_FILE)
+    bulk_load(tmp_path, [(f"{OTHER}/x", "https://x.example")])
+    reopened = HandleStore(tmp_path / DB_FILE)
     assert reopened.get(f"{OTHER}/X").values[0].to_json()["data"]["value"]["handle"] == f"{PREFIX}/OPS"
     reopened.close()
     with pytest.raises(ValueError, match="must be under a served prefix"):
-        simulator.initialize(tmp_path, [PREFIX], SECRET, admin_handle="20.500.99999/OPS")
+        initialize(tmp_path, [PREFIX], SECRET, admin_handle="20.500.99999/OPS")
     with pytest.raises(ValueError, match="not a prefix"):
-        simulator.initialize(tmp_path, ["20.500.1/x"], SECRET)
+        initialize(tmp_path, ["20.500.1/x"], SECRET)
 
 
 def test_bulk_load_inserts_quickly_and_serves_the_records(tmp_path):
-    simulator.initialize(tmp_path, [PREFIX], SECRET).close()
+    initialize(tmp_path, [PREFIX], SECRET).close()
     pairs = ((f"{PREFIX}/bulk-{n:06d}", f"https://bulk.example/{n}") for n in range(50_000))
     started = time.monotonic()
-    assert simulator.bulk_load(tmp_path, pairs) == 50_000
+    assert bulk_load(tmp_path, pairs) == 50_000
     assert time.monotonic() - started < 20  # ~1 s here; 1,000,000 loads in well under a minute
     csv_file = tmp_path / "more.csv"
     csv_file.write_text(f"handle,url\n{PREFIX}/csv-1,https://csv.example/1\n")
-    assert simulator.load_csv(tmp_path, csv_file) == 1
+    assert load_csv(tmp_path, csv_file) == 1
     with pytest.raises(ValueError, match="not served"):
-        simulator.bulk_load(tmp_path, [("20.500.99999/x", "https://x.example")])
+        bulk_load(tmp_path, [("20.500.99999/x", "https://x.example")])
 
     with SimulatorProcess(tmp_path, prefixes=[PREFIX], secret=SECRET) as sim:
         client = sim.client()

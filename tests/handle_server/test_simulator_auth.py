@@ -11,8 +11,9 @@ import ssl
 import pytest
 
 from handles.handle_server import client as hs
-from handles.handle_server import simulator
 from handles.handle_server.client import HandleServerClient, ServerConfig
+from handles.simulator.api import MSG_SHUTDOWN_VERIFYING
+from handles.simulator.server import offers_session_ticket
 
 PREFIX = "20.500.12345"
 SECRET = "test-secret-key-123"
@@ -87,8 +88,8 @@ def test_offers_session_ticket_reads_the_client_hello():
             tls.do_handshake()
         record = outgoing.read()
         hellos.append(record[5:])  # the record header, then the handshake message
-    assert [simulator.offers_session_ticket(h) for h in hellos] == [True, False]
-    assert simulator.offers_session_ticket(b"\x01\x00") is False  # truncated: no crash
+    assert [offers_session_ticket(h) for h in hellos] == [True, False]
+    assert offers_session_ticket(b"\x01\x00") is False  # truncated: no crash
 
 
 def test_another_certificate_than_the_admins_is_refused(sim, tmp_path):
@@ -147,7 +148,7 @@ def test_shutdown_fault_answers_authenticated_writes_401_with_an_empty_body(sim,
     challenges = [v for k, v in _all_headers(sim, context, handle, good) if k == "WWW-Authenticate"]
     assert (status, body) == (401, b"")
     assert challenges[0] == 'Basic realm="handle"'
-    assert challenges[1].endswith(f'error="{simulator.MSG_SHUTDOWN_VERIFYING}"')
+    assert challenges[1].endswith(f'error="{MSG_SHUTDOWN_VERIFYING}"')
     assert secret_client.get_handle(f"{PREFIX}/ADMIN", indexes=[1]).status == 200  # anonymous read
     sim.clear_faults()
     assert secret_client.authenticate().body["authenticated"] is True

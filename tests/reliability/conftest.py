@@ -19,8 +19,9 @@ from django.db.models import Count
 from django_q.conf import Conf
 
 from handles import services
-from handles.handle_server import simulator
 from handles.models import Handle, HandleRequest, Prefix
+from handles.simulator.datadir import DB_FILE
+from handles.simulator.values import HandleValue, ascii_upper
 from tests.worker_process import WorkerProcess
 
 # Heavy tests (worker clusters) share one xdist worker, so two of them never fight for the 2 cores.
@@ -55,14 +56,14 @@ def clusters(broker_queue, tmp_path):
 def server_urls(sim, prefix: Prefix) -> dict[str, str | None]:
     """Every handle the simulator holds under the prefix, read from its store in one query:
     {upper-cased handle: URL of index 1, or None}."""
-    key = simulator.ascii_upper(prefix.prefix)
-    uri = f"file:{Path(sim.data_dir) / simulator.DB_FILE}?mode=ro"
+    key = ascii_upper(prefix.prefix)
+    uri = f"file:{Path(sim.data_dir) / DB_FILE}?mode=ro"
     with sqlite3.connect(uri, uri=True, timeout=30) as conn:
         rows = conn.execute("SELECT key, vals FROM handles WHERE key >= ? AND key < ?",
                             (key + "/", key + "0")).fetchall()
     result = {}
     for handle_key, vals in rows:
-        values = [simulator.HandleValue.from_row(row) for row in json.loads(vals)]
+        values = [HandleValue.from_row(row) for row in json.loads(vals)]
         urls = [v for v in values if v.index == 1 and v.type == "URL"]
         result[handle_key] = urls[0].data.decode() if urls else None
     return result
@@ -75,7 +76,7 @@ def assert_server_matches_database(sim, prefix: Prefix, handle_ids: Iterable[int
     wrong = []
     handles = Handle.objects.filter(pk__in=list(handle_ids)).select_related("prefix")
     for handle in handles:
-        key = simulator.ascii_upper(handle.full_handle)
+        key = ascii_upper(handle.full_handle)
         intended = handle.resolver_target if handle.exists_on_server else None
         if on_server.get(key) != intended or not handle.in_sync:
             wrong.append((handle.full_handle, handle.status, intended, on_server.get(key, "<absent>"),

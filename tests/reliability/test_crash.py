@@ -62,7 +62,8 @@ def run_batch_with_a_crash(*, prefix, sim, clusters, settings, stem: str, reques
     def kill_once_a_third_is_done() -> None:
         if crash or HandleRequest.objects.filter(status="success").count() < requests // 3:
             return
-        sim.set_fault("slow", delay=0.3)  # so pushes are surely in flight when the cluster dies
+        # Slow enough that a push seen in flight is still in flight when the kill lands, on a busy machine too.
+        sim.set_fault("slow", delay=3.0)
         wait_for(lambda: HandleRequest.objects.filter(status="running").exists(), what="a request in flight")
         worker.kill()
         crash["in_flight"] = list(HandleRequest.objects.filter(status="running").values_list("pk", flat=True))

@@ -65,7 +65,7 @@ class Command(BaseCommand):
         sim_dir = Path(settings.VAR_DIR) / "simulator"
         try:
             if not options["no_simulator"]:
-                sim = subprocess.Popen([python, "-m", "handles.handle_server.simulator", "--host", "127.0.0.1",
+                sim = subprocess.Popen([python, "-m", "handles.simulator", "--host", "127.0.0.1",
                                         "--port", str(sim_port), "--data-dir", str(sim_dir),
                                         "--prefix", demo.DEMO_PREFIX, "--secret", secret])
                 processes.append(sim)

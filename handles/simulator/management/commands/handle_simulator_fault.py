@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from handles.handle_server import simulator
-from handles.management.commands.handle_simulator import default_data_dir
+from handles.simulator.faults import FAULT_MODES, write_faults
+from handles.simulator.management.commands.handle_simulator import default_data_dir
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
             "--for S switches the fault off again after S seconds.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("mode", choices=simulator.FAULT_MODES)
+        parser.add_argument("mode", choices=FAULT_MODES)
         parser.add_argument("--data-dir", type=Path, default=None, help="the simulator's data dir (default: var/simulator)")
         parser.add_argument("--delay", type=float, help="seconds to wait before answering (slow)")
         parser.add_argument("--for", dest="duration", type=float, help="seconds until the fault ends by itself")
@@ -30,8 +30,8 @@ class Command(BaseCommand):
         if not data_dir.is_dir():
             raise CommandError(f"{data_dir} is not a simulator data dir (start handle_simulator first)")
         try:
-            fault = simulator.write_faults(data_dir, options["mode"], delay=options["delay"],
-                                           duration=options["duration"])
+            fault = write_faults(data_dir, options["mode"], delay=options["delay"],
+                                 duration=options["duration"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         detail = f", delay {fault.delay:g} s" if fault.mode == "slow" else ""

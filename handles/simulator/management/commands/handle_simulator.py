@@ -9,7 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from handles.handle_server import simulator
+from handles.simulator.cli import SECRET_ENV
+from handles.simulator.server import serve
 
 
 def default_data_dir() -> Path:
@@ -28,19 +29,19 @@ class Command(BaseCommand):
                             help="records, certificate and fault switch (default: var/simulator)")
         parser.add_argument("--prefix", action="append", default=[], help="a prefix to serve (repeatable)")
         parser.add_argument("--admin-handle", help="the admin identity handle (default PREFIX/ADMIN per prefix)")
-        parser.add_argument("--secret", help=f"the admin identity's secret key (default: ${simulator.SECRET_ENV})")
+        parser.add_argument("--secret", help=f"the admin identity's secret key (default: ${SECRET_ENV})")
         parser.add_argument("--load-csv", type=Path, help="bulk-load handle,url rows before serving")
         parser.add_argument("--verbose", action="store_true", help="log every request")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        secret = options["secret"] or os.environ.get(simulator.SECRET_ENV)
+        secret = options["secret"] or os.environ.get(SECRET_ENV)
         if not secret:
             raise CommandError(f"No secret for the simulator's admin identity: pass --secret or set "
-                               f"{simulator.SECRET_ENV}. Refusing to start.")
+                               f"{SECRET_ENV}. Refusing to start.")
         try:
-            simulator.serve(options["data_dir"] or default_data_dir(), options["prefix"], secret,
-                            host=options["host"], port=options["port"], admin_handle=options["admin_handle"],
-                            csv_path=options["load_csv"], verbose=options["verbose"], announce=self._announce)
+            serve(options["data_dir"] or default_data_dir(), options["prefix"], secret,
+                  host=options["host"], port=options["port"], admin_handle=options["admin_handle"],
+                  csv_path=options["load_csv"], verbose=options["verbose"], announce=self._announce)
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc)) from exc
 

@@ -1,0 +1,5 @@
+import sys
+
+from handles.simulator.cli import main
+
+sys.exit(main())
