@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -39,6 +41,7 @@ from handles.desk.models import BulkJob, Collection
 from handles.desk.selectors import (
     CappedCountPaginator,
     HandleFilter,
+    InvalidFilter,
     SyncState,
     capped_count,
     failed_requests,
@@ -49,6 +52,8 @@ from handles.desk.selectors import (
     redirect_rule_matches,
     redirect_rule_preview,
     request_search,
+    selection_digest,
+    selection_ids,
     source_systems,
     with_health,
     with_signature,
@@ -199,9 +204,24 @@ class _HandleFilter(admin.SimpleListFilter):
     """A filter named after a HandleFilter field, so the admin list, the browse pages, CSV exports and
     bulk jobs select exactly the same handles for the same query string."""
 
+    def has_output(self) -> bool:
+        # With a value given, the filter must run even when it offers no choice (no collection yet):
+        # the admin would otherwise drop the parameter and list every handle.
+        return self.value() is not None or super().has_output()
+
     def queryset(self, request, queryset):
         value = self.value()
-        return HandleFilter(**{self.parameter_name: value}).apply(queryset) if value else queryset
+        return _filtered(request, queryset, HandleFilter(**{self.parameter_name: value})) if value else queryset
+
+
+def _filtered(request: HttpRequest, queryset: QuerySet, handle_filter: HandleFilter) -> QuerySet:
+    """The admin's convention for an invalid lookup (IncorrectLookupParameters: the list redirects to
+    ?e=1), with the reason as a message: the list never shows more handles than were asked for."""
+    try:
+        return handle_filter.apply(queryset)
+    except InvalidFilter as exc:
+        messages.error(request, f"The list's filter was refused: {exc}")
+        raise IncorrectLookupParameters(str(exc)) from exc
 
 
 class PrefixFilter(_HandleFilter):
@@ -296,11 +316,17 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return HandleChangeList
 
+    def changelist_view(self, request, extra_context=None):
+        # The export and browse links carry the list's filters only: /browse/ refuses the admin's own
+        # parameters (sorting, page), as it refuses any parameter it does not know.
+        query = urlencode(HandleFilter.from_params(request.GET).as_params())
+        return super().changelist_view(request, {"filter_query": query, **(extra_context or {})})
+
     def get_queryset(self, request):
         return with_health(super().get_queryset(request)).prefetch_related("asset")
 
     def get_search_results(self, request, queryset, search_term):
-        return HandleFilter(q=search_term).apply(queryset), False
+        return _filtered(request, queryset, HandleFilter(q=search_term.strip())), False
 
     # --- Columns ------------------------------------------------------------------------------------
     @admin.display(description="Handle", ordering="suffix_key")
@@ -488,6 +514,19 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             return f"{counted(len(selection['ids']), 'selected handle')}"
         return HandleFilter.from_params(request.GET).describe()
 
+    def _preview_changed(self, request: HttpRequest, objects: QuerySet) -> str:
+        """Why the confirmation cannot act: the selection no longer holds exactly the handles its preview
+        showed ('' when it does, or when nothing was previewed)."""
+        shown = request.POST.get("preview_digest", "")
+        if not shown:
+            return ""
+        ids = selection_ids(objects)
+        if selection_digest(ids) == shown:
+            return ""
+        return (f"The selection changed since the preview: it held {request.POST.get('preview_count', '?')} "
+                f"then and holds {counted(len(ids), 'handle')} now. Nothing was done: check the list below and "
+                "confirm again.")
+
     def _run(self, request: HttpRequest, queryset: QuerySet, kind: str, verb: str,
              parameters: dict | None = None, objects: QuerySet | None = None) -> HttpResponse | None:
         """In the request when the selection is small; otherwise as a background job with a progress page."""
@@ -505,6 +544,14 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             if kind == Kind.RETRY:  # the failed requests of the selected handles
                 selection = {"filters": {"handle_filters": selection.get("filters", {}),
                                          "handle_ids": selection.get("ids")}}
+            else:
+                # Exactly the handles selected now, fixed for the job; with the list's filters, so a handle
+                # that stops matching before the job reaches it is skipped and reported, not changed.
+                ids = selection_ids(objects)
+                selection = {"ids": ids, "filters": HandleFilter.from_params(request.GET).as_params()}
+                if request.POST.get("preview_count", "").isdigit():
+                    selection["preview_count"] = int(request.POST["preview_count"])
+                description = f"{counted(len(ids), 'handle')}: {description}"
             job = desk_services.bulk_job_create(kind=kind, selection=selection, parameters=parameters,
                                                 description=description, actor=request.user)
             log_desk_action(request, [job], f"{verb}: {description}.", flag=ADDITION)
@@ -528,9 +575,11 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
 
     def _confirm(self, request: HttpRequest, queryset: QuerySet, action: str, verb: str, form,
                  template: str = "admin/handles/handle/confirm_selection.html", **context) -> HttpResponse:
-        count = queryset.count()
+        ids = selection_ids(queryset)
+        count = len(ids)
         return self._page(
             request, template, f"{verb} {counted(count, 'handle')}?", form=form, count=count, action=action, verb=verb,
+            preview_count=count, preview_digest=selection_digest(ids),
             handles=list(queryset.select_related("prefix").order_by("pk")[:100]),
             selected=request.POST.getlist(ACTION_CHECKBOX_NAME), select_across=request.POST.get("select_across", "0"),
             inline_limit=settings.HANDLES_DESK_INLINE_LIMIT, **context)
@@ -555,29 +604,32 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         if bound and "_edit" not in request.POST and form.is_valid():
             find, replace = form.cleaned_data["find"], form.cleaned_data["replace"]
             matches = redirect_rule_matches(queryset, find)
-            if "confirm" in request.POST:
+            changed = self._preview_changed(request, matches) if "confirm" in request.POST else ""
+            if "confirm" in request.POST and not changed:
                 return self._run(request, queryset, Kind.REDIRECT_RULE, "Redirect by find and replace",
                                  parameters={"find": find, "replace": replace}, objects=matches)
             return self._confirm(request, matches, "redirect_rule_selected", "Redirect", form,
                                  template="admin/handles/handle/redirect_rule.html",
                                  examples=redirect_rule_preview(queryset, find, replace), selection_count=queryset.count(),
-                                 find=find, replace=replace)
+                                 find=find, replace=replace, changed=changed)
         return self._confirm(request, queryset, "redirect_rule_selected", "Redirect", form,
                              template="admin/handles/handle/redirect_rule.html", examples=None)
 
     @admin.action(description="Tombstone selected handles…")
     def tombstone_selected(self, request, queryset):
         form = TombstoneForm(request.POST if "confirm" in request.POST else None)
-        if form.is_bound and form.is_valid():
+        changed = self._preview_changed(request, queryset) if form.is_bound and form.is_valid() else ""
+        if form.is_bound and form.is_valid() and not changed:
             return self._run(request, queryset, Kind.TOMBSTONE, "Tombstone", parameters=form.cleaned_data)
-        return self._confirm(request, queryset, "tombstone_selected", "Tombstone", form)
+        return self._confirm(request, queryset, "tombstone_selected", "Tombstone", form, changed=changed)
 
     @admin.action(description="Delete selected handles from the Handle server…")
     def delete_selected_handles(self, request, queryset):
         form = ConfirmForm(request.POST if "confirm" in request.POST else None)
-        if form.is_bound and form.is_valid():
+        changed = self._preview_changed(request, queryset) if form.is_bound and form.is_valid() else ""
+        if form.is_bound and form.is_valid() and not changed:
             return self._run(request, queryset, Kind.DELETE, "Delete", parameters=form.cleaned_data)
-        return self._confirm(request, queryset, "delete_selected_handles", "Delete", form)
+        return self._confirm(request, queryset, "delete_selected_handles", "Delete", form, changed=changed)
 
 
 # --- The request log --------------------------------------------------------------------------------------
@@ -588,8 +640,22 @@ class RequestPrefixFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         return [(str(p.pk), p.prefix) for p in Prefix.objects.order_by("prefix")]
 
+    def has_output(self) -> bool:
+        return self.value() is not None or super().has_output()
+
     def queryset(self, request, queryset):
-        return queryset.filter(handle__prefix_id=self.value()) if (self.value() or "").isdigit() else queryset
+        value = self.value()
+        if not value:
+            return queryset
+        if not (value.isdigit() and Prefix.objects.filter(pk=int(value)).exists()):
+            _refuse(request, f"There is no prefix with id {value!r}.")
+        return queryset.filter(handle__prefix_id=int(value))
+
+
+def _refuse(request: HttpRequest, reason: str) -> None:
+    """An invalid value of a list filter: the admin's convention (the list redirects to ?e=1), with why."""
+    messages.error(request, f"The list's filter was refused: {reason}")
+    raise IncorrectLookupParameters(reason)
 
 
 class ErrorGroupFilter(admin.SimpleListFilter):
@@ -643,8 +709,10 @@ class RequestDateFilter(admin.ListFilter):
         return list(self.parameters)
 
     def queryset(self, request, queryset):
-        if not self.form.is_bound or not self.form.is_valid():
+        if not self.form.is_bound:
             return queryset
+        if not self.form.is_valid():
+            _refuse(request, _form_problems(self.form))
         since, until = _day_range(self.form.cleaned_data)
         if since:
             queryset = queryset.filter(created_at__gte=since)
@@ -661,6 +729,10 @@ class RequestDateFilter(admin.ListFilter):
             wanted = {k: v.isoformat() for k, v in values.items()}
             yield {"selected": wanted == self.used_parameters, "display": label,
                    "query_string": changelist.get_query_string(wanted, remove=list(self.parameters))}
+
+
+def _form_problems(form) -> str:
+    return " ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
 
 
 def _day_range(cleaned: dict) -> tuple:
@@ -770,12 +842,17 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                  name="handles_handlerequest_retry_group"),
         ] + super().get_urls()
 
-    def _failures(self, params) -> tuple[QuerySet, DateRangeForm, str]:
+    def _failures(self, params) -> tuple[QuerySet | None, DateRangeForm, str]:
+        """The failed requests the page's filters select, or None (and the form's errors) when a filter
+        is invalid: never all failures in place of the ones asked for."""
         form = DateRangeForm(params)
-        since, until = _day_range(form.cleaned_data) if form.is_valid() else (None, None)
         prefix = params.get("prefix", "")
-        requests = failed_requests(prefix_id=int(prefix) if prefix.isdigit() else None, since=since, until=until)
-        return requests, form, prefix
+        if prefix and not (prefix.isdigit() and Prefix.objects.filter(pk=int(prefix)).exists()):
+            form.add_error(None, f"There is no prefix with id {prefix!r}.")
+        if not form.is_valid():
+            return None, form, prefix
+        since, until = _day_range(form.cleaned_data)
+        return failed_requests(prefix_id=int(prefix) if prefix else None, since=since, until=until), form, prefix
 
     def failures_view(self, request: HttpRequest) -> HttpResponse:
         """Failed requests grouped by their error with the handle-specific parts taken out: one outage is
@@ -783,8 +860,9 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         requests, form, prefix = self._failures(request.GET)
-        groups = failure_groups(requests)
-        return render(request, "admin/handles/handlerequest/failures.html", {
+        groups = failure_groups(requests) if requests is not None else []
+        return render(request, "admin/handles/handlerequest/failures.html", status=200 if requests is not None
+                      else 400, context={
             **self.admin_site.each_context(request), "title": "Failed requests, grouped by error",
             "opts": self.model._meta, "groups": groups, "form": form, "prefix": prefix,
             "prefixes": Prefix.objects.order_by("prefix"), "may_retry": _may_change_handles(request),
@@ -795,11 +873,14 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         if not _may_change_handles(request):
             raise PermissionDenied
         requests, form, prefix = self._failures(request.POST)
+        if requests is None:
+            self.message_user(request, f"Nothing was retried: {_form_problems(form)}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:handles_handlerequest_failures"))
         signature = request.POST.get("signature", "")
         group = with_signature(requests, signature) if signature else requests
         _, too_many = capped_count(group, settings.HANDLES_DESK_INLINE_LIMIT)
         if too_many:
-            since, until = _day_range(form.cleaned_data) if form.is_valid() else (None, None)
+            since, until = _day_range(form.cleaned_data)
             selection = {"filters": {"prefix": prefix, "signature": signature,
                                      "since": since.isoformat() if since else None,
                                      "until": until.isoformat() if until else None}}

@@ -267,7 +267,9 @@ def test_a_large_selection_becomes_a_background_job(staff_client, offline_prefix
     assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
     job.refresh_from_db()
     # Every verify is queued, but the offline server confirms none: the job waits for them, not "done".
-    assert (job.kind, job.selection, job.status) == ("verify", {"filters": {"q": "j"}}, "verifying")
+    # The handles selected when the action ran, fixed for the job, with the list's filter they were chosen by.
+    assert (job.kind, job.selection, job.status) == (
+        "verify", {"ids": sorted(h.pk for h in handles), "filters": {"q": "j"}}, "verifying")
     assert (job.total, job.processed, job.succeeded) == (5, 5, 5)
     assert HandleRequest.objects.filter(op="verify", requested_via=f"job:{job.pk}").count() == 5
     page = staff_client.get(job.get_absolute_url()).content.decode()
@@ -404,3 +406,28 @@ def test_staff_mint_redirect_and_tombstone_reach_the_server(staff_client, prefix
     assert url == handle.tombstone_url
     html = staff_client.get(reverse("admin:handles_handle_change", args=[handle.pk])).content.decode()
     assert "https://collections.example.edu/node/1" in html and "Verified: the server resolves to" in html
+
+
+def test_a_confirmation_acts_only_on_the_selection_its_preview_showed(staff_client, offline_prefix, settings,
+                                                                      django_capture_on_commit_callbacks):
+    settings.HANDLES_DESK_INLINE_LIMIT = 1
+    handles = [HandleFactory(prefix=offline_prefix, suffix=f"w{i}") for i in range(3)]
+    every = {"select_across": "1", "_selected_action": [handles[0].pk]}
+    preview = action(staff_client, "tombstone_selected", handles[:1], extra=every, query="?q=w")
+    digest, count = preview.context["preview_digest"], preview.context["preview_count"]
+    assert count == 3
+    HandleFactory(prefix=offline_prefix, suffix="w-late")  # the selection changes before the confirmation
+    confirm = {**every, "confirm": "yes", "reason": "Withdrawn", "preview_digest": digest, "preview_count": count}
+    refused = action(staff_client, "tombstone_selected", handles[:1], extra=confirm, query="?q=w")
+    assert refused.status_code == 200 and not BulkJob.objects.exists()
+    assert "held 3 then and holds 4 handles now. Nothing was done" in refused.content.decode()
+    assert Handle.objects.filter(status="tombstoned").count() == 0
+
+    again = {**confirm, "preview_digest": refused.context["preview_digest"], "preview_count": 4}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = action(staff_client, "tombstone_selected", handles[:1], extra=again, query="?q=w")
+    job = BulkJob.objects.get()
+    assert response.status_code == 302
+    assert (len(job.selection["ids"]), job.selection["preview_count"], job.total) == (4, 4, 4)
+    page = staff_client.get(job.get_absolute_url()).content.decode()
+    assert "Acts on the 4 handles the selection held when the job was confirmed (its preview showed 4)" in page

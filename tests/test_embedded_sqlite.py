@@ -1,7 +1,14 @@
 """`make run`'s embedded defaults: SQLite and the ORM broker. The suite runs on PostgreSQL; this test runs the
 queue's and the jobs' code on SQLite in a process of its own (a fresh database file), so SQL that only
 PostgreSQL accepts cannot hide there: demo data is minted, an adopt import and a repair end verified, a
-bulk job ends verified, and no settler fails."""
+bulk job ends verified, and no settler fails.
+
+Then every kind of job at a size that takes the paths of real use, with the batch and slice sizes
+lowered so a few hundred handles go through several of each: a push import of 300 lines by the
+`import_handles --mode push --apply --wait` command (server reads in threads, several batches, each
+handing tasks to the queue, whose inline worker closes the connection between batches as django-q2's
+does), an adopt import, a reconciliation over several listing pages, a repair in several chunks, a
+bulk job in several slices, a health check in several batches, an API call with an Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -77,6 +84,87 @@ for _ in range(5):
 out["settled now"] = jobs.settle_all()
 bulk.refresh_from_db()
 out["bulk"] = bulk.status
+
+# --- Every kind of job at size ---------------------------------------------------------------------------
+import threading
+from django.conf import settings
+from handles import services as core
+from handles.desk.models import BulkJob
+from handles.repair import health, reconcile as reconcile_module
+from handles.repair.models import HealthRun, ImportBatch, RepairJob
+
+reconcile_module.PUSH_BATCH = 60
+repair.CHUNK = 20
+health.CHUNK = 20
+settings.HANDLES_RECONCILE_PAGE_SIZE = 100
+settings.HANDLES_DESK_JOB_CHUNK = 20
+settings.HANDLES_DESK_JOB_SLICE_SECONDS = 0
+settings.HANDLES_HEALTH_HOST_INTERVAL = 0
+
+reader_threads, push_batches, slices = set(), [], []
+real_read_url, real_queue_push, real_slice = reconcile_module.read_url, repair.import_batch_queue_push, desk.bulk_job_run_slice
+def read_url(*args):
+    reader_threads.add(threading.current_thread().name)
+    return real_read_url(*args)
+def queue_push(batch_id, ops, **kwargs):
+    push_batches.append(len(ops))
+    return real_queue_push(batch_id, ops, **kwargs)
+def run_slice(job_id, **kwargs):
+    slices.append(real_slice(job_id, **kwargs))
+    return slices[-1]
+reconcile_module.read_url, repair.import_batch_queue_push, desk.bulk_job_run_slice = read_url, queue_push, run_slice
+
+import time
+started = time.monotonic()
+def lap(name):
+    out.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
+size = 300
+pushed = Path(os.environ["WORK"]) / "push.csv"
+pushed.write_text("handle,url\n" + "".join(f"20.500.12345/{stem}-p{i},http://127.0.0.1:9/{stem}/p{i}\n"
+                                            for i in range(size)))
+call_command("import_handles", str(pushed), "--mode", "push", "--apply", "--wait", "--timeout", "120")
+push = ImportBatch.objects.defer("content").order_by("-pk").first()
+out["push import"] = [push.state, push.verification.get("success"), len(push_batches), len(reader_threads) > 1]
+lap('push import')
+
+adopted = Path(os.environ["WORK"]) / "adopt.csv"
+adopted.write_text("handle,url\n" + "".join(f"20.500.12345/{stem}-a{i},http://127.0.0.1:9/{stem}/a{i}\n"
+                                             for i in range(60)))
+try:
+    call_command("import_handles", str(adopted), "--mode", "adopt", "--apply", "--wait", "--timeout", "120")
+except Exception as exc:  # not on the server: the command ends with the job's failure
+    out["adopt import"] = ["Applied; some handles failed on the server" in str(exc), getattr(exc, "returncode", None)]
+adopt = ImportBatch.objects.defer("content").order_by("-pk").first()
+
+run = repair.reconciliation_start(prefix=prefix, enqueue=False)
+run = reconcile.run(run.pk)
+out["reconciliation"] = [run.state, run.counts.get("missing", 0) >= 60,
+                         run.counts.get("listed", 0) > settings.HANDLES_RECONCILE_PAGE_SIZE]
+lap('reconciliation')
+job = repair.repair_start(run=run, row_ids=list(run.rows.filter(kind=ReconciliationRow.Kind.MISSING,
+                                                                 full_handle__contains=f"{stem}-a")
+                                                .values_list("pk", flat=True)), enqueue=True)
+job = RepairJob.objects.get(pk=job.pk)
+out["repair at size"] = [job.state, job.verification.get("success")]
+lap('repair at size')
+repair.import_batch_retry_failed(batch=adopt)
+adopt.refresh_from_db()
+out["adopt after repair"] = [adopt.state, adopt.verification.get("success")]
+lap('adopt after repair')
+
+bulk = desk.bulk_job_create(kind="verify", selection={"filters": {"q": f"{stem}-a"}})
+bulk.refresh_from_db()
+out["bulk at size"] = [bulk.status, bulk.total, len(slices) > 3]
+lap('bulk at size')
+
+check = repair.health_start(filters={"limit": 60})
+check = HealthRun.objects.get(pk=check.pk)
+out["health check"] = [check.state, check.progress_done]
+lap('health check')
+
+record, replayed = core.request_once(idempotency_key="sqlite-key", perform=lambda: core.handle_verify(
+    handle=Handle.objects.get(suffix=f"{stem}-p1"), via="test"))
+out["idempotent"] = [replayed, core.request_once(idempotency_key="sqlite-key", perform=None)[0].pk == record.pk]
 # Health: each run's results, the health page's filters (vendor pattern as a regex), the handle list's
 # filter by latest outcome, pruning: the SQL of them all on SQLite.
 from django.test import Client
@@ -114,18 +202,27 @@ def test_the_queue_and_the_jobs_run_on_sqlite(handle_server, tmp_path):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "HANDLES_DEV": "",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'handles.sqlite3'}", "HANDLES_Q_SYNC": "1",
            "HANDLE_SECRET_DEMO": SIM_SECRET, "SIM_URL": handle_server.base_url,
-           "SIM_CERT": str(handle_server.cert_path), "STEM": f"sqlite-{uuid.uuid4().hex[:8]}"}
+           "SIM_CERT": str(handle_server.cert_path), "STEM": f"sqlite-{uuid.uuid4().hex[:8]}", "WORK": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     result_line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
     assert done.returncode == 0 and result_line, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(result_line.removeprefix("RESULT "))
+    print(result.get("seconds"))
     assert result["vendor"] == "sqlite"
     assert result["demo requests"] == ["success"] * 3
     assert result["import"] == "incomplete"
     assert result["repair"] == "done"
     assert result["import after retry"] == "applied"
     assert result["bulk"] == "done"
+    assert result["push import"] == ["applied", 300, 5, True]
+    assert result["adopt import"] == [True, 1]
+    assert result["reconciliation"] == ["done", True, True]
+    assert result["repair at size"] == ["done", 60]
+    assert result["adopt after repair"] == ["applied", 60]
+    assert result["bulk at size"] == ["done", 60, True]
+    assert result["health check"] == ["done", 60]
+    assert result["idempotent"] == [False, True]
     assert (result["health remaining"], result["health latest"]) == (0, 0.0)
     assert result["health legacy broken"] == result["handles last broken"] == result["health handles"] >= 3
     assert result["health vendor"] == 0

@@ -120,7 +120,7 @@ def _asset_answer(change: services.AssetChange, caller: Caller) -> JsonResponse:
 # --- Handles --------------------------------------------------------------------------------------
 @endpoint(READ)
 def list_handles(request: HttpRequest, caller: Caller) -> HttpResponse:
-    data = validated(forms.HandleListForm, request.GET, strict=False)
+    data = validated(forms.HandleListForm, request.GET)
     prefix = None
     if data["prefix"]:
         prefix = queries.prefix_named(data["prefix"])
@@ -227,7 +227,7 @@ def resolve_handle(request: HttpRequest, caller: Caller, prefix: str, suffix: st
 def remote_handles(request: HttpRequest, caller: Caller, prefix: str) -> HttpResponse:
     """The Handle server's own listing of a prefix (upper-cased, as the server stores handles)."""
     served = _known_prefix(caller, prefix)
-    data = validated(forms.RemoteListForm, request.GET, strict=False)
+    data = validated(forms.RemoteListForm, request.GET)
     page = data["page"] or 0
     page_size = data["page_size"] or DEFAULT_PAGE_SIZE
     client = client_for(served.server_config())

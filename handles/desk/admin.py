@@ -27,7 +27,24 @@ def job_status(job: BulkJob) -> dict:
         "skipped": job.skipped, "failed": job.failed, "percent": job.percent, "error": job.error,
         "verification": job.verification, "cancel_requested": job.cancel_requested,
         "report_url": reverse("admin:handles_desk_bulkjob_report", args=[job.pk]),
+        "selection": selection_note(job),
     }
+
+
+def selection_note(job: BulkJob) -> str:
+    """Which handles the job acts on: those the selection held when it was confirmed, and how many of them
+    stopped matching before the job reached them (skipped, left unchanged)."""
+    if job.on_requests or "ids" not in job.selection:
+        return ""
+    note = f"Acts on the {counted(len(job.selection['ids']), 'handle')} the selection held when the job was confirmed"
+    if job.selection.get("preview_count") is not None:
+        note += f" (its preview showed {job.selection['preview_count']})"
+    gone = job.items.filter(outcome=BulkJobItem.Outcome.SKIPPED,
+                            message__startswith=services.NO_LONGER_MATCHES).count()
+    if gone:
+        note += (f"; {gone} of them no longer matched when the job reached {'it' if gone == 1 else 'them'} and "
+                 f"{'was' if gone == 1 else 'were'} left unchanged")
+    return note + "."
 
 
 @admin.register(BulkJob)

@@ -90,6 +90,10 @@ def handle_rows(queryset: QuerySet) -> Iterator[list[object]]:
 
 def handles_csv(queryset: QuerySet) -> StreamingHttpResponse:
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+    # The first row is read before the response starts, by the same query with LIMIT 1 (no cursor left open):
+    # a query that fails is then an error page, not a 200 that holds only a header (an error once streaming
+    # has begun can only cut the file short).
+    list(with_health(queryset.select_related("prefix", "asset")).order_by("pk")[:1])
     return csv_response(f"handles-{stamp}.csv", handle_rows(queryset))
 
 

@@ -51,13 +51,20 @@ class BrowseForm(forms.Form):
     q = forms.CharField(required=False, max_length=500, label="Search",
                         widget=forms.TextInput(attrs={"placeholder": "Handle, suffix, URL, title or asset id",
                                                       "size": 40, "type": "search"}))
-    prefix = forms.ChoiceField(required=False)
-    collection = forms.ChoiceField(required=False)
-    source = forms.ChoiceField(required=False, label="Source system")
-    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Handle.Status.choices])
-    sync = forms.ChoiceField(required=False, choices=[("", "Any sync state"), *SyncState.CHOICES])
-    health = forms.ChoiceField(required=False, label="Latest health check")
-    sort = forms.ChoiceField(required=False, choices=[(key, label) for key, (label, _) in SORTS.items()])
+    prefix = forms.ChoiceField(required=False, error_messages={"invalid_choice": "There is no prefix with id %(value)s."})
+    collection = forms.ChoiceField(required=False,
+                                   error_messages={"invalid_choice": "There is no collection with id %(value)s."})
+    source = forms.ChoiceField(required=False, label="Source system",
+                               error_messages={"invalid_choice": "No asset comes from the source system %(value)s."})
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Handle.Status.choices],
+                               error_messages={"invalid_choice": "Unknown status %(value)s."})
+    sync = forms.ChoiceField(required=False, choices=[("", "Any sync state"), *SyncState.CHOICES],
+                             error_messages={"invalid_choice": "Unknown sync state %(value)s."})
+    health = forms.ChoiceField(required=False, label="Latest health check",
+                               error_messages={"invalid_choice": "Unknown health check outcome %(value)s."})
+    sort = forms.ChoiceField(required=False, choices=[(key, label) for key, (label, _) in SORTS.items()],
+                             error_messages={"invalid_choice": "Unknown sort order %(value)s (one of "
+                                             + ", ".join(SORTS) + ")."})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

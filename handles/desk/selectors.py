@@ -8,6 +8,7 @@ handles_desk.0002), counts are capped, and the sync state of a handle is read fr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -177,7 +178,8 @@ DRIFT_ERROR = (Q(op=HandleRequest.Op.VERIFY)
 
 
 def _unfinished_handle_ids() -> QuerySet:
-    return HandleRequest.objects.filter(status__in=UNFINISHED).values("handle_id")
+    # order_by(): no model ordering, so the set can be one side of a UNION (SQLite refuses ORDER BY there).
+    return HandleRequest.objects.filter(status__in=UNFINISHED).order_by().values("handle_id")
 
 
 def _latest_failed() -> QuerySet:
@@ -235,9 +237,10 @@ def filter_sync_state(queryset: QuerySet, state: str) -> QuerySet:
         return queryset.filter(pk__in=latest_failed.exclude(DRIFT_ERROR).values("handle_id")).exclude(
             pk__in=unfinished)
     if state == SyncState.DRIFT:
-        drift = latest_failed.filter(DRIFT_ERROR).values("handle_id")
+        drift = latest_failed.filter(DRIFT_ERROR).order_by().values("handle_id")
         if recon is not None:
-            drift = drift.union(recon.exclude(handle_id__in=latest_failed.values("handle_id")).values("handle_id"))
+            drift = drift.union(recon.exclude(handle_id__in=latest_failed.values("handle_id")).order_by()
+                                .values("handle_id"))
         return queryset.filter(pk__in=drift).exclude(pk__in=unfinished)
     if state == SyncState.IN_SYNC:
         queryset = queryset.filter(synced_version=F("version")).exclude(pk__in=unfinished).exclude(
@@ -297,10 +300,22 @@ def health_of(handle: Handle) -> Health:
 
 
 # --- Filters shared by the admin list, browse pages, exports and bulk jobs -----------------------------
+MAX_SEARCH = 500
+
+
+class InvalidFilter(ValueError):
+    """Filter values that name nothing we know (an unknown collection, a bogus status). Refused, never
+    ignored: ignoring one would show, export or change a wider set of handles than was asked for."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__(" ".join(problems.values()))
+
+
 @dataclass(frozen=True)
 class HandleFilter:
-    """The list filters, by their query-string names. Unknown or malformed values are ignored, so a
-    stale bookmark shows a wider list rather than an error page."""
+    """The list filters, by their query-string names. `apply` refuses a value that selects nothing we
+    know (InvalidFilter); a value that is valid but matches no handle selects none."""
 
     q: str = ""
     prefix: str = ""
@@ -317,25 +332,53 @@ class HandleFilter:
             value = params.get(field.name, "")
             if isinstance(value, list | tuple):
                 value = value[-1] if value else ""
-            values[field.name] = str(value or "").strip()[:500]
+            values[field.name] = str(value or "").strip()
         return cls(**values)
 
     def as_params(self) -> dict[str, str]:
         return {name: value for name, value in asdict(self).items() if value}
 
+    def problems(self) -> dict[str, str]:
+        """Why each value is refused, by parameter name ({} when every value is valid)."""
+        from handles.desk.models import Collection
+
+        problems = {}
+        if len(self.q) > MAX_SEARCH:
+            problems["q"] = f"The search is longer than {MAX_SEARCH} characters."
+        if self.prefix and not (self.prefix.isdigit() and Prefix.objects.filter(pk=int(self.prefix)).exists()):
+            problems["prefix"] = f"There is no prefix with id {self.prefix!r}."
+        if self.status and self.status not in Handle.Status.values:
+            problems["status"] = f"Unknown status {self.status!r} (one of {', '.join(Handle.Status.values)})."
+        if self.sync and self.sync not in SyncState.LABELS:
+            problems["sync"] = f"Unknown sync state {self.sync!r} (one of {', '.join(SyncState.LABELS)})."
+        if self.source and self.source not in source_systems():
+            problems["source"] = f"No asset comes from the source system {self.source!r}."
+        if self.collection and not (self.collection.isdigit()
+                                    and Collection.objects.filter(pk=int(self.collection)).exists()):
+            problems["collection"] = f"There is no collection with id {self.collection!r}."
+        if self.health and self.health not in dict(health_choices()):
+            problems["health"] = (f"Unknown health check outcome {self.health!r} (one of "
+                                  f"{', '.join(dict(health_choices()))}).")
+        return problems
+
+    def validate(self) -> HandleFilter:
+        if problems := self.problems():
+            raise InvalidFilter(problems)
+        return self
+
     def apply(self, queryset: QuerySet) -> QuerySet:
-        if self.prefix.isdigit():
+        self.validate()
+        if self.prefix:
             queryset = queryset.filter(prefix_id=int(self.prefix))
-        if self.status in Handle.Status.values:
+        if self.status:
             queryset = queryset.filter(status=self.status)
         if self.source:
             queryset = queryset.filter(asset__source_system=self.source)
-        if self.collection.isdigit():
+        if self.collection:
             from handles.desk.models import Collection
 
-            collection = Collection.objects.filter(pk=int(self.collection)).first()
-            queryset = queryset.filter(collection.handle_q()) if collection else queryset.none()
-        if self.sync in SyncState.LABELS:
+            queryset = queryset.filter(Collection.objects.get(pk=int(self.collection)).handle_q())
+        if self.sync:
             queryset = filter_sync_state(queryset, self.sync)
         if self.health:
             queryset = filter_last_health(queryset, self.health)
@@ -441,6 +484,16 @@ def _bulk_job_items(job_id: int) -> QuerySet:
     from handles.desk.models import BulkJobItem
 
     return BulkJobItem.objects.filter(job_id=job_id, request__isnull=False)
+
+
+def selection_ids(queryset: QuerySet) -> list[int]:
+    """The ids a selection holds now, in order: what a job acts on, fixed when it is confirmed."""
+    return list(queryset.order_by("pk").values_list("pk", flat=True))
+
+
+def selection_digest(ids: list[int]) -> str:
+    """A fingerprint of a selection's ids: the preview carries it, the confirmation compares it."""
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:32]
 
 
 def bulk_job_tally(job_id: int) -> Tally:

@@ -11,6 +11,7 @@ called by the queue through handles.jobs), else incomplete.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import uuid
 from collections import Counter
@@ -167,6 +168,31 @@ def selection_queryset(*, kind: str, selection: dict[str, Any], parameters: dict
     return handles.select_related("prefix")
 
 
+def _frozen_ids(job: BulkJob) -> list[int] | None:
+    """The handles a job acts on, fixed when it was confirmed (None: a job that re-reads its filter)."""
+    if job.on_requests or "ids" not in job.selection:
+        return None
+    return sorted({int(pk) for pk in job.selection["ids"]})
+
+
+NO_LONGER_MATCHES = "No longer matches the job's selection"
+
+
+def _frozen_chunk(job: BulkJob, ids: list[int], cursor: int) -> tuple[list[int], list[Handle], set[int] | None]:
+    """The next ids of a frozen selection after `cursor`, their handles, and which of them still match the
+    filter the selection was made with and a find-and-replace rule's text (None: no filter, no rule)."""
+    start = bisect.bisect_right(ids, cursor)
+    chunk_ids = ids[start:start + settings.HANDLES_DESK_JOB_CHUNK]
+    handles = list(Handle.objects.select_related("prefix").filter(pk__in=chunk_ids).order_by("pk"))
+    filters = job.selection.get("filters")
+    if not filters and job.kind != Kind.REDIRECT_RULE:
+        return chunk_ids, handles, None
+    matching = selectors.HandleFilter.from_params(filters or {}).apply(Handle.objects.filter(pk__in=chunk_ids))
+    if job.kind == Kind.REDIRECT_RULE:
+        matching = selectors.redirect_rule_matches(matching, job.parameters["find"])
+    return chunk_ids, handles, set(matching.values_list("pk", flat=True))
+
+
 # --- Bulk jobs --------------------------------------------------------------------------------------
 @transaction.atomic
 def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[str, Any] | None = None,
@@ -178,6 +204,11 @@ def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[st
     if not ("ids" in selection or "filters" in selection):
         raise HandleServiceError("A job needs a selection: ids or filters.", code="invalid_selection")
     _validate_parameters(kind, parameters)
+    filters = selection.get("filters") or {}
+    handle_filters = filters.get("handle_filters") if kind == Kind.RETRY else filters
+    if handle_filters and (problems := selectors.HandleFilter.from_params(handle_filters).problems()):
+        # Never a job over more handles than were asked for.
+        raise HandleServiceError(" ".join(problems.values()), code="invalid_selection")
     job = BulkJob(kind=kind, selection=selection, parameters=parameters, description=description[:500],
                   created_by=_user(actor))
     try:
@@ -243,6 +274,12 @@ def _process(job: BulkJob, obj: Handle | HandleRequest) -> str:
     return result.outcome
 
 
+def _skip(job: BulkJob, handle: Handle, message: str) -> str:
+    BulkJobItem.objects.create(job=job, key=handle.pk, handle_id=handle.pk, full_handle=handle.full_handle,
+                               outcome=Outcome.SKIPPED, message=message)
+    return Outcome.SKIPPED
+
+
 def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
     """Work on a job for up to HANDLES_DESK_JOB_SLICE_SECONDS, chunk by chunk (handles.jobs.run_slice).
 
@@ -260,15 +297,21 @@ def _bulk_job_work(job: BulkJob, work: jobs.Slice) -> str:
     objects = selection_queryset(kind=job.kind, selection=job.selection, parameters=job.parameters)
     if job.on_requests:
         objects = objects.select_related("handle__prefix")
+    frozen = _frozen_ids(job)
     if job.total is None:
-        BulkJob.objects.filter(pk=job.pk).update(total=objects.count())
+        BulkJob.objects.filter(pk=job.pk).update(total=len(frozen) if frozen is not None else objects.count())
     _recount(job)
     cursor = job.items.aggregate(last=Max("key"))["last"] or 0
     while True:
         if work.cancel_requested():
             return jobs.CONTINUE  # the runner ends it cancelled at this boundary
-        chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
-        if not chunk:
+        still = None
+        if frozen is not None:
+            chunk_ids, chunk, still = _frozen_chunk(job, frozen, cursor)
+        else:
+            chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
+            chunk_ids = [obj.pk for obj in chunk]
+        if not chunk_ids:
             work.save(total=Coalesce("processed", 0))
             if not job.items.filter(request__isnull=False).exists():
                 work.save(status=JStatus.DONE, finished_at=timezone.now())  # all skipped or failed: nothing to verify
@@ -277,8 +320,12 @@ def _bulk_job_work(job: BulkJob, work: jobs.Slice) -> str:
             return bulk_job_settle(job.pk).status  # its requests may all have finished already
         counts: Counter = Counter()
         for obj in chunk:
-            counts[_process(job, obj)] += 1
-            cursor = obj.pk
+            if still is not None and obj.pk not in still:
+                counts[_skip(job, obj, f"{NO_LONGER_MATCHES} ({job.description}): it changed after the job "
+                                       "was confirmed, and was left unchanged.")] += 1
+            else:
+                counts[_process(job, obj)] += 1
+        cursor = chunk_ids[-1]
         _record_progress(work, counts)
         if work.over():
             return jobs.CONTINUE

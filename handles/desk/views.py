@@ -12,16 +12,15 @@ import json
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import BadRequest
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
 from handles.desk import exports
 from handles.desk.forms import BrowseForm
-from handles.desk.selectors import HandleFilter, capped_count, health_of, with_health
+from handles.desk.selectors import HandleFilter, InvalidFilter, capped_count, health_of, with_health
 from handles.models import Handle, HandleRequest
 
 PAGE_SIZE = 50
@@ -32,12 +31,27 @@ def _reader(view):
     return login_required(permission_required("handles.view_handle", raise_exception=True)(require_GET(view)))
 
 
+CURSORS = ("after", "before")
+
+
+def _problems(request: HttpRequest, form: BrowseForm) -> list[str]:
+    """Why the query string cannot select exactly what it asks for ([] if it can): an unknown parameter
+    (a typo would otherwise show every handle), or an invalid value."""
+    problems = [f"Unknown parameter {name!r} (the filters are: {', '.join(form.fields)})."
+                for name in request.GET if name not in form.fields and name not in CURSORS]
+    if form.is_bound and not form.is_valid():
+        for name, messages in form.errors.items():
+            label = (form.fields[name].label or name.capitalize()) if name in form.fields else "Filters"
+            problems += [f"{label}: {message}" for message in messages]
+    return problems  # a cursor this list did not give out shows the first page of the same selection
+
+
 def _filtered(request: HttpRequest) -> tuple[BrowseForm, HandleFilter, QuerySet]:
+    """The handles the query string selects. Raises InvalidFilter (-> 400) rather than select more."""
     form = BrowseForm(request.GET or None)
-    params = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    if form.is_bound and "health" in form.errors:
-        raise BadRequest(f"Bad filter: health: {' '.join(form.errors['health'])}")
-    handle_filter = HandleFilter.from_params(params)
+    if problems := _problems(request, form):
+        raise InvalidFilter({str(i): problem for i, problem in enumerate(problems)})
+    handle_filter = HandleFilter.from_params(form.cleaned_data if form.is_bound else {})
     return form, handle_filter, handle_filter.apply(Handle.objects.all())
 
 
@@ -91,7 +105,11 @@ def _key(handle: Handle, fields: list[str]) -> list:
 
 @_reader
 def browse(request: HttpRequest) -> HttpResponse:
-    form, handle_filter, handles = _filtered(request)
+    try:
+        form, handle_filter, handles = _filtered(request)
+    except InvalidFilter as exc:
+        return render(request, "desk/browse.html", {"form": BrowseForm(request.GET), "refused": exc.problems.values(),
+                                                    "rows": []}, status=400)
     sort, fields = form.ordering()
     rows = with_health(handles.select_related("prefix", "asset"))
     after = _decode(request.GET.get("after", ""), fields)
@@ -124,7 +142,11 @@ def browse(request: HttpRequest) -> HttpResponse:
 @_reader
 def export(request: HttpRequest) -> StreamingHttpResponse:
     """The browse list's current filter as CSV, streamed: a million rows in bounded memory."""
-    _, _, handles = _filtered(request)
+    try:
+        _, _, handles = _filtered(request)
+    except InvalidFilter as exc:
+        return HttpResponseBadRequest("Nothing was exported: " + " ".join(exc.problems.values()) + "\n",
+                                      content_type="text/plain; charset=utf-8")
     return exports.handles_csv(handles)
 
 

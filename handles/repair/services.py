@@ -407,7 +407,11 @@ def import_batch_finish_push(batch_id: int, *, error: str = "") -> ImportBatch:
     the server to confirm each handle. Settled at once, since the requests may all have finished by now."""
     ImportBatch.objects.filter(pk=batch_id).update(state=IState.VERIFYING, error=error, finished_at=None,
                                                    message=VERIFYING_MESSAGE)
-    return import_batch_settle(batch_id)
+    batch = import_batch_settle(batch_id)
+    if error and batch.finished and error not in batch.error:  # settled at once: keep why the push stopped
+        batch.error = f"{batch.error} {error}".strip()
+        ImportBatch.objects.filter(pk=batch_id).update(error=batch.error)
+    return batch
 
 
 def import_batch_settle(batch_id: int) -> ImportBatch:

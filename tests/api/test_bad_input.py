@@ -107,6 +107,12 @@ def test_state_conflicts(writer: Api, home):
     ("/handles?prefix=20.500.404", (400, "unknown_prefix")),
     ("/handles?external_id=4711", (400, "source_system_required")),
     ("/handles?source_system=DAMS!", (400, "invalid_source_system")),
+    # A parameter the list does not know is refused: ignoring it would list more than was asked for.
+    ("/handles?sort=bogus", (400, "unknown_field")),
+    ("/handles?collection=999", (400, "unknown_field")),
+    ("/handles?stauts=active", (400, "unknown_field")),
+    ("/handles?status=", (400, "blank")),
+    ("/prefixes/20.500.12345/remote-handles?sort=name", (400, "unknown_field")),
     ("/lookup/handle?handle=nohandle", (400, "invalid_handle")),
     ("/lookup/handle?handle=hdl:", (400, "invalid_handle")),
     ("/lookup/handle", (400, "required")),

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from handles.desk import selectors
-from handles.desk.selectors import HandleFilter, SyncState
+from handles.desk.selectors import HandleFilter, InvalidFilter, SyncState
 from handles.models import Handle, HandleRequest
 from handles.repair.models import JobState, ReconciliationRow, ReconciliationRun
 from tests.factories import AssetFactory, HandleFactory, PrefixFactory
@@ -123,10 +123,15 @@ def test_paginator_serves_pages_past_the_cap(offline_prefix, settings):
     assert [h.suffix for h in paginator.page(4).object_list] == ["p6"]
 
 
-def test_handle_filter_ignores_malformed_values_and_describes_itself(offline_prefix):
+def test_handle_filter_refuses_malformed_values_and_describes_itself(offline_prefix):
     HandleFactory(prefix=offline_prefix, suffix="f")
-    handle_filter = HandleFilter.from_params({"prefix": "x", "status": "bogus", "sync": "nope", "q": ["a", "f"]})
-    assert handle_filter.apply(Handle.objects.all()).get().suffix == "f"
+    handle_filter = HandleFilter.from_params({"prefix": "x", "status": "bogus", "sync": "nope", "source": "nowhere",
+                                              "collection": "999", "q": ["a", "f"]})
+    with pytest.raises(InvalidFilter) as refused:
+        handle_filter.apply(Handle.objects.all())
+    assert set(refused.value.problems) == {"prefix", "status", "sync", "source", "collection"}
+    assert "Unknown status 'bogus'" in str(refused.value)
+    assert HandleFilter.from_params({"q": ["a", "f"]}).apply(Handle.objects.all()).get().suffix == "f"
     assert HandleFilter.from_params({"status": "active", "q": "map"}).describe() == \
         'all handles matching "map", status active'
 

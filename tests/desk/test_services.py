@@ -54,9 +54,10 @@ def test_refusals_are_skipped_and_bad_input_fails_without_stopping_the_job(handl
     created = job("redirect_rule", {"ids": [h.pk for h in handles]}, find="http://", replace="javascript:")
     services.bulk_job_run_slice(created.pk)
     created.refresh_from_db()
-    # The tombstoned handle is outside the rule's selection; the others fail validation, unchanged.
-    assert (created.processed, created.failed, created.succeeded) == (4, 4, 0)
-    assert "must start with http:// or https://" in created.items.first().message
+    # The tombstoned handle no longer matches the rule (skipped, reported); the others fail validation, unchanged.
+    assert (created.processed, created.failed, created.skipped, created.succeeded) == (5, 4, 1, 0)
+    assert created.items.get(key=handles[0].pk).message.startswith(services.NO_LONGER_MATCHES)
+    assert "must start with http:// or https://" in created.items.get(key=handles[1].pk).message
     assert not HandleRequest.objects.exists()
     tomb = job("tombstone", {"ids": [h.pk for h in handles[:2]]}, reason="gone")
     services.bulk_job_run_slice(tomb.pk)
@@ -183,3 +184,31 @@ def test_collections_are_saved_validated_and_deleted_through_the_service():
     collection = services.collection_save(collection=Collection(name="Maps", source_system="dams"))
     services.collection_delete(collection=collection)
     assert not Collection.objects.exists()
+
+
+# --- A job acts on exactly the handles its selection held when it was confirmed ------------------------------
+def test_a_job_acts_on_its_frozen_selection_and_reports_handles_that_stopped_matching(handles, offline_prefix):
+    from handles.desk.admin import job_status
+
+    chosen = handles[:4]
+    created = job("verify", {"ids": [h.pk for h in chosen], "filters": {"q": "b", "status": "active"},
+                             "preview_count": 4})
+    Handle.objects.filter(pk=chosen[0].pk).update(status=Handle.Status.TOMBSTONED)  # stops matching
+    late = HandleFactory(prefix=offline_prefix, suffix="b-late")  # matches now, was not previewed
+    services.bulk_job_run_slice(created.pk)
+    created.refresh_from_db()
+    assert (created.total, created.processed, created.succeeded, created.skipped) == (4, 4, 3, 1)
+    assert not created.items.filter(key=late.pk).exists() and handles[4].pk not in created.items.values_list(
+        "key", flat=True)
+    assert created.items.get(key=chosen[0].pk).message.startswith(services.NO_LONGER_MATCHES)
+    assert job_status(created)["selection"] == (
+        "Acts on the 4 handles the selection held when the job was confirmed (its preview showed 4); 1 of "
+        "them no longer matched when the job reached it and was left unchanged.")
+
+
+def test_a_job_over_an_invalid_filter_is_refused(handles):
+    with pytest.raises(HandleServiceError, match="There is no collection with id '999'"):
+        job("verify", {"filters": {"collection": "999"}})
+    with pytest.raises(HandleServiceError, match="Unknown status 'bogus'"):
+        job("retry", {"filters": {"handle_filters": {"status": "bogus"}}})
+    assert not BulkJob.objects.exists()

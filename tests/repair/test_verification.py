@@ -282,3 +282,45 @@ def test_imports_and_repairs_marked_done_before_this_release_get_their_verdict(r
     batch.refresh_from_db()
     assert (repair.state, repair.verification) == (RState.DONE, tally(success=2))
     assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_push_that_fails_inside_ends_the_import_and_its_wait_with_the_reason(grinnell_live, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the reads broke")
+
+    monkeypatch.setattr(reconcile, "read_url", broken)
+    path = tmp_path / "legacy.csv"
+    path.write_text("Handle URL,MMS ID\n11084/21,2121\n11084/22,2222\n")
+    with pytest.raises(CommandError, match=r"RuntimeError: the reads broke") as failed:
+        call_command("import_handles", str(path), "--source-system", "alma", "--mode", "push", "--apply", "--wait")
+    assert failed.value.returncode == 1
+    batch = ImportBatch.objects.get()
+    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(unpushed=2))
+    assert "Continue pushing" in batch.error
+
+
+def test_waiting_ends_when_the_workers_task_for_the_job_failed(grinnell_prefix):
+    from django.utils import timezone
+    from django_q.models import Task
+
+    from handles.repair.management.commands._wait import wait_until_settled
+
+    batch = dry_run("Handle URL,MMS ID\n11084/31,3131\n", grinnell_prefix, mode=ImportMode.PUSH)
+    ImportBatch.objects.filter(pk=batch.pk).update(state=IState.APPLYING)
+    batch.refresh_from_db()
+    since = timezone.now()
+    Task.objects.create(id="t1", name=f"import push {batch.pk}", func="handles.repair.tasks.push_import",
+                        started=since, stopped=timezone.now(), success=False,
+                        result="Traceback ...\nsqlite3.ProgrammingError: Cannot operate on a closed database.")
+
+    class Out:
+        def write(self, text: str) -> None:
+            pass
+
+    command = type("Command", (), {"stdout": Out()})()
+    with pytest.raises(CommandError, match="Cannot operate on a closed database") as failed:
+        wait_until_settled(command, batch, reload=lambda pk: ImportBatch.objects.get(pk=pk),
+                           settle=services.import_batch_settle, timeout=60, poll=0.01,
+                           task_name=f"import push {batch.pk}", since=since)
+    assert failed.value.returncode == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -23,21 +24,46 @@ def add_wait_arguments(parser: CommandParser, what: str) -> None:
 
 
 def wait_until_settled(command: BaseCommand, job: Job, *, reload: Callable[[int], Job],
-                       settle: Callable[[int], Job], timeout: float, poll: float = 2.0) -> Job:
+                       settle: Callable[[int], Job], timeout: float, poll: float = 2.0,
+                       task_name: str = "", since: datetime | None = None) -> Job:
     """Poll the job until it leaves applying/verifying, settling it each time (the worker does too: a
-    settle is idempotent). Prints the tally whenever it changes."""
+    settle is idempotent). Prints the tally and the job's error whenever they change. `task_name`: the
+    worker's task that moves the job on (an import's push); if it failed since `since`, waiting ends
+    with its error (exit status 1), as it would never move the job on."""
     deadline = time.monotonic() + timeout
     shown: dict[str, int] | None = None
+    error_shown = job.error
     while job.state in ("applying", "verifying"):
         if job.verification != shown and job.state == "verifying":
             shown = job.verification
             command.stdout.write(f"  {describe(job)}")
+        if job.error != error_shown:
+            error_shown = job.error
+            command.stdout.write(f"  {job.error}")
+        if task_name and (failure := failed_task(task_name, since)):
+            raise CommandError(f"{job}: the worker's task {task_name!r} failed: {failure} The job stays "
+                               f"{job.get_state_display().lower()}; see it in the admin.")
         if time.monotonic() >= deadline:
             raise CommandError(f"{job} is still {job.get_state_display().lower()} after {timeout:g} s: "
                                f"{describe(job)} The worker goes on; see it in the admin.", returncode=TIMED_OUT)
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
         job = settle(job.pk) if job.state == "verifying" else reload(job.pk)
     return job
+
+
+def failed_task(name: str, since: datetime | None) -> str:
+    """The last line of the error of the django-q2 task of this name that failed since `since` ('' if none).
+    django-q2 keeps every failed task, whatever its save_limit."""
+    from django_q.models import Failure
+
+    failures = Failure.objects.filter(name=name)
+    if since is not None:
+        failures = failures.filter(started__gte=since)
+    failure = failures.order_by("-stopped").first()
+    if failure is None:
+        return ""
+    lines = [line for line in str(failure.result or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no error was recorded."
 
 
 def describe(job: Job) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from handles.exceptions import HandleServiceError
 from handles.labels import counted
@@ -107,6 +108,7 @@ class Command(BaseCommand):
                 report_end(self, batch, ended_well=(ImportBatch.State.APPLIED,))
             self._exit_if_left_out(batch)
             return
+        applying_since = timezone.now()
         batch = services.import_batch_apply(batch.pk, via="command")
         if batch.applied_at is None:
             raise CommandError(batch.error or "Nothing was applied.")
@@ -117,7 +119,8 @@ class Command(BaseCommand):
                                              f" mode); {then}. The worker (qcluster) verifies each on the server."))
         if options["wait"]:
             batch = wait_until_settled(self, batch, reload=lambda pk: ImportBatch.objects.defer("content").get(pk=pk),
-                                       settle=services.import_batch_settle, timeout=options["timeout"])
+                                       settle=services.import_batch_settle, timeout=options["timeout"],
+                                       task_name=f"import push {batch.pk}", since=applying_since)
         if batch.finished:
             report_settled(self, batch)
         else:
