@@ -15,5 +15,5 @@ class ApiConfig(AppConfig):
 
         # A prefix saved or deleted in this process: forget the remembered default at once (other
         # processes within HANDLES_API_TOKEN_CACHE_SECONDS, as for tokens).
-        post_save.connect(token_cache.forget_default_prefix, sender=Prefix, dispatch_uid="api-default-prefix")
-        post_delete.connect(token_cache.forget_default_prefix, sender=Prefix, dispatch_uid="api-default-prefix-del")
+        post_save.connect(token_cache.prefix_changed, sender=Prefix, dispatch_uid="api-default-prefix")
+        post_delete.connect(token_cache.prefix_changed, sender=Prefix, dispatch_uid="api-default-prefix-del")

@@ -56,9 +56,14 @@ def put_default_prefix(prefix: Prefix) -> None:
         _default_prefix = (time.monotonic() + seconds, prefix)
 
 
-def forget_default_prefix(**_signal: object) -> None:
-    """Any prefix saved or deleted in this process (the default may have moved): ask the database again."""
+def forget_default_prefix() -> None:
     global _default_prefix
     _default_prefix = None
-    if transaction.get_connection().in_atomic_block:  # and again once committed, lest another thread re-read
-        transaction.on_commit(forget_default_prefix)  # the old row meanwhile
+
+
+def prefix_changed(**_signal: object) -> None:
+    """A prefix saved or deleted in this process (the default may have moved): ask the database again, now
+    and once committed, lest another thread re-read the old row meanwhile."""
+    forget_default_prefix()
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(forget_default_prefix)
