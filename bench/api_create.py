@@ -22,7 +22,7 @@ from http.client import HTTPConnection
 
 from bench.api_lookup import free_port, measure_cpu, start_gunicorn
 
-DB_NAME = "handles_bench_create"
+DB_NAME = os.environ.get("HANDLES_BENCH_CREATE_DB", "handles_bench_create")  # several runs at once: one each
 PREFIX = "20.500.14725"
 
 

@@ -74,6 +74,9 @@ def _save_change(handle: Handle, fields: list[str]) -> None:
 
 
 # --- Minting --------------------------------------------------------------------------------------
+RANDOM_DRAWS = 20  # 27^8 possibilities: a repeat is rare, twenty in a row means a tiny alphabet
+
+
 def _random_suffix(prefix: Prefix) -> str:
     return "".join(secrets.choice(prefix.suffix_alphabet) for _ in range(prefix.suffix_length))
 
@@ -96,13 +99,17 @@ def _choose_suffix(prefix: Prefix, suffix: str | None, asset: Asset | None, take
         return asset.external_id
     if prefix.suffix_policy == Prefix.SuffixPolicy.GIVEN:
         raise HandleServiceError(f"Prefix {prefix.prefix} needs a suffix from the caller.", code="suffix_required")
-    for _ in range(20):  # 27^8 possibilities: a repeat is rare, twenty in a row means a tiny alphabet
+    for _ in range(RANDOM_DRAWS):
         candidate = _random_suffix(prefix)
         key = ascii_upper(candidate)
         if key not in taken and not Handle.objects.filter(prefix=prefix, suffix_key=key).exists():
             return candidate
-    raise HandleServiceError("Could not find a free random suffix; lengthen the prefix's suffixes.",
-                             code="suffix_space_exhausted")
+    raise _suffix_space_exhausted()
+
+
+def _suffix_space_exhausted() -> HandleServiceError:
+    return HandleServiceError("Could not find a free random suffix; lengthen the prefix's suffixes.",
+                              code="suffix_space_exhausted")
 
 
 def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None = None,
@@ -126,13 +133,45 @@ def handle_mint_preview(*, prefix: Prefix, target_url: str, suffix: str | None =
     return chosen
 
 
-@transaction.atomic
 def handle_mint(*, prefix: Prefix, target_url: str, suffix: str | None = None, asset: Asset | None = None,
                 actor: User = None, via: str = "admin") -> HandleRequest:
     """Create a handle locally (status pending) and queue its creation on the server."""
-    chosen = handle_mint_preview(prefix=prefix, target_url=target_url, suffix=suffix, asset=asset)
+    if transaction.get_connection().in_atomic_block:
+        # Inside a caller's transaction, a savepoint lets a concurrent mint of the same suffix lose cleanly
+        # and the caller go on.
+        with transaction.atomic():
+            chosen = handle_mint_preview(prefix=prefix, target_url=target_url, suffix=suffix, asset=asset)
+            return _mint_chosen(prefix, chosen, target_url, asset, actor, via, savepoint=True)
+    if (suffix or "").strip() or prefix.suffix_policy != Prefix.SuffixPolicy.RANDOM:
+        # A transaction of our own ends with the refusal anyway: no savepoint (two round trips for nothing).
+        with transaction.atomic():
+            chosen = handle_mint_preview(prefix=prefix, target_url=target_url, suffix=suffix, asset=asset)
+            return _mint_chosen(prefix, chosen, target_url, asset, actor, via, savepoint=False)
+    # A random suffix in a transaction of our own (an API create): the unique constraint says whether it is
+    # free, not a SELECT first; a taken one (rare: 27^8 suffixes by default) is drawn again in a new transaction.
     try:
-        with transaction.atomic():  # a savepoint: a concurrent mint of the same suffix loses cleanly
+        validate_target_url(target_url)
+    except ValidationError as exc:
+        raise _validation(exc) from exc
+    for _ in range(RANDOM_DRAWS):
+        chosen = _random_suffix(prefix)
+        try:
+            validate_new_suffix(chosen)
+        except ValidationError as exc:
+            raise _validation(exc) from exc
+        try:
+            with transaction.atomic():
+                return _mint_chosen(prefix, chosen, target_url, asset, actor, via, savepoint=False)
+        except HandleExists:
+            continue
+    raise _suffix_space_exhausted()
+
+
+def _mint_chosen(prefix: Prefix, chosen: str, target_url: str, asset: Asset | None, actor: User, via: str, *,
+                 savepoint: bool) -> HandleRequest:
+    """handle_mint's writes, in its transaction, for a suffix already checked."""
+    try:
+        with transaction.atomic(savepoint=savepoint):
             handle = Handle.objects.create(
                 prefix=prefix, suffix=chosen, suffix_key=ascii_upper(chosen), target_url=target_url,
                 asset=asset, created_by=_user(actor), status=HStatus.PENDING,

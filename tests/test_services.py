@@ -170,3 +170,29 @@ def test_only_one_default_prefix(offline_prefix):
         hs_admin_handle="0.NA/11084"))
     offline_prefix.refresh_from_db()
     assert other.is_default and not offline_prefix.is_default
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_taken_random_suffix_is_drawn_again(monkeypatch):
+    """In a transaction of its own (an API create) handle_mint does not look a random suffix up first: the
+    unique constraint refuses a taken one, and it draws again in a fresh transaction, leaving nothing behind."""
+    prefix = PrefixFactory()
+    mint(prefix, suffix="TAKEN001")
+    draws = iter(["taken001", "free0001"])
+    monkeypatch.setattr(services, "_random_suffix", lambda prefix: next(draws))
+    req = mint(prefix)
+    assert req.handle.suffix == "free0001"
+    assert sorted(Handle.objects.filter(prefix=prefix).values_list("suffix", flat=True)) == ["TAKEN001", "free0001"]
+    assert HandleRequest.objects.filter(handle__prefix=prefix).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_full_random_suffix_space_is_refused(monkeypatch):
+    prefix = PrefixFactory()
+    mint(prefix, suffix="TAKEN001")
+    monkeypatch.setattr(services, "_random_suffix", lambda prefix: "taken001")
+    with pytest.raises(HandleServiceError) as caught:
+        mint(prefix)
+    assert caught.value.code == "suffix_space_exhausted"
+    assert Handle.objects.filter(prefix=prefix).count() == 1
+    assert HandleRequest.objects.filter(handle__prefix=prefix).count() == 1

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
@@ -25,6 +25,7 @@ from psycopg import pq
 from psycopg.adapt import Transformer
 from psycopg.errors import error_from_result
 
+from handles.api import token_cache
 from handles.api.errors import ApiError
 from handles.models import Asset, Handle, Prefix
 from handles.validators import ascii_upper
@@ -49,6 +50,20 @@ def citation_order(rows: Iterable[HandleLike]) -> list[HandleLike]:
 
 def prefix_named(name: str) -> Prefix | None:
     return Prefix.objects.filter(prefix__iexact=name).first()
+
+
+def default_prefix() -> Prefix | None:
+    """The default prefix (at most one: a unique constraint). Outside a transaction, where what we read is
+    committed, each process remembers it for HANDLES_API_TOKEN_CACHE_SECONDS as it remembers tokens (a
+    create call then needs no query for it); saving or deleting a prefix in this process forgets it."""
+    if connection.in_atomic_block:
+        return next(iter(Prefix.objects.filter(is_default=True).order_by()[:1]), None)
+    prefix = token_cache.get_default_prefix()
+    if prefix is None:
+        prefix = next(iter(Prefix.objects.filter(is_default=True).order_by()[:1]), None)
+        if prefix is not None:
+            token_cache.put_default_prefix(prefix)
+    return prefix
 
 
 def handle_named(prefix: str, suffix: str) -> Handle | None:

@@ -45,10 +45,10 @@ def _prefix_or_default(name: str) -> Prefix:
         if prefix is None:
             raise ApiError(400, "unknown_prefix", f"No prefix {name} is configured here.")
         return prefix
-    try:
-        return Prefix.objects.get(is_default=True)  # at most one (a unique constraint)
-    except Prefix.DoesNotExist:
-        raise ApiError(400, "prefix_required", "Name the prefix: no default prefix is configured.") from None
+    prefix = queries.default_prefix()
+    if prefix is None:
+        raise ApiError(400, "prefix_required", "Name the prefix: no default prefix is configured.")
+    return prefix
 
 
 def _known_prefix(caller: Caller, name: str) -> Prefix:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from django.db import connection
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from handles import services
 from handles.api.models import ApiToken
-from handles.models import Handle, HandleRequest
+from handles.models import Handle, HandleRequest, Prefix
 from tests.api.conftest import Api, issue_token
-from tests.factories import AssetFactory, HandleFactory, UserFactory
+from tests.factories import AssetFactory, HandleFactory, PrefixFactory, UserFactory
 
 URL = "https://dams.example.edu/node/4711"
 READS = {
@@ -162,3 +165,37 @@ def test_without_a_token_cache_a_revocation_is_seen_at_once(client, home, settin
     assert api.get("/handles").status_code == 200
     ApiToken.objects.update(revoked_at=timezone.now())
     assert outcome(api.get("/handles")) == (401, "token_revoked")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_process_remembers_the_default_prefix_as_it_remembers_tokens(client, settings, monkeypatch):
+    """A served create that names no prefix finds the default one in the process's memory, not with a
+    query; saving a prefix in this process forgets it at once, a change made elsewhere (here: straight in
+    the database) is seen within HANDLES_API_TOKEN_CACHE_SECONDS."""
+    settings.HANDLES_API_TOKEN_CACHE_SECONDS = 10
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr("handles.api.token_cache.time", SimpleNamespace(monotonic=lambda: clock.now))
+    first = PrefixFactory(prefix="20.500.12345", is_default=True)
+    api = Api(client, issue_token("write"))
+
+    def created_under() -> str:
+        response = api.post("/handles", {"url": "https://example.org/a"})
+        assert response.status_code == 202, response.content
+        return response.json()["full_handle"].split("/")[0]
+
+    assert created_under() == "20.500.12345"
+    with CaptureQueriesContext(connection) as queries:
+        assert created_under() == "20.500.12345"
+    assert not [q for q in queries.captured_queries if 'WHERE "handles_prefix"."is_default"' in q["sql"]]
+
+    first.is_default = False
+    services.prefix_save(prefix=first)
+    services.prefix_save(prefix=PrefixFactory.build(prefix="20.500.99999", is_default=True))
+    assert created_under() == "20.500.99999"
+
+    Prefix.objects.exclude(pk=first.pk).update(is_default=False)  # as another process would
+    Prefix.objects.filter(pk=first.pk).update(is_default=True)
+    assert created_under() == "20.500.99999"
+    clock.now += 11
+    assert created_under() == "20.500.12345"
+
