@@ -180,6 +180,22 @@ def test_sweep_hands_over_lost_enqueues(prefix, unique_suffix, django_capture_on
     assert req.status == "success"
 
 
+def test_sweep_hands_out_a_backlog_within_its_share_of_the_task_timeout(prefix, unique_suffix, settings, monkeypatch,
+                                                                      django_capture_on_commit_callbacks):
+    """A sweep that handed out every lost request one by one outlasted HANDLES_TASK_TIMEOUT (5,000 on SQLite
+    with the timeout 10 s): the cluster killed it each minute before it resumed stalled jobs. It stops handing
+    out after a quarter of the timeout (here 0 s: one request per sweep); the next sweep goes on."""
+    settings.HANDLES_TASK_TIMEOUT = 0
+    handed_out: list[int] = []
+    monkeypatch.setattr(tasks, "enqueue_request", lambda request_id: (
+        services.requests_mark_enqueued([request_id]), handed_out.append(request_id)))
+    with django_capture_on_commit_callbacks():  # recorded, their hand-over lost
+        lost = [services.handle_mint(prefix=prefix, suffix=unique_suffix(), target_url=f"https://example.org/{n}")
+                for n in range(3)]
+    assert [services.requests_sweep()["enqueued"] for _ in range(4)] == [1, 1, 1, 0]
+    assert handed_out == sorted(request.pk for request in lost)
+
+
 def test_sweep_leaves_a_backlog_to_the_tasks_waiting_in_the_broker(prefix, unique_suffix, settings,
                                                                    django_capture_on_commit_callbacks):
     """A request handed out long ago whose task still waits behind others is not handed out twice; once
