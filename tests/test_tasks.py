@@ -427,3 +427,14 @@ def test_drain_stops_when_the_server_is_in_trouble(prefix, sim, unique_suffix, d
     rest = list(HandleRequest.objects.filter(pk__in=[r.pk for r in others[1:]]).order_by("pk"))
     assert [(r.status, r.attempts, r.lease_token) for r in rest] == [("queued", 1, None), ("queued", 0, None)]
     assert "unavailable" in rest[0].error and rest[1].next_attempt_at > timezone.now() + timedelta(seconds=25)
+
+
+def test_a_hand_over_task_passes_what_it_cannot_hand_out_in_time_to_a_new_task(settings, monkeypatch):
+    """2,000 requests handed out one by one on SQLite outlasted HANDLES_TASK_TIMEOUT (10 s, a 5,000-row repair
+    from make run): the cluster killed the task and the rest waited for the minute sweep. A hand-over stops
+    after a quarter of the timeout (here 0 s: one request) and hands the rest to a new task (inline here)."""
+    settings.HANDLES_TASK_TIMEOUT = 0
+    handed_out: list[int] = []
+    monkeypatch.setattr(tasks, "enqueue_request", handed_out.append)
+    assert tasks.hand_over_requests([7, 8, 9]) == "handed over 1, 2 to a new task"
+    assert handed_out == [7, 8, 9]
