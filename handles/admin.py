@@ -823,7 +823,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         ids = list(queryset.filter(status=HandleRequest.Status.QUEUED).values_list("pk", flat=True)
                    [:settings.HANDLES_DESK_INLINE_LIMIT])
         cancelled = services.requests_cancel(request_ids=ids, actor=request.user)
-        self.message_user(request, f"Cancelled {cancelled} queued request(s); the others were left alone.",
+        self.message_user(request, f"Cancelled {counted(cancelled, 'queued request')}; the others were left alone.",
                           messages.SUCCESS)
 
     def _retry_job(self, request: HttpRequest, selection: dict, description: str) -> HttpResponse:

@@ -382,6 +382,6 @@ def format_report(report: Report) -> str:
             lines.append(f"      {step.detail}")
         if step.fix and step.status != OK:
             lines.append(f"      To fix: {step.fix}")
-    lines.append("All steps passed." if report.ok else "The connection is NOT ready: see the failed step(s).")
+    lines.append("All steps passed." if report.ok else f"The connection is NOT ready: see the failed {'step' if report.failed_count == 1 else 'steps'}.")
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from handles.labels import LabelledFieldsAdmin
+from handles.labels import LabelledFieldsAdmin, counted
 from handles.notify import services, tasks
 from handles.notify.forms import SubscriptionForm, WebhookEndpointForm
 from handles.notify.models import (
@@ -145,7 +145,7 @@ class WebhookEndpointAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     @admin.action(description="Send a test to the selected endpoints", permissions=["change"])
     def send_test(self, request, queryset):
         notification = services.test_send(actor=request.user, endpoints=list(queryset), to_self=False)
-        self.message_user(request, f"Test sent to {queryset.count()} endpoint(s): see notification "
+        self.message_user(request, f"Test sent to {counted(queryset.count(), 'endpoint')}: see notification "
                                    f"#{notification.pk} for the responses.")
 
 
@@ -165,8 +165,8 @@ class DeliveryInline(admin.TabularInline):
 
     @admin.display(description="Log")
     def log_link(self, obj: Delivery) -> str:
-        return format_html('<a href="{}">{} attempt(s)</a>', reverse("admin:handles_notify_delivery_change",
-                                                                     args=[obj.pk]), obj.attempts)
+        return format_html('<a href="{}">{}</a>', reverse("admin:handles_notify_delivery_change", args=[obj.pk]),
+                           counted(obj.attempts, "attempt"))
 
 
 @admin.register(Notification)

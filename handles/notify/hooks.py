@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
+from handles.labels import counted
 from handles.models import Prefix
 from handles.notify import services
 from handles.notify.models import Kind
@@ -46,7 +47,7 @@ def requests_failed(requests: Iterable[Any]) -> None:
     for prefix, failed in by_prefix.items():
         lines = [f"#{r.pk} {r.op} {r.full_handle}: {(r.error or '').splitlines()[0][:300] if r.error else ''}"
                  for r in failed[:SAMPLE_LINES]]
-        services.emit(Kind.REQUEST_ERRORS, prefix=prefix, subject=f"{len(failed)} request(s) ended in error",
+        services.emit(Kind.REQUEST_ERRORS, prefix=prefix, subject=f"{counted(len(failed), 'request')} ended in error",
                       details="\n".join(lines), count=len(failed))
 
 
@@ -66,7 +67,7 @@ def reconciliation_finished(run: Any) -> None:
     if drift:
         total = sum(drift.values())
         lines = [f"{count} × {label}" for label, count in drift.items()]
-        services.emit(Kind.DRIFT, prefix=prefix, subject=f"Reconciliation found {total} drifting handle(s) under "
+        services.emit(Kind.DRIFT, prefix=prefix, subject=f"Reconciliation found {counted(total, 'drifting handle')} under "
                       f"{prefix.prefix}", details="\n".join([*lines, "", f"Review and repair: {url}"]), count=total)
 
 
@@ -94,7 +95,7 @@ def health_run_finished(run: Any) -> None:
     for outcome in (HealthOutcome.BROKEN, HealthOutcome.WRONG_OBJECT):
         more = run.counts.get(outcome, 0) - previous.counts.get(outcome, 0)
         if more > 0:
-            problems.append(f"{more} more {outcome.label.lower()} handle(s) than {previous} "
+            problems.append(f"{more} more {outcome.label.lower()} {'handle' if more == 1 else 'handles'} than {previous} "
                             f"({run.counts.get(outcome, 0)} now).")
     if problems:
         services.emit(Kind.HEALTH, prefix=prefix, subject=f"{run}: resolution health got worse",

@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from handles.labels import counted
 from handles.models import HandleRequest, Prefix
 from handles.notify.models import (
     Condition,
@@ -188,7 +189,7 @@ def _digest_text(events: list[Notification], prefix_id: int | None) -> dict[str,
     prefix = Prefix.objects.filter(pk=prefix_id).values_list("prefix", flat=True).first() if prefix_id else None
     where = f" under {prefix}" if prefix else ""
     first, last = events[0].created_at, events[-1].created_at
-    lines = [f"{total} handle request(s){where} ended in error between {first:%Y-%m-%d %H:%M:%S} and "
+    lines = [f"{counted(total, 'handle request')}{where} ended in error between {first:%Y-%m-%d %H:%M:%S} and "
              f"{last:%Y-%m-%d %H:%M:%S} UTC. They wait, failed, for staff to retry them once the cause is fixed."]
     failed = HandleRequest.objects.filter(status=HandleRequest.Status.ERROR, finished_at__gte=first - timedelta(
         seconds=5), finished_at__lte=last + timedelta(seconds=5))
@@ -202,7 +203,7 @@ def _digest_text(events: list[Notification], prefix_id: int | None) -> dict[str,
     if len(samples) > 20:
         lines.append(f"… and {len(samples) - 20} more.")
     lines += ["", f"Review and retry: {admin_url('admin:handles_handlerequest_failures')}"]
-    return {"subject": f"{total} handle request(s){where} ended in error", "details": "\n".join(lines)}
+    return {"subject": f"{counted(total, 'handle request')}{where} ended in error", "details": "\n".join(lines)}
 
 
 # --- Deliveries ---------------------------------------------------------------------------------------

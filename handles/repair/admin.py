@@ -487,7 +487,7 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
             self.message_user(request, exc.message, messages.ERROR)
         else:
             verb = "Repair" if form.cleaned_data["action"] == "repair" else "Verification"
-            self.message_user(request, f"{verb} of {queued:,} handle(s) queued; each request is verified on the "
+            self.message_user(request, f"{verb} of {counted(queued, 'handle')} queued; each request is verified on the "
                                        "server (see each handle's history).", messages.SUCCESS)
         return back
 

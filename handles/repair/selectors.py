@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from handles.jobs import Tally
+from handles.labels import counted
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.repair.models import (
     LEFT_OUT,
@@ -186,7 +187,7 @@ class LeftOut:
         if not self.count:
             return ""
         parts = [f"{n:,} {outcome}" for outcome, n in sorted(self.by_outcome.items()) if n]
-        text = f"{self.count:,} line(s) left out: {', '.join(parts)}."
+        text = f"{counted(self.count, 'line')} left out: {', '.join(parts)}."
         if self.file_conflicts:
             text += (f" {self.file_conflicts:,} of the conflicting lines cite a handle the file gives to several "
                      "records: choose which keeps it on the import's conflicts page.")

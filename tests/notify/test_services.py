@@ -103,7 +103,7 @@ def test_request_errors_come_as_one_digest_per_interval(prefix, sim, run_queue, 
 
     assert commit(services.digests_make) == 1
     (mail,) = smtp.wait_for(1)
-    assert mail["Subject"] == f"[handles] 3 handle request(s) under {prefix.prefix} ended in error"
+    assert mail["Subject"] == f"[handles] 3 handle requests under {prefix.prefix} ended in error"
     body = mail.get_content()
     assert "Commonest error (3×)" in body and "Review and retry:" in body and unique_suffix.__name__ not in body
 
@@ -111,7 +111,7 @@ def test_request_errors_come_as_one_digest_per_interval(prefix, sim, run_queue, 
     assert commit(services.digests_make) == 0  # this interval had its digest: the new error waits
     later = timezone.now() + timedelta(seconds=settings.HANDLES_NOTIFY_DIGEST_SECONDS + 1)
     assert commit(services.digests_make, now=later) == 1
-    assert smtp.wait_for(2)[1]["Subject"] == f"[handles] 1 handle request(s) under {prefix.prefix} ended in error"
+    assert smtp.wait_for(2)[1]["Subject"] == f"[handles] 1 handle request under {prefix.prefix} ended in error"
     assert not waiting.filter(digest__isnull=True).exists()
 
 
@@ -224,7 +224,7 @@ def test_a_health_check_that_got_worse_notifies(commit):
     commit(repair_services.health_finish, second.pk, counts={"correct": 8, "broken": 1, "wrong_object": 1})
     notification = Notification.objects.get(kind=Kind.HEALTH)
     assert "fell from 100.0% to 80.0%" in notification.details
-    assert "1 more broken handle(s)" in notification.details and "1 more resolves to the wrong object" in \
+    assert "1 more broken handle" in notification.details and "1 more resolves to the wrong object" in \
         notification.details
 
 

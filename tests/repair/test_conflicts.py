@@ -36,7 +36,7 @@ def test_the_command_exits_non_zero_when_lines_were_left_out_and_reads_the_serve
         call_command("import_handles", str(path), "--source-system", "alma")
     assert left_out.value.returncode == 3
     message = str(left_out.value)
-    assert "3 line(s) left out: 2 conflict, 1 invalid." in message
+    assert "3 lines left out: 2 conflict, 1 invalid." in message
     assert "2 of the conflicting lines cite a handle the file gives to several records" in message
     assert "Commonest reasons:" in message and "(1x)" in message
     rows = ImportRow.objects.filter(outcome=ImportRow.Outcome.CONFLICT)
@@ -60,6 +60,7 @@ def _analysed(path, prefix) -> ImportBatch:
 
     batch = services.import_batch_create(file_name=path.name, content=path.read_bytes(), via="test")
     services.import_batch_configure(batch=batch, mapping=batch.mapping, prefix=prefix, source_system="alma")
+    services.import_batch_start_analysis(batch=batch)  # as the admin starts it (its hand-over not run here)
     tasks.analyse_import(batch.pk)  # the task: the dry run, then the server read for the conflicts
     return ImportBatch.objects.get(pk=batch.pk)
 
@@ -68,7 +69,7 @@ def test_the_conflicts_page_lists_both_records_and_where_the_server_resolves(con
     path, pages = conflicted
     batch = _analysed(path, grinnell_live)
     page = staff_client.get(reverse("admin:handles_repair_importbatch_change", args=[batch.pk]))
-    assert b"3 line(s) left out" in page.content and b"Resolve the conflicts" in page.content
+    assert b"3 lines left out" in page.content and b"Resolve the conflicts" in page.content
     conflicts = staff_client.get(reverse("admin:handles_repair_importbatch_conflicts", args=[batch.pk]))
     text = conflicts.content.decode()
     assert conflicts.status_code == 200 and "11084/500" in text

@@ -296,8 +296,9 @@ def test_a_push_that_fails_inside_ends_the_import_and_its_wait_with_the_reason(g
         call_command("import_handles", str(path), "--source-system", "alma", "--mode", "push", "--apply", "--wait")
     assert failed.value.returncode == 1
     batch = ImportBatch.objects.get()
-    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(unpushed=2))
-    assert "Continue pushing" in batch.error
+    # The job runner ends a job whose work raised as failed, with the reason; nothing was pushed.
+    assert batch.state == IState.FAILED and "the reads broke" in batch.error
+    assert not HandleRequest.objects.exists()
 
 
 def test_waiting_ends_when_the_workers_task_for_the_job_failed(grinnell_prefix):
