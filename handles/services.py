@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -646,10 +647,17 @@ def requests_sweep(*, now: datetime | None = None, limit: int = 5000) -> dict[st
         not_handed_out |= Q(enqueued_at__lt=stale) | Q(enqueued_at__lt=F("next_attempt_at"))
     due = (HandleRequest.objects.due(now).filter(pk__in=heads).filter(not_handed_out)
            .order_by("pk").values_list("pk", flat=True)[:limit])
-    due_ids = list(due)
-    for request_id in due_ids:
+    # The sweep is one task: it hands out for at most a quarter of HANDLES_TASK_TIMEOUT, the rest next minute.
+    # Handing out thousands one by one (a backlog after a server outage; SQLite) outlasted a 10 s timeout, the
+    # cluster killed the sweep every minute, and the job resume and settle after it never ran.
+    hand_out_until = time.monotonic() + settings.HANDLES_TASK_TIMEOUT / 4
+    enqueued = 0
+    for request_id in due:
         tasks.enqueue_request(request_id)
-    return {"reclaimed": reclaimed, "enqueued": len(due_ids)}
+        enqueued += 1
+        if time.monotonic() >= hand_out_until:
+            break
+    return {"reclaimed": reclaimed, "enqueued": enqueued}
 
 
 # --- Configuration records ------------------------------------------------------------------------

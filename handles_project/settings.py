@@ -155,8 +155,10 @@ HANDLES_PUBLIC_BASE_URL = env.str(
     "HANDLES_PUBLIC_BASE_URL", default=f"http://{_RUN_HOST}:{env.int('HANDLES_PORT', default=8000)}").rstrip("/")
 # Global resolver used to show resolvable handle URLs (ArchivesSpace file_uri, IIIF manifests).
 HANDLES_RESOLVER_BASE_URL = env.str("HANDLES_RESOLVER_BASE_URL", default="https://hdl.handle.net").rstrip("/")
-# Every call to a Handle server has this timeout (seconds): connect and read.
-HANDLES_SERVER_TIMEOUT = env.float("HANDLES_SERVER_TIMEOUT", default=10.0)
+# Every call to a Handle server has this timeout (seconds): connect and read. A push (up to 3 calls) must fit
+# in one task with room to spare, else each queue task pushes one request and gives the rest back to the
+# minute sweep: by default at most a quarter of the task timeout.
+HANDLES_SERVER_TIMEOUT = env.float("HANDLES_SERVER_TIMEOUT", default=min(10.0, HANDLES_TASK_TIMEOUT / 4))
 # Retry policy for transient server errors: attempts before `error`, and the exponential backoff.
 HANDLES_MAX_ATTEMPTS = env.int("HANDLES_MAX_ATTEMPTS", default=10)
 HANDLES_BACKOFF_BASE_SECONDS = env.float("HANDLES_BACKOFF_BASE_SECONDS", default=10.0)

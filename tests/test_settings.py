@@ -32,3 +32,19 @@ def test_public_base_url_follows_the_port_make_run_serves_on(environment, expect
     """Tombstoned handles are pushed pointing at HANDLES_PUBLIC_BASE_URL: with `HANDLES_PORT=8310 make run`
     they must point at port 8310, where the app listens, unless a public address is set."""
     assert settings_value("HANDLES_PUBLIC_BASE_URL", **environment) == expected
+
+
+@pytest.mark.parametrize(("environment", "expected"), [
+    ({}, 10.0),
+    ({"HANDLES_TASK_TIMEOUT": "10"}, 2.5),
+    ({"HANDLES_TASK_TIMEOUT": "10", "HANDLES_SERVER_TIMEOUT": "1"}, 1.0),
+])
+def test_a_slowest_push_fits_in_one_task_by_default(environment, expected):
+    """A push is up to 3 calls of HANDLES_SERVER_TIMEOUT each, and a queue task pushes only while one more fits
+    before HANDLES_TASK_TIMEOUT. With the task timeout 10 s and the server timeout left at 10 s nothing fitted:
+    each task pushed its own request and gave every other back, and a 5,000-line push import from `make run`
+    stalled at 2,128 of 5,000. Left unset, the server timeout follows the task timeout down."""
+    server_timeout = float(settings_value("HANDLES_SERVER_TIMEOUT", **environment))
+    assert server_timeout == expected
+    task_timeout = float(environment.get("HANDLES_TASK_TIMEOUT", "120"))
+    assert 3 * server_timeout < task_timeout

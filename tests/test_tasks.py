@@ -180,6 +180,22 @@ def test_sweep_hands_over_lost_enqueues(prefix, unique_suffix, django_capture_on
     assert req.status == "success"
 
 
+def test_sweep_hands_out_a_backlog_within_its_share_of_the_task_timeout(prefix, unique_suffix, settings, monkeypatch,
+                                                                      django_capture_on_commit_callbacks):
+    """A sweep that handed out every lost request one by one outlasted HANDLES_TASK_TIMEOUT (5,000 on SQLite
+    with the timeout 10 s): the cluster killed it each minute before it resumed stalled jobs. It stops handing
+    out after a quarter of the timeout (here 0 s: one request per sweep); the next sweep goes on."""
+    settings.HANDLES_TASK_TIMEOUT = 0
+    handed_out: list[int] = []
+    monkeypatch.setattr(tasks, "enqueue_request", lambda request_id: (
+        services.requests_mark_enqueued([request_id]), handed_out.append(request_id)))
+    with django_capture_on_commit_callbacks():  # recorded, their hand-over lost
+        lost = [services.handle_mint(prefix=prefix, suffix=unique_suffix(), target_url=f"https://example.org/{n}")
+                for n in range(3)]
+    assert [services.requests_sweep()["enqueued"] for _ in range(4)] == [1, 1, 1, 0]
+    assert handed_out == sorted(request.pk for request in lost)
+
+
 def test_sweep_leaves_a_backlog_to_the_tasks_waiting_in_the_broker(prefix, unique_suffix, settings,
                                                                    django_capture_on_commit_callbacks):
     """A request handed out long ago whose task still waits behind others is not handed out twice; once
@@ -411,3 +427,14 @@ def test_drain_stops_when_the_server_is_in_trouble(prefix, sim, unique_suffix, d
     rest = list(HandleRequest.objects.filter(pk__in=[r.pk for r in others[1:]]).order_by("pk"))
     assert [(r.status, r.attempts, r.lease_token) for r in rest] == [("queued", 1, None), ("queued", 0, None)]
     assert "unavailable" in rest[0].error and rest[1].next_attempt_at > timezone.now() + timedelta(seconds=25)
+
+
+def test_a_hand_over_task_passes_what_it_cannot_hand_out_in_time_to_a_new_task(settings, monkeypatch):
+    """2,000 requests handed out one by one on SQLite outlasted HANDLES_TASK_TIMEOUT (10 s, a 5,000-row repair
+    from make run): the cluster killed the task and the rest waited for the minute sweep. A hand-over stops
+    after a quarter of the timeout (here 0 s: one request) and hands the rest to a new task (inline here)."""
+    settings.HANDLES_TASK_TIMEOUT = 0
+    handed_out: list[int] = []
+    monkeypatch.setattr(tasks, "enqueue_request", handed_out.append)
+    assert tasks.hand_over_requests([7, 8, 9]) == "handed over 1, 2 to a new task"
+    assert handed_out == [7, 8, 9]
