@@ -460,6 +460,7 @@ def requests_claim_batch(limit: int, *, now: datetime | None = None, among: list
     guesses (a NOT EXISTS over the whole queue became a quadratic join on a fresh table).
     `among`: only these requests (a task's own list)."""
     with transaction.atomic():
+        given_now = now
         now = now or timezone.now()
         due = HandleRequest.objects.due(now)
         if among is not None:
@@ -476,7 +477,9 @@ def requests_claim_batch(limit: int, *, now: datetime | None = None, among: list
         requests = [r for r in locked if r.pk in still_due and heads.get(r.handle_id) == r.pk]
         if not requests:
             return []
-        token = _take([r.pk for r in requests], now)
+        # Started now that the handles are ours: a request finished by another worker while this one was
+        # looking must never seem to have been started before it (its started_at after that finish).
+        token = _take([r.pk for r in requests], given_now or timezone.now())
         return [_claim_of(r, r.handle, token) for r in requests]
 
 
