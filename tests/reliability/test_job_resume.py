@@ -331,7 +331,7 @@ def verify_job(handles: list[Handle]) -> int:
 
 @pytest.mark.parametrize("interruption", ["kill", pytest.param("timeout", marks=pytest.mark.slow)])
 def test_a_bulk_job_resumes_and_changes_each_handle_once(clusters, own_prefix, interruption):
-    n = 200 if interruption == "kill" else 600
+    n = 200 if interruption == "kill" else 3000  # the timeout variant: work that outlasts a 3 s task on a quiet machine too
     handles = record_here(own_prefix, [(f"bj{i}", f"https://example.org/bj/{i}") for i in range(n)])
     if interruption == "kill":
         job_id = through_a_crash(clusters, "bulk", lambda: verify_job(handles), lambda job: job.processed >= 20)
