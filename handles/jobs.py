@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.decorators import display as admin_display
 from django.db import models, transaction
 from django.db.models import Count, F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
@@ -119,19 +120,17 @@ def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: st
 
 
 # --- Settling and retrying one job: the mechanism the apps' services share ------------------------------
-VERIFYING, INCOMPLETE = "verifying", "incomplete"  # the same stored values in every job model
+VERIFYING, INCOMPLETE, DONE = "verifying", "incomplete", "done"  # JobState's values, for the settle below
 
 
 @dataclass(frozen=True)
 class JobKind:
-    """How one kind of job is verified: its rows, its state field, where its requests are, and what it
-    records besides the tally (`record(job, tally)` sets fields and returns their names)."""
+    """How one kind of job is verified: its rows, where its requests are, and what it records besides the
+    tally (`record(job, tally)` sets fields and returns their names)."""
 
     jobs: QuerySet
-    state_field: str
     tally: Callable[[int], Tally]
     requests: Callable[[int], QuerySet[HandleRequest]]
-    done: str
     noun: str = "change"
     unpushed_note: str = ""
     record: Callable[[models.Model, Tally], list[str]] = lambda job, tally: []
@@ -143,17 +142,17 @@ def settle_job(kind: JobKind, job_id: int) -> models.Model:
     moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
     with transaction.atomic():
         job = kind.jobs.select_for_update().get(pk=job_id)
-        if getattr(job, kind.state_field) != VERIFYING:
+        if job.state != VERIFYING:
             return job
         counted = kind.tally(job_id)
         job.verification = counted.as_dict()
         fields = ["verification"]
         if not counted.under_way:
-            setattr(job, kind.state_field, INCOMPLETE if counted.failed else kind.done)
+            job.state = INCOMPLETE if counted.failed else DONE
             job.error = failure_summary(counted, kind.requests(job_id), noun=kind.noun,
                                         unpushed_note=kind.unpushed_note) if counted.failed else ""
             job.finished_at = timezone.now()
-            fields += [kind.state_field, "error", "finished_at"]
+            fields += ["state", "error", "finished_at"]
         fields += kind.record(job, counted)
         job.save(update_fields=fields)
         notify_hooks.job_settled(job)
@@ -166,16 +165,16 @@ def retry_failed(kind: JobKind, job_id: int, *, retry: Callable[[list[int]], int
     finished with nothing under way. Returns how many were retried."""
     with transaction.atomic():
         job = kind.jobs.select_for_update().get(pk=job_id)
-        if getattr(job, kind.state_field) not in (VERIFYING, INCOMPLETE):
-            shown = getattr(job, f"get_{kind.state_field}_display")().lower()
+        if job.state not in (VERIFYING, INCOMPLETE):
+            shown = job.get_state_display().lower()
             raise HandleStateError(f"{job} is {shown}; only the failed requests of a job that is verifying or "
                                    "incomplete are retried.")
         retried = retry(list(kind.requests(job_id).filter(status=RStatus.ERROR).values_list("pk", flat=True)))
         if not retried:
             raise HandleStateError(f"{job} has no failed requests to retry.")
-        setattr(job, kind.state_field, VERIFYING)
+        job.state = VERIFYING
         job.error, job.finished_at = "", None
-        job.save(update_fields=[kind.state_field, "error", "finished_at"])
+        job.save(update_fields=["state", "error", "finished_at"])
     settle_job(kind, job_id)  # the tally (and what `record` keeps) now counts them as queued
     return retried
 
@@ -187,16 +186,53 @@ def retry_failed(kind: JobKind, job_id: int, *, retry: Callable[[list[int]], int
 # the task timeout or a dead worker is resumed by the minute sweep where it stopped, once its lease runs out.
 CONTINUE = "continue"  # a slice's outcome: more work remains (the task hands it to a new task)
 BUSY = "busy"  # another task holds the job's lease, or the job is not waiting for work
-CANCELLED, FAILED = "cancelled", "failed"  # the same stored values in every job model
+CANCELLED, FAILED = "cancelled", "failed"  # JobState's values
 
 
 class LeaseLost(Exception):
     """The slice no longer holds the job (its lease ran out and another task took it): roll back."""
 
 
-class LeasedJob(models.Model):
-    """What the runner keeps on every kind of job: the lease of the task working on it, where its work
+class JobState(models.TextChoices):
+    """The one state machine of every kind of job. A job that changes the server through the request queue
+    (bulk job, import, repair) is verifying until the server confirmed each request, then done or
+    incomplete; a job that only reads the server (reconciliation, health check) goes from running to done."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    VERIFYING = "verifying", "Verifying on the server"
+    DONE = "done", "Done"
+    INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ENDED = (JobState.DONE, JobState.INCOMPLETE, JobState.FAILED, JobState.CANCELLED)  # a job in these waits for nothing
+WAITING = (JobState.QUEUED, JobState.RUNNING)  # a runner may claim the job: it waits for, or is doing, its work
+
+VERIFICATION_HELP = ("What became of the job's requests (handles.jobs.Tally): success is verified on the server; "
+                     "error, queued, running; unpushed: lines without a request.")
+
+
+class Job(models.Model):
+    """What every kind of job keeps, under the same names: its state, its progress (progress_done of
+    progress_total), its counts, the verification tally of its requests (where it queues any), who started
+    it and when, its error; and what the runner keeps: the lease of the task working on it, where its work
     stopped, and whether staff asked it to stop."""
+
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)
+    verification = models.JSONField(default=dict, blank=True, help_text=VERIFICATION_HELP)
+    message = models.CharField(max_length=500, blank=True, help_text="What the job is doing now.")
+    error = models.TextField(blank=True, help_text="Why the job itself stopped, or which of its changes failed.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    requested_via = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -208,8 +244,33 @@ class LeasedJob(models.Model):
         default=0, editable=False, help_text="Slices started since the last one that finished (a slice killed "
                                              "again and again fails the job instead of looping).")
 
+    # A kind's own words for some states (e.g. a repair's running is "Queuing the repairs").
+    state_labels: dict[str, str] = {}
+
     class Meta:
         abstract = True
+
+    def _get_FIELD_display(self, field):  # noqa: N802 (Django's name): get_state_display() says state_label
+        if field.name == "state":
+            return self.state_label
+        return super()._get_FIELD_display(field)
+
+    @property
+    @admin_display(description="State", ordering="state")
+    def state_label(self) -> str:
+        if self.state not in JobState.values:
+            return str(self.state)
+        return self.state_labels.get(self.state) or JobState(self.state).label
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ENDED
+
+    @property
+    def percent(self) -> int | None:
+        if not self.progress_total:
+            return None
+        return min(100, round(100 * self.progress_done / self.progress_total))
 
 
 @dataclass(frozen=True)
@@ -222,9 +283,7 @@ class Runner:
     label: str
     model: type[models.Model]
     work: Callable[[models.Model, Slice], str]
-    claimable: Q  # the job waits for, or is in the middle of, its work
-    running: str | None = "running"  # the state a claimed job takes (None: it keeps its own)
-    state_field: str = "state"
+    claimable: Q = Q(state__in=["queued", "running"])  # the job waits for, or is in the middle of, its work
     budget: Callable[[], float] = lambda: settings.HANDLES_JOB_SLICE_SECONDS
     defer: tuple[str, ...] = ()  # fields a slice never needs (an import's file)
 
@@ -233,7 +292,7 @@ class Runner:
         return self.model._default_manager.defer(*self.defer)
 
     def state_of(self, job: models.Model) -> str:
-        return getattr(job, self.state_field)
+        return job.state
 
 
 _runners: dict[str, Runner] = {}
@@ -303,9 +362,7 @@ def claim(runner: Runner, job_id: int, *, now=None) -> uuid.UUID | None:
     token = uuid.uuid4()
     changes: dict[str, Any] = {"lease_token": token, "lease_until": now + timedelta(seconds=lease_seconds()),
                                "started_at": Coalesce("started_at", Value(now)),
-                               "slice_attempts": F("slice_attempts") + 1}
-    if runner.running:
-        changes[runner.state_field] = runner.running
+                               "slice_attempts": F("slice_attempts") + 1, "state": "running"}
     taken = runner.jobs.filter(runner.claimable, pk=job_id).filter(
         Q(lease_until__isnull=True) | Q(lease_until__lt=now)).update(**_touch(runner, changes, now))
     return token if taken else None
@@ -319,9 +376,7 @@ def release(runner: Runner, job_id: int, token: uuid.UUID | None, **changes: Any
 
 
 def _end(runner: Runner, job_id: int, token: uuid.UUID | None, state: str, error: str = "", message: str = "") -> None:
-    changes: dict[str, Any] = {runner.state_field: state, "error": error, "finished_at": timezone.now()}
-    if any(f.name == "message" for f in runner.model._meta.concrete_fields):
-        changes["message"] = message
+    changes: dict[str, Any] = {"state": state, "error": error, "finished_at": timezone.now(), "message": message}
     release(runner, job_id, token, **changes)
 
 
@@ -392,17 +447,15 @@ def cancel(runner: Runner, job_id: int) -> models.Model:
     with transaction.atomic():
         job = runner.jobs.select_for_update().get(pk=job_id)
         if not runner.jobs.filter(runner.claimable, pk=job_id).exists():
-            shown = getattr(job, f"get_{runner.state_field}_display")().lower()
+            shown = job.get_state_display().lower()
             raise HandleStateError(f"{job} is {shown}; only a job that is waiting for or doing its work can be "
                                    "cancelled.")
         changes: dict[str, Any] = {"cancel_requested": True}
-        if job.lease_until is None and (job.started_at is None or runner.state_of(job) == "queued"):
+        if job.lease_until is None and (job.started_at is None or job.state == "queued"):
             # No task has started it: it stops at once (a task that comes later finds it cancelled).
-            changes.update({runner.state_field: CANCELLED, "finished_at": timezone.now(), "lease_token": None,
-                            "lease_until": None})
-            if hasattr(job, "message"):
-                changes["message"] = "Cancelled by staff"
-        elif hasattr(job, "message"):
+            changes.update({"state": CANCELLED, "finished_at": timezone.now(), "lease_token": None,
+                            "lease_until": None, "message": "Cancelled by staff"})
+        else:
             changes["message"] = "Cancelling: stops after the slice under way"
         runner.jobs.filter(pk=job_id).update(**changes)
     return runner.jobs.get(pk=job_id)
@@ -412,7 +465,7 @@ def cancel(runner: Runner, job_id: int) -> models.Model:
 FRESH = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0, "cancel_requested": False}
 
 
-FINISHED_STATES = ("done", "incomplete", "failed", "cancelled", "applied", "analysed", "uploaded")
+FINISHED_STATES = ("done", "incomplete", "failed", "cancelled")  # JobState's ENDED, as plain strings
 
 
 def wait(runner: Runner, job_id: int, *, timeout: float, poll: float = 1.0,
@@ -427,7 +480,7 @@ def wait(runner: Runner, job_id: int, *, timeout: float, poll: float = 1.0,
             settle_all()
             job = runner.jobs.get(pk=job_id)
             state = runner.state_of(job)
-        seen = (state, getattr(job, "progress_done", None), getattr(job, "processed", None))
+        seen = (state, getattr(job, "step", None), job.progress_done)
         if on_change and seen != shown:
             shown = seen
             on_change(job)

@@ -268,9 +268,9 @@ def test_a_large_selection_becomes_a_background_job(staff_client, offline_prefix
     job.refresh_from_db()
     # Every verify is queued, but the offline server confirms none: the job waits for them, not "done".
     # The handles selected when the action ran, fixed for the job, with the list's filter they were chosen by.
-    assert (job.kind, job.selection, job.status) == (
+    assert (job.kind, job.selection, job.state) == (
         "verify", {"ids": sorted(h.pk for h in handles), "filters": {"q": "j"}}, "verifying")
-    assert (job.total, job.processed, job.succeeded) == (5, 5, 5)
+    assert (job.progress_total, job.progress_done, job.succeeded) == (5, 5, 5)
     assert HandleRequest.objects.filter(op="verify", requested_via=f"job:{job.pk}").count() == 5
     page = staff_client.get(job.get_absolute_url()).content.decode()
     assert 'id="hd-job-progress" max="100" value="0"' in page and "Verifying on the server" in page
@@ -291,9 +291,9 @@ def test_large_redirect_rule_and_retry_selections_run_as_jobs(staff_client, offl
             "confirm": "1", **every})
     retry, rule = BulkJob.objects.order_by("pk")
     # Queued for the offline server, which confirms nothing: both jobs wait for it.
-    assert (rule.kind, rule.status, rule.succeeded, rule.parameters["find"]) == ("redirect_rule", "verifying", 3,
+    assert (rule.kind, rule.state, rule.succeeded, rule.parameters["find"]) == ("redirect_rule", "verifying", 3,
                                                                                  "http://old.example/")
-    assert (retry.kind, retry.status, retry.succeeded) == ("retry", "verifying", 2)
+    assert (retry.kind, retry.state, retry.succeeded) == ("retry", "verifying", 2)
     assert sorted(Handle.objects.values_list("target_url", flat=True)) == [f"https://new.example/{i}" for i in range(3)]
     assert not HandleRequest.objects.filter(status="error").exists()
 
@@ -428,6 +428,6 @@ def test_a_confirmation_acts_only_on_the_selection_its_preview_showed(staff_clie
         response = action(staff_client, "tombstone_selected", handles[:1], extra=again, query="?q=w")
     job = BulkJob.objects.get()
     assert response.status_code == 302
-    assert (len(job.selection["ids"]), job.selection["preview_count"], job.total) == (4, 4, 4)
+    assert (len(job.selection["ids"]), job.selection["preview_count"], job.progress_total) == (4, 4, 4)
     page = staff_client.get(job.get_absolute_url()).content.decode()
     assert "Acts on the 4 handles the selection held when the job was confirmed (its preview showed 4)" in page

@@ -74,7 +74,7 @@ out["repair"] = job.state
 # The import's failed verification, retried now that the handle is there.
 repair.import_batch_retry_failed(batch=batch)
 batch.refresh_from_db()
-out["import after retry"] = batch.state
+out["import after retry"] = batch.get_state_display()
 
 # A bulk job that verifies every demo handle.
 bulk = desk.bulk_job_create(kind="verify", selection={"ids": list(Handle.objects.values_list("pk", flat=True))})
@@ -83,7 +83,7 @@ for _ in range(5):
         break
 out["settled now"] = jobs.settle_all()
 bulk.refresh_from_db()
-out["bulk"] = bulk.status
+out["bulk"] = bulk.state
 
 # --- Every kind of job at size ---------------------------------------------------------------------------
 import threading
@@ -128,7 +128,7 @@ pushed.write_text("handle,url\n" + "".join(f"20.500.12345/{stem}-p{i},http://127
                                             for i in range(size)))
 call_command("import_handles", str(pushed), "--mode", "push", "--apply", "--wait", "--timeout", "120")
 push = ImportBatch.objects.defer("content").order_by("-pk").first()
-out["push import"] = [push.state, push.verification.get("success"), len(push_batches), len(reader_threads) > 1]
+out["push import"] = [push.get_state_display(), push.verification.get("success"), len(push_batches), len(reader_threads) > 1]
 lap('push import')
 
 adopted = Path(os.environ["WORK"]) / "adopt.csv"
@@ -153,12 +153,12 @@ out["repair at size"] = [job.state, job.verification.get("success")]
 lap('repair at size')
 repair.import_batch_retry_failed(batch=adopt)
 adopt.refresh_from_db()
-out["adopt after repair"] = [adopt.state, adopt.verification.get("success")]
+out["adopt after repair"] = [adopt.get_state_display(), adopt.verification.get("success")]
 lap('adopt after repair')
 
 bulk = desk.bulk_job_create(kind="verify", selection={"filters": {"q": f"{stem}-a"}})
 bulk.refresh_from_db()
-out["bulk at size"] = [bulk.status, bulk.total, len(slices) > 3]
+out["bulk at size"] = [bulk.state, bulk.progress_total, len(slices) > 3]
 lap('bulk at size')
 
 check = repair.health_start(filters={"limit": 60})
@@ -217,14 +217,14 @@ def test_the_queue_and_the_jobs_run_on_sqlite(handle_server, tmp_path):
     assert result["demo requests"] == ["success"] * 3
     assert result["import"] == "incomplete"
     assert result["repair"] == "done"
-    assert result["import after retry"] == "applied"
+    assert result["import after retry"] == "Applied and verified on the server"
     assert result["bulk"] == "done"
     state, verified, batches, threaded = result["push import"]
-    assert (state, verified, threaded) == ("applied", 300, True) and batches > 1  # several batches, threads
+    assert (state, verified, threaded) == ("Applied and verified on the server", 300, True) and batches > 1  # several batches, threads
     assert result["adopt import"] == [True, 1]
     assert result["reconciliation"] == ["done", True, True]
     assert result["repair at size"] == ["done", 60]
-    assert result["adopt after repair"] == ["applied", 60]
+    assert result["adopt after repair"] == ["Applied and verified on the server", 60]
     assert result["bulk at size"] == ["done", 60, True]
     assert result["health check"] == ["done", 60]
     assert result["idempotent"] == [False, True]

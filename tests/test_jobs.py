@@ -9,7 +9,7 @@ import pytest
 
 from handles import jobs, services, tasks
 from handles.desk import services as desk_services
-from handles.desk.models import BulkJob
+from handles.jobs import JobState
 from handles.models import HandleRequest
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def test_a_job_settles_at_the_end_of_the_drain_that_pushed_its_last_request(veri
     job, requests = verifying_job
     assert tasks.push_request(requests[0].pk) == "success; drained 2; settled 1 job"
     job.refresh_from_db()
-    assert (job.status, job.verification["success"]) == (BulkJob.Status.DONE, 3)
+    assert (job.state, job.verification["success"]) == (JobState.DONE, 3)
 
 
 def test_a_job_settles_after_its_last_request_when_each_task_pushes_one(verifying_job, settings):
@@ -47,10 +47,10 @@ def test_a_job_settles_after_its_last_request_when_each_task_pushes_one(verifyin
     assert tasks.push_request(requests[0].pk) == "success"  # others are due: no settling yet
     assert tasks.push_request(requests[1].pk) == "success"
     job.refresh_from_db()
-    assert job.status == BulkJob.Status.VERIFYING
+    assert job.state == JobState.VERIFYING
     assert tasks.push_request(requests[2].pk) == "success; settled 1 job"
     job.refresh_from_db()
-    assert (job.status, job.verification["success"]) == (BulkJob.Status.DONE, 3)
+    assert (job.state, job.verification["success"]) == (JobState.DONE, 3)
 
 
 @pytest.mark.parametrize(("drain_seconds", "tally_moved"), [(20, True), (0, False)])
@@ -62,7 +62,7 @@ def test_a_long_drain_moves_a_busy_jobs_tally(verifying_job, settings, monkeypat
     monkeypatch.setattr(tasks, "_drain", lambda deadline, task_ends: (0, "time"))  # its time ran out, others due
     assert tasks.push_request(requests[0].pk) == "success"
     job.refresh_from_db()
-    assert job.status == BulkJob.Status.VERIFYING
+    assert job.state == JobState.VERIFYING
     assert job.verification == ({**job.verification, "success": 1, "queued": 2} if tally_moved else
                                 {**job.verification, "success": 0, "queued": 3})
 
@@ -74,12 +74,12 @@ def test_the_minute_sweep_settles_a_job_whose_settle_was_missed(verifying_job, m
         for request in requests:
             tasks.push_request(request.pk)
     job.refresh_from_db()
-    assert job.status == BulkJob.Status.VERIFYING
+    assert job.state == JobState.VERIFYING
     assert set(HandleRequest.objects.filter(pk__in=[r.pk for r in requests]).values_list("status", flat=True)) == {
         "success"}
     assert tasks.sweep_requests() == "reclaimed 0, enqueued 0, settled 1 job"
     job.refresh_from_db()
-    assert job.status == BulkJob.Status.DONE
+    assert job.state == JobState.DONE
 
 
 def test_a_failing_settler_is_logged_and_never_breaks_a_push(verifying_job, monkeypatch, caplog):

@@ -14,6 +14,7 @@ from handles.admin_log import log_desk_action
 from handles.desk import exports, services
 from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError
+from handles.jobs import WAITING, JobState
 from handles.labels import LabelledFieldsAdmin, counted
 
 
@@ -22,8 +23,8 @@ def job_status(job: BulkJob) -> dict:
     of those requests is `verification` (success alone is verified on the server). While the job is
     verifying, `percent` is the share verified and `finished` is false."""
     return {
-        "id": job.pk, "kind": job.kind, "status": job.status, "status_display": job.get_status_display(),
-        "finished": job.finished, "total": job.total, "processed": job.processed, "succeeded": job.succeeded,
+        "id": job.pk, "kind": job.kind, "state": job.state, "state_display": job.get_state_display(),
+        "finished": job.finished, "total": job.progress_total, "done": job.progress_done, "succeeded": job.succeeded,
         "skipped": job.skipped, "failed": job.failed, "percent": job.percent, "error": job.error,
         "verification": job.verification, "cancel_requested": job.cancel_requested,
         "report_url": reverse("admin:handles_desk_bulkjob_report", args=[job.pk]),
@@ -49,14 +50,15 @@ def selection_note(job: BulkJob) -> str:
 
 @admin.register(BulkJob)
 class BulkJobAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "description", "status", "progress", "created_by", "created_at", "finished_at"]
-    list_filter = ["status", "kind"]
+    list_display = ["__str__", "description", "state_label", "progress", "created_by", "created_at", "finished_at"]
+    list_filter = ["state", "kind"]
     ordering = ["-pk"]
     show_full_result_count = False
     change_form_template = "admin/handles_desk/bulkjob/change_form.html"
     view_on_site = False
-    readonly_fields = ["kind", "description", "parameters", "status", "total", "processed", "succeeded", "skipped",
-                       "failed", "verification", "error", "created_by", "created_at", "started_at", "finished_at"]
+    readonly_fields = ["kind", "description", "parameters", "state", "progress_total", "progress_done", "succeeded",
+                       "skipped", "failed", "verification", "error", "created_by", "created_at", "started_at",
+                       "finished_at"]
     fields = readonly_fields
 
     @admin.display(description="Progress")
@@ -64,8 +66,8 @@ class BulkJobAdmin(admin.ModelAdmin):
         if obj.verification:  # verifying or settled: how many of its requests the server confirmed
             return format_html('<progress max="100" value="{}"></progress> {} / {} verified', obj.percent,
                                obj.verification.get("success", 0), sum(obj.verification.values()))
-        total = obj.total if obj.total is not None else "?"
-        return format_html('<progress max="100" value="{}"></progress> {} / {}', obj.percent, obj.processed, total)
+        total = obj.progress_total if obj.progress_total is not None else "?"
+        return format_html('<progress max="100" value="{}"></progress> {} / {}', obj.percent, obj.progress_done, total)
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs are started by the handle list's actions
@@ -81,8 +83,8 @@ class BulkJobAdmin(admin.ModelAdmin):
             may_change = request.user.has_perm("handles_desk.change_bulkjob")
             context.update(
                 status=job_status(job),
-                may_cancel=may_change and job.status in (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING),
-                may_retry=may_change and job.status in (BulkJob.Status.VERIFYING, BulkJob.Status.INCOMPLETE)
+                may_cancel=may_change and job.state in WAITING,
+                may_retry=may_change and job.state in (JobState.VERIFYING, JobState.INCOMPLETE)
                 and job.verification.get("error", 0) > 0,
                 problems=list(job.items.exclude(outcome=BulkJobItem.Outcome.OK).order_by("key")[:20]),
             )

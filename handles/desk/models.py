@@ -7,13 +7,12 @@ through handles.desk.services.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Count, Q
 from django.urls import reverse
 
-from handles.jobs import LeasedJob
+from handles.jobs import Job, JobState
 from handles.models import Handle, HandleRequest
 
 
@@ -55,7 +54,7 @@ class Collection(models.Model):
         return q
 
 
-class BulkJob(LeasedJob):
+class BulkJob(Job):
     """One action over a selection of handles (or failed requests), run in the background in chunks.
     Done only once the server confirmed each request it queued (verifying until then)."""
 
@@ -67,14 +66,9 @@ class BulkJob(LeasedJob):
         VERIFY = "verify", "Verify against the server"
         RETRY = "retry", "Retry failed requests"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        VERIFYING = "verifying", "Verifying on the server"
-        DONE = "done", "Done: verified on the server"
-        INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
-        CANCELLED = "cancelled", "Cancelled"
-        FAILED = "failed", "Failed"
+    # Its state, progress (handles processed of progress_total), counts (by item outcome: ok, skipped,
+    # failed), verification tally, who and when, error, lease and checkpoint: handles.jobs.Job.
+    state_labels = {JobState.DONE: "Done: verified on the server"}
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     parameters = models.JSONField(default=dict, blank=True,
@@ -82,40 +76,19 @@ class BulkJob(LeasedJob):
     selection = models.JSONField(default=dict, blank=True,
                                  help_text='Which objects: {"ids": [...]} or {"filters": {...}} (the list filters).')
     description = models.CharField(max_length=500, blank=True, help_text="The selection, in words.")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    total = models.PositiveIntegerField(null=True, blank=True, help_text="Counted when the job starts.")
-    processed = models.PositiveIntegerField(default=0)
-    succeeded = models.PositiveIntegerField(default=0)
-    skipped = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, help_text="Why the job itself stopped, or which of its changes failed.")
-    verification = models.JSONField(default=dict, blank=True,
-                                    help_text="What became of the job's requests (handles.jobs.Tally): success "
-                                              "is verified on the server; error, queued, running.")
-    # The lease, the checkpoint and cancel_requested come from handles.jobs.LeasedJob: a task holds the job
-    # while it works on a slice; a lease that runs out lets the sweep hand the job to a new task.
-
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    progress_total = models.PositiveIntegerField(null=True, blank=True, help_text="Counted when the job starts.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]
         verbose_name = "bulk job"
-        indexes = [models.Index(fields=["status", "lease_until"], name="bulkjob_status_idx")]
+        indexes = [models.Index(fields=["state", "lease_until"], name="bulkjob_state_idx")]
 
     def __str__(self) -> str:
         return f"Job #{self.pk}: {self.get_kind_display()}"
 
     def get_absolute_url(self) -> str:
         return reverse("admin:handles_desk_bulkjob_change", args=[self.pk])
-
-    @property
-    def finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.INCOMPLETE, self.Status.CANCELLED, self.Status.FAILED)
 
     @property
     def on_requests(self) -> bool:
@@ -125,14 +98,27 @@ class BulkJob(LeasedJob):
     @property
     def percent(self) -> int:
         """While verifying and after, the share of its requests verified on the server; before, of handles done."""
-        if self.status == self.Status.DONE:
+        if self.state == JobState.DONE:
             return 100
-        if self.status in (self.Status.VERIFYING, self.Status.INCOMPLETE):
+        if self.state in (JobState.VERIFYING, JobState.INCOMPLETE):
             requests = sum(self.verification.values())
             return min(100, int(100 * self.verification.get("success", 0) / requests)) if requests else 0
-        if not self.total:
+        if not self.progress_total:
             return 0
-        return min(100, int(100 * self.processed / self.total))
+        return min(100, int(100 * self.progress_done / self.progress_total))
+
+    # Its counts by item outcome, under the names the job page, the dashboard and the report use.
+    @property
+    def succeeded(self) -> int:
+        return self.counts.get(BulkJobItem.Outcome.OK, 0)
+
+    @property
+    def skipped(self) -> int:
+        return self.counts.get(BulkJobItem.Outcome.SKIPPED, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(BulkJobItem.Outcome.FAILED, 0)
 
 
 class BulkJobItemQuerySet(models.QuerySet):

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max, Q, QuerySet
+from django.db.models import Max, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 User = AbstractBaseUser | AnonymousUser | None
 Kind = BulkJob.Kind
 Outcome = BulkJobItem.Outcome
-JStatus = BulkJob.Status
+JState = jobs.JobState
 
 
 def _user(actor: User) -> AbstractBaseUser | None:
@@ -224,8 +224,8 @@ def bulk_job_cancel(*, job: BulkJob, actor: User = None) -> BulkJob:
     """Ask a job to stop after its current chunk. What it already did stays done (and in its report)."""
     job = BulkJob.objects.get(pk=job.pk)
     if job.finished:
-        raise HandleStateError(f"{job} is already {job.get_status_display().lower()}.")
-    if job.status == JStatus.VERIFYING:
+        raise HandleStateError(f"{job} is already {job.get_state_display().lower()}.")
+    if job.state == JState.VERIFYING:
         raise HandleStateError(f"{job} has queued every change; the worker is verifying them on the server, "
                                "and there is nothing left to cancel.")
     return jobs.cancel(BULK_RUNNER, job.pk)
@@ -248,17 +248,16 @@ def _claim(job_id: int, now: datetime) -> uuid.UUID | None:
     return jobs.claim(BULK_RUNNER, job_id, now=now)
 
 
-def _recount(job: BulkJob) -> None:
+def _recount(job: BulkJob) -> Counter:
     """Counters from the items themselves: exact after a crash between a chunk's items and its counters."""
     counts = job.items.outcome_counts()
-    BulkJob.objects.filter(pk=job.pk).update(
-        processed=sum(counts.values()), succeeded=counts.get(Outcome.OK, 0),
-        skipped=counts.get(Outcome.SKIPPED, 0), failed=counts.get(Outcome.FAILED, 0))
+    BulkJob.objects.filter(pk=job.pk).update(progress_done=sum(counts.values()), counts=counts)
+    return Counter(counts)
 
 
 def _record_progress(work: jobs.Slice, counts: Counter) -> None:
-    work.save(processed=F("processed") + sum(counts.values()), succeeded=F("succeeded") + counts[Outcome.OK],
-              skipped=F("skipped") + counts[Outcome.SKIPPED], failed=F("failed") + counts[Outcome.FAILED],
+    """The slice's running counts (it alone writes them while it holds the lease), with its chunk's items."""
+    work.save(progress_done=sum(counts.values()), counts=dict(counts),
               lease_until=timezone.now() + timedelta(seconds=jobs.lease_seconds()), updated_at=timezone.now())
 
 
@@ -283,7 +282,7 @@ def _skip(job: BulkJob, handle: Handle, message: str) -> str:
 def bulk_job_run_slice(job_id: int, *, now: datetime | None = None) -> str:
     """Work on a job for up to HANDLES_DESK_JOB_SLICE_SECONDS, chunk by chunk (handles.jobs.run_slice).
 
-    Returns the job's status once every object is processed ("verifying" while the server confirms the
+    Returns the job's state once every object is processed ("verifying" while the server confirms the
     requests it queued; "done" or "incomplete" if they have all finished already, or "done" if it queued
     none), "cancelled", "failed", "continue" (the caller hands the rest to a new task) or "busy" (another
     task holds the job, or it is not waiting for work).
@@ -298,9 +297,10 @@ def _bulk_job_work(job: BulkJob, work: jobs.Slice) -> str:
     if job.on_requests:
         objects = objects.select_related("handle__prefix")
     frozen = _frozen_ids(job)
-    if job.total is None:
-        BulkJob.objects.filter(pk=job.pk).update(total=len(frozen) if frozen is not None else objects.count())
-    _recount(job)
+    if job.progress_total is None:
+        BulkJob.objects.filter(pk=job.pk).update(
+            progress_total=len(frozen) if frozen is not None else objects.count())
+    counts = _recount(job)
     cursor = job.items.aggregate(last=Max("key"))["last"] or 0
     while True:
         if work.cancel_requested():
@@ -312,13 +312,12 @@ def _bulk_job_work(job: BulkJob, work: jobs.Slice) -> str:
             chunk = list(objects.filter(pk__gt=cursor).order_by("pk")[: settings.HANDLES_DESK_JOB_CHUNK])
             chunk_ids = [obj.pk for obj in chunk]
         if not chunk_ids:
-            work.save(total=Coalesce("processed", 0))
+            work.save(progress_total=Coalesce("progress_done", 0))
             if not job.items.filter(request__isnull=False).exists():
-                work.save(status=JStatus.DONE, finished_at=timezone.now())  # all skipped or failed: nothing to verify
-                return JStatus.DONE
-            work.save(status=JStatus.VERIFYING, finished_at=None, error="")
-            return bulk_job_settle(job.pk).status  # its requests may all have finished already
-        counts: Counter = Counter()
+                work.save(state=JState.DONE, finished_at=timezone.now())  # all skipped or failed: nothing to verify
+                return JState.DONE
+            work.save(state=JState.VERIFYING, finished_at=None, error="")
+            return bulk_job_settle(job.pk).state  # its requests may all have finished already
         for obj in chunk:
             if still is not None and obj.pk not in still:
                 counts[_skip(job, obj, f"{NO_LONGER_MATCHES} ({job.description}): it changed after the job "
@@ -335,7 +334,7 @@ def _bulk_job_work(job: BulkJob, work: jobs.Slice) -> str:
 def bulk_jobs_settle() -> int:
     """This app's settler (registered in apps.py, called by the queue; see handles.jobs): settle every
     verifying job. One query on the status index when none is verifying."""
-    verifying = list(BulkJob.objects.filter(status=JStatus.VERIFYING).values_list("pk", flat=True))
+    verifying = list(BulkJob.objects.filter(state=JState.VERIFYING).values_list("pk", flat=True))
     return sum(bulk_job_settle(pk).finished for pk in verifying)
 
 
@@ -344,13 +343,13 @@ def _record_verification(job: BulkJob, tally: jobs.Tally) -> list[str]:
     return ["updated_at"]
 
 
-BULK_JOBS = jobs.JobKind(jobs=BulkJob.objects.all(), state_field="status", tally=selectors.bulk_job_tally,
-                         requests=selectors.bulk_job_requests, done=JStatus.DONE, record=_record_verification)
+BULK_JOBS = jobs.JobKind(jobs=BulkJob.objects.all(), tally=selectors.bulk_job_tally,
+                         requests=selectors.bulk_job_requests, record=_record_verification)
 
 
 BULK_RUNNER = jobs.Runner(
-    name="bulk", label="bulk job", model=BulkJob, work=_bulk_job_work, state_field="status",
-    claimable=Q(status__in=[JStatus.QUEUED, JStatus.RUNNING]), budget=lambda: settings.HANDLES_DESK_JOB_SLICE_SECONDS)
+    name="bulk", label="bulk job", model=BulkJob, work=_bulk_job_work,
+    budget=lambda: settings.HANDLES_DESK_JOB_SLICE_SECONDS)
 
 
 def bulk_job_settle(job_id: int) -> BulkJob:

@@ -105,7 +105,7 @@ def health_run_finished(run: Any) -> None:
 @never_raises
 def job_settled(job: Any) -> None:
     """A job that queued handle requests settled (handles.jobs.settle_job): tell if it ended incomplete."""
-    if getattr(job, "state", None) != "incomplete" and getattr(job, "status", None) != "incomplete":
+    if job.state != "incomplete":
         return
     prefix = getattr(job, "prefix", None) or getattr(getattr(job, "run", None), "prefix", None)
     services.emit(Kind.JOB, prefix=prefix, subject=f"{job} ended incomplete", details=job.error or "")

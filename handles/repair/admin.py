@@ -78,7 +78,7 @@ def job_status(job) -> JsonResponse:
         "id": job.pk, "state": job.state, "state_display": job.get_state_display(), "finished": job.finished,
         "done": job.progress_done, "total": job.progress_total, "percent": job.percent, "message": job.message,
         "counts": job.counts, "error": job.error, "verifying": job.state == "verifying",
-        **({"verification": job.verification} if hasattr(job, "verification") else {}),
+        "verification": job.verification,
     })
 
 
@@ -154,8 +154,8 @@ class ImportPresetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
 # --- Imports ---------------------------------------------------------------------------------------------
 @admin.register(ImportBatch)
 class ImportBatchAdmin(ReadOnlyJobAdmin):
-    list_display = ["__str__", "state", "mode", "summary", "requested_by", "created_at"]
-    list_filter = ["state", "mode"]
+    list_display = ["__str__", "state_label", "mode", "summary", "created_by", "created_at"]
+    list_filter = ["step", "state", "mode"]
 
     @admin.display(description="Lines")
     def summary(self, obj: ImportBatch) -> str:
@@ -302,7 +302,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                                       messages.SUCCESS)
             return HttpResponseRedirect(request.path)
         return self._page(request, "import_conflicts.html", f"Conflicts of {batch}", batch=batch,
-                          groups=conflict_groups(batch.pk), states=services.CONFLICT_STATES)
+                          groups=conflict_groups(batch.pk))
 
     def retry_failed_view(self, request, pk):
         _require_write(request)
@@ -315,7 +315,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
 # --- Reconciliation and repair ---------------------------------------------------------------------------
 @admin.register(ReconciliationRun)
 class ReconciliationRunAdmin(ReadOnlyJobAdmin):
-    list_display = ["__str__", "state", "in_sync", "drift_display", "finished_at"]
+    list_display = ["__str__", "state_label", "in_sync", "drift_display", "finished_at"]
     list_filter = ["state", "prefix"]
     list_select_related = ["prefix"]
 
@@ -370,7 +370,7 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
         classes = [(k, label, run.counts.get(k, 0)) for k, label in ReconciliationRow.Kind.choices]
         return self._page(request, "reconciliation.html", str(run), run=run, page=page, kind=kind, classes=classes,
-                          repairs=run.repairs.select_related("requested_by")[:10],
+                          repairs=run.repairs.select_related("created_by")[:10],
                           verification=selectors.repair_verification(run))
 
     def status_view(self, request, pk):

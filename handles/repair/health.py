@@ -291,8 +291,7 @@ def run_slice(run: HealthRun, work: jobs.Slice) -> str:
             return jobs.CONTINUE
 
 
-RUNNER = jobs.Runner(name="health", label="health check", model=HealthRun, work=run_slice,
-                     claimable=Q(state__in=[JobState.QUEUED, JobState.RUNNING]))
+RUNNER = jobs.Runner(name="health", label="health check", model=HealthRun, work=run_slice)
 
 
 def _check_row(handle: Handle, verdict: Verdict, run_id: int, now) -> HandleCheck:

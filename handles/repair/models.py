@@ -8,56 +8,15 @@ Writes to the models here go through handles.repair.services.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.admin.decorators import display as admin_display
 from django.db import models
 from django.db.models import Count, Q
 
-from handles.jobs import LeasedJob
+from handles.jobs import ENDED, Job, JobState
 from handles.models import Asset, Handle, HandleRequest, Prefix
 
 # The fields of our records that an import file's columns can be mapped to.
 MAPPING_FIELDS = ("handle", "prefix", "suffix", "url", "source_system", "external_id", "title")
-
-
-class JobState(models.TextChoices):
-    """States of a job that reads the server itself (reconciliation, health check): done is a direct read.
-    A job that changes the server through the request queue has its own, with verifying and incomplete
-    (RepairJob.State, ImportBatch.State)."""
-
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-VERIFICATION_HELP = ("What became of the job's requests (handles.jobs.Tally): success is verified on the server; "
-                     "error, queued, running; unpushed: lines without a request.")
-
-
-class Job(LeasedJob):
-    """What every background job shows while it runs: state, progress and counts (JSON status view). Its
-    work runs in slices under a lease (handles.jobs.Runner), resumed where it stopped after a crash."""
-
-    progress_done = models.PositiveIntegerField(default=0)
-    progress_total = models.PositiveIntegerField(default=0)
-    counts = models.JSONField(default=dict, blank=True)
-    message = models.CharField(max_length=500, blank=True, help_text="What the job is doing now.")
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                     related_name="+")
-    requested_via = models.CharField(max_length=100, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        abstract = True
-
-    @property
-    def percent(self) -> int | None:
-        if not self.progress_total:
-            return None
-        return min(100, round(100 * self.progress_done / self.progress_total))
 
 
 class ImportMode(models.TextChoices):
@@ -111,22 +70,25 @@ class ImportPreset(models.Model):
         return {name: getattr(self, f"{name}_column") for name in MAPPING_FIELDS}
 
 
+IMPORT_LABELS = {JobState.VERIFYING: "Applied; waiting for the server to confirm each handle",
+                 JobState.INCOMPLETE: "Applied; some handles failed on the server"}
+
+
 class ImportBatch(Job):
     """One uploaded file: parsed, classified row by row (the dry run), then applied in one transaction."""
 
-    class State(models.TextChoices):
-        UPLOADED = "uploaded", "Uploaded: map the columns"
-        ANALYSING = "analysing", "Dry run in progress"
-        ANALYSED = "analysed", "Dry run done: review and apply"
-        APPLYING = "applying", "Applying"
-        VERIFYING = "verifying", "Applied; waiting for the server to confirm each handle"
-        APPLIED = "applied", "Applied and verified on the server"
-        INCOMPLETE = "incomplete", "Applied; some handles failed on the server"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    class Step(models.TextChoices):
+        """Which step the job's one state is about: an upload is done once its columns can be mapped; the dry
+        run (analyse) and the apply are each one transaction; the push (push mode) reads each new handle from
+        the server and queues its request. Verifying, done and incomplete follow the apply or the push."""
 
-    state = models.CharField(max_length=12, choices=State.choices, default=State.UPLOADED)
-    verification = models.JSONField(default=dict, blank=True, help_text=VERIFICATION_HELP)
+        UPLOAD = "upload", "Upload"
+        ANALYSE = "analyse", "Dry run"
+        APPLY = "apply", "Apply"
+        PUSH = "push", "Push"
+
+    step = models.CharField(max_length=8, choices=Step.choices, default=Step.UPLOAD)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.DONE)
     file_name = models.CharField(max_length=255)
     file_size = models.PositiveBigIntegerField(default=0)
     file_sha256 = models.CharField(max_length=64)
@@ -155,15 +117,36 @@ class ImportBatch(Job):
         return f"Import #{self.pk} {self.file_name}"
 
     @property
-    def finished(self) -> bool:
-        return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.APPLIED, self.State.INCOMPLETE,
-                              self.State.FAILED, self.State.CANCELLED)
+    @admin_display(description="State", ordering="state")
+    def state_label(self) -> str:
+        """The step and its state in the words the import pages have always used."""
+        if self.state in (JobState.QUEUED, JobState.RUNNING):
+            return "Dry run in progress" if self.step == self.Step.ANALYSE else "Applying"
+        if self.state == JobState.DONE:
+            return {self.Step.UPLOAD: "Uploaded: map the columns",
+                    self.Step.ANALYSE: "Dry run done: review and apply"}.get(self.step, "Applied and verified on the server")
+        return IMPORT_LABELS.get(self.state) or super().state_label
+
+    @property
+    def analysed(self) -> bool:
+        """Its dry run is done and nothing is applied: review and apply."""
+        return self.step == self.Step.ANALYSE and self.state == JobState.DONE
+
+    @property
+    def applied(self) -> bool:
+        """Applied, and every handle verified on the server."""
+        return self.step in (self.Step.APPLY, self.Step.PUSH) and self.state == JobState.DONE
+
+    @property
+    def conflicts_resolvable(self) -> bool:
+        """Its dry run is done (and it is not under way): a handle the file cites for several records can be
+        given to one of them."""
+        return self.step != self.Step.UPLOAD and self.state in (JobState.DONE, JobState.VERIFYING, JobState.INCOMPLETE)
 
     @property
     def reconfigurable(self) -> bool:
         """Not applied and not under way: its mapping may change and its dry run run again."""
-        return self.state in (self.State.UPLOADED, self.State.ANALYSED, self.State.FAILED) or (
-            self.state == self.State.CANCELLED and self.applied_at is None)
+        return self.applied_at is None and self.step in (self.Step.UPLOAD, self.Step.ANALYSE) and self.state in ENDED
 
 
 class ConflictResolution(models.TextChoices):
@@ -243,7 +226,6 @@ class ReconciliationRun(Job):
     """One comparison of a prefix's handles on the Handle server with our records."""
 
     prefix = models.ForeignKey(Prefix, on_delete=models.PROTECT, related_name="+")
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
 
     class Meta:
         ordering = ["-id"]
@@ -252,10 +234,6 @@ class ReconciliationRun(Job):
 
     def __str__(self) -> str:
         return f"Reconciliation #{self.pk} of {self.prefix.prefix}"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
     @property
     def drift(self) -> int:
@@ -318,21 +296,11 @@ class RepairJob(Job):
     """Repairs chosen from a reconciliation's rows (whole classes or single rows), pushed through the queue.
     Done only once the server confirmed every request it queued."""
 
-    class State(models.TextChoices):
-        # The values of JobState (the runner claims a queued job), plus verifying and incomplete.
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Queuing the repairs"
-        VERIFYING = "verifying", "Verifying on the server"
-        DONE = "done", "Done: verified on the server"
-        INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    state_labels = {JobState.RUNNING: "Queuing the repairs", JobState.DONE: "Done: verified on the server"}
 
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="repairs")
     kinds = models.JSONField(default=list, blank=True)
     row_ids = models.JSONField(default=list, blank=True)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    verification = models.JSONField(default=dict, blank=True, help_text=VERIFICATION_HELP)
 
     class Meta:
         ordering = ["-id"]
@@ -341,9 +309,6 @@ class RepairJob(Job):
     def __str__(self) -> str:
         return f"Repair #{self.pk} of reconciliation #{self.run_id}"
 
-    @property
-    def finished(self) -> bool:
-        return self.state in (self.State.DONE, self.State.INCOMPLETE, self.State.FAILED, self.State.CANCELLED)
 
 
 class HealthOutcome(models.TextChoices):
@@ -363,7 +328,6 @@ NOT_ON_SERVER = "The handle is not on the Handle server."
 class HealthRun(Job):
     """One pass of resolution checks. Its counts over time make the health trend."""
 
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
     filters = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -373,10 +337,6 @@ class HealthRun(Job):
 
     def __str__(self) -> str:
         return f"Health check #{self.pk}"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
     @property
     def share_correct(self) -> float | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 
 from handles import jobs
 from handles.handle_server.client import HandleNotFound, HandleServerClient, HandleServerError, client_for
@@ -399,7 +399,7 @@ def import_slice(batch: ImportBatch, work: jobs.Slice) -> str:
     """One slice of an import (handles.jobs.Runner.work): the dry run, the apply (each one transaction,
     done again from the start if its slice was killed) or a slice of the push."""
     batch = ImportBatch.objects.defer("content").get(pk=batch.pk)
-    if batch.state == ImportBatch.State.ANALYSING:
+    if batch.step == ImportBatch.Step.ANALYSE:
         analysed = services.import_batch_analyse(batch.pk)
         if analysed.counts.get("conflict"):
             from handles.repair.tasks import read_import_conflicts
@@ -408,12 +408,9 @@ def import_slice(batch: ImportBatch, work: jobs.Slice) -> str:
         return analysed.state
     if batch.applied_at is None:
         batch = services.import_batch_apply(batch.pk, enqueue_push=False)
-        return jobs.CONTINUE if batch.state == ImportBatch.State.APPLYING and batch.applied_at else batch.state
+        return jobs.CONTINUE if batch.step == ImportBatch.Step.PUSH and batch.state == JobState.RUNNING else batch.state
     return push_slice(batch, work)
 
 
-RUNNER = jobs.Runner(name="reconcile", label="reconciliation", model=ReconciliationRun, work=run_slice,
-                     claimable=Q(state__in=[JobState.QUEUED, JobState.RUNNING]))
-IMPORT_RUNNER = jobs.Runner(name="import", label="import", model=ImportBatch, work=import_slice, running=None,
-                            defer=("content",),
-                            claimable=Q(state__in=[ImportBatch.State.ANALYSING, ImportBatch.State.APPLYING]))
+RUNNER = jobs.Runner(name="reconcile", label="reconciliation", model=ReconciliationRun, work=run_slice)
+IMPORT_RUNNER = jobs.Runner(name="import", label="import", model=ImportBatch, work=import_slice, defer=("content",))

@@ -53,8 +53,7 @@ logger = logging.getLogger(__name__)
 User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
-IState = ImportBatch.State
-RState = RepairJob.State
+Step = ImportBatch.Step
 CHUNK = 2000
 
 
@@ -135,7 +134,7 @@ def import_batch_create(*, file_name: str, content: bytes, encoding: str = "utf-
         mapping={k: v for k, v in mapping.items() if v in csv_layout.header},
         prefix=preset.prefix if preset else None, source_system=preset.source_system if preset else "",
         url_template=preset.url_template if preset else "", mode=preset.mode if preset else ImportMode.ADOPT,
-        preset=preset, requested_by=_user(actor), requested_via=via,
+        preset=preset, created_by=_user(actor), requested_via=via,
     )
 
 
@@ -158,8 +157,8 @@ def import_batch_configure(*, batch: ImportBatch, mapping: dict[str, str], prefi
     batch.mapping = {k: v for k, v in mapping.items() if v}
     batch.prefix, batch.source_system = prefix, options.source_system.lower()
     batch.url_template, batch.mode = options.url_template, mode
-    batch.state = ImportBatch.State.UPLOADED
-    batch.save(update_fields=["mapping", "prefix", "source_system", "url_template", "mode", "state"])
+    batch.step, batch.state = Step.UPLOAD, JobState.DONE
+    batch.save(update_fields=["mapping", "prefix", "source_system", "url_template", "mode", "step", "state"])
     if save_preset_as.strip():
         batch.preset = _preset_from(batch, save_preset_as.strip(), actor)
         batch.save(update_fields=["preset"])
@@ -177,12 +176,13 @@ def import_batch_start_analysis(*, batch: ImportBatch, actor: User = None) -> Im
     batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
     if not batch.reconfigurable:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}.", code="invalid_state")
-    batch.state, batch.error, batch.message = ImportBatch.State.ANALYSING, "", "Waiting for a worker"
+    batch.step, batch.state, batch.error, batch.message = Step.ANALYSE, JobState.QUEUED, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0
-    batch.started_at = None
+    batch.started_at = batch.finished_at = None
     for field, value in jobs.FRESH.items():
         setattr(batch, field, value)
-    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "started_at", *jobs.FRESH])
+    batch.save(update_fields=["step", "state", "error", "message", "progress_done", "progress_total", "started_at",
+                              "finished_at", *jobs.FRESH])
     transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
     return batch
 
@@ -204,11 +204,11 @@ def import_batch_analyse(batch_id: int) -> ImportBatch:
     shows the reason.
     """
     # Claimed by a conditional UPDATE: a second delivery of the task, or a dry run of an applied import, stops.
-    claimed = ImportBatch.objects.filter(pk=batch_id).filter(
-        Q(state__in=[ImportBatch.State.UPLOADED, ImportBatch.State.ANALYSED, ImportBatch.State.FAILED])
-        | Q(state=ImportBatch.State.ANALYSING)  # its slice's lease (handles.jobs) keeps a second task out
-    ).update(state=ImportBatch.State.ANALYSING, started_at=timezone.now(), message="Reading the file", error="",
-             counts={})
+    claimed = ImportBatch.objects.filter(pk=batch_id, applied_at__isnull=True).filter(
+        Q(step__in=[Step.UPLOAD, Step.ANALYSE], state__in=[JobState.DONE, JobState.FAILED])
+        | Q(step=Step.ANALYSE, state__in=jobs.WAITING)  # its slice's lease (handles.jobs) keeps a second task out
+    ).update(step=Step.ANALYSE, state=JobState.RUNNING, started_at=timezone.now(), message="Reading the file",
+             error="", counts={})
     batch = ImportBatch.objects.select_related("prefix").get(pk=batch_id)
     if not claimed:
         return batch
@@ -234,7 +234,7 @@ def import_batch_analyse(batch_id: int) -> ImportBatch:
     counts["rows"] = sum(counts.values())
     counts["vendor"] = rows.filter(vendor=True).count()
     ImportBatch.objects.filter(pk=batch.pk).update(
-        state=ImportBatch.State.ANALYSED, analysed_at=timezone.now(), counts=counts,
+        state=JobState.DONE, analysed_at=timezone.now(), finished_at=timezone.now(), counts=counts,
         message=f"Dry run: {counted(counts['rows'], 'line')} classified", progress_done=counts["rows"],
         progress_total=counts["rows"])
     return ImportBatch.objects.get(pk=batch.pk)
@@ -258,7 +258,7 @@ def _import_progress(batch_id: int, done: int, total: int, message: str) -> None
 
 def _import_failed(batch_id: int, error: str) -> ImportBatch:
     ImportRow.objects.filter(batch_id=batch_id).delete()
-    ImportBatch.objects.filter(pk=batch_id).update(state=ImportBatch.State.FAILED, error=error, message="",
+    ImportBatch.objects.filter(pk=batch_id).update(state=JobState.FAILED, error=error, message="",
                                                    finished_at=timezone.now())
     return ImportBatch.objects.get(pk=batch_id)
 
@@ -266,16 +266,17 @@ def _import_failed(batch_id: int, error: str) -> ImportBatch:
 @transaction.atomic
 def import_batch_start_apply(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
     batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
-    if batch.state != ImportBatch.State.ANALYSED:
+    if not batch.analysed:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; apply follows a "
                                  "finished dry run.", code="invalid_state")
-    batch.state, batch.error, batch.message = ImportBatch.State.APPLYING, "", "Waiting for a worker"
+    batch.step, batch.state, batch.error, batch.message = Step.APPLY, JobState.QUEUED, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0  # one transaction: no steps to count until it commits
-    batch.requested_by = batch.requested_by or _user(actor)
+    batch.created_by = batch.created_by or _user(actor)
+    batch.finished_at = None
     for field, value in jobs.FRESH.items():
         setattr(batch, field, value)
-    batch.save(update_fields=["state", "error", "message", "progress_done", "progress_total", "requested_by",
-                              *jobs.FRESH])
+    batch.save(update_fields=["step", "state", "error", "message", "progress_done", "progress_total", "created_by",
+                              "finished_at", *jobs.FRESH])
     transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
     return batch
 
@@ -290,24 +291,25 @@ def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "", enqu
     """
     try:
         with transaction.atomic():
-            batch = ImportBatch.objects.select_for_update(of=("self",)).select_related("requested_by").get(pk=batch_id)
-            if batch.applied_at is not None or batch.state not in (ImportBatch.State.ANALYSED,
-                                                                     ImportBatch.State.APPLYING):
+            batch = ImportBatch.objects.select_for_update(of=("self",)).select_related("created_by").get(pk=batch_id)
+            if batch.applied_at is not None or not (batch.analysed or batch.step == Step.APPLY
+                                                    and batch.state in jobs.WAITING):
                 return batch  # applied already (the task queue delivers at least once), or no dry run yet
-            request_ids = _record_new_rows(batch, actor or batch.requested_by, via or batch.requested_via or "import")
+            request_ids = _record_new_rows(batch, actor or batch.created_by, via or batch.requested_via or "import")
             push = batch.mode == ImportMode.PUSH and batch.counts.get(ImportRow.Outcome.NEW, 0) > 0
             batch.applied_at = timezone.now()
+            batch.step = Step.PUSH if push else Step.APPLY
             if push:
-                batch.state, batch.finished_at = IState.APPLYING, None
+                batch.state, batch.finished_at = JobState.RUNNING, None
                 batch.message = "Reading each handle from the server"
             elif request_ids:  # applied, but done only once the server confirmed each handle
-                batch.state, batch.finished_at = IState.VERIFYING, None
+                batch.state, batch.finished_at = JobState.VERIFYING, None
                 batch.message = VERIFYING_MESSAGE
                 batch.verification = jobs.Tally(queued=len(request_ids)).as_dict()
                 batch.progress_done, batch.progress_total = 0, len(request_ids)
             else:
-                batch.state, batch.finished_at, batch.message = IState.APPLIED, batch.applied_at, "Applied"
-            batch.save(update_fields=["state", "applied_at", "finished_at", "message", "verification",
+                batch.state, batch.finished_at, batch.message = JobState.DONE, batch.applied_at, "Applied"
+            batch.save(update_fields=["step", "state", "applied_at", "finished_at", "message", "verification",
                                       "progress_done", "progress_total"])
             if push and enqueue_push:  # the runner's own slice goes on with the push itself
                 transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
@@ -324,7 +326,7 @@ def import_batch_apply(batch_id: int, *, actor: User = None, via: str = "", enqu
 def _apply_failed(batch_id: int, error: str) -> None:
     """Back to the reviewed dry run, with the reason; the transaction left nothing behind."""
     ImportBatch.objects.filter(pk=batch_id, applied_at__isnull=True).update(
-        state=ImportBatch.State.ANALYSED, error=error, message="Nothing was applied")
+        step=Step.ANALYSE, state=JobState.DONE, error=error, message="Nothing was applied")
 
 
 def _record_new_rows(batch: ImportBatch, actor: User, via: str) -> list[int]:
@@ -370,8 +372,8 @@ def import_batch_queue_push(batch_id: int, ops: dict[int, str], *, actor: User =
     """Push mode, after reading the server: queue create (missing), update (other URL) or verify (same)
     for the imported handles, and link each line to its request."""
     with transaction.atomic():
-        batch = ImportBatch.objects.select_related("requested_by").get(pk=batch_id)
-        queued = core.handles_queue_bulk(ops=list(ops.items()), actor=actor or batch.requested_by,
+        batch = ImportBatch.objects.select_related("created_by").get(pk=batch_id)
+        queued = core.handles_queue_bulk(ops=list(ops.items()), actor=actor or batch.created_by,
                                          via=batch.requested_via or "import", reason=f"import #{batch.pk} (push)")
         rows = ImportRow.objects.filter(batch_id=batch_id, handle_id__in=list(queued)).values_list("pk", "handle_id")
         _link_rows([(pk, handle_id, queued[handle_id]) for pk, handle_id in rows])
@@ -383,21 +385,22 @@ def import_batch_queue_push(batch_id: int, ops: dict[int, str], *, actor: User =
 VERIFYING_MESSAGE = "Verifying on the server"
 UNREAD_NOTE = ("could not be read from the server and have no request yet: use \"Continue pushing\" when the "
                "server answers again.")
-CONTINUE_PUSH_STATES = (IState.APPLYING, IState.VERIFYING, IState.INCOMPLETE, IState.APPLIED, IState.CANCELLED)
+# Any state of the push: a worker that died mid-push leaves it running; a failed push can go on too.
+CONTINUE_PUSH_STATES = tuple(JobState.values)
 
 
 @transaction.atomic
 def import_batch_continue_push(*, batch: ImportBatch, actor: User = None) -> ImportBatch:
     """Push mode, again: for the lines whose handle could not be read from the server last time."""
     batch = ImportBatch.objects.select_for_update().defer("content").get(pk=batch.pk)
-    # APPLYING too: a worker that died mid-push leaves it there; lines that have their request are skipped.
+    # Running too: a worker that died mid-push leaves it there; lines that have their request are skipped.
     if batch.mode != ImportMode.PUSH or batch.state not in CONTINUE_PUSH_STATES or batch.applied_at is None:
         raise HandleServiceError("Only an applied import in push mode can continue pushing.", code="invalid_state")
-    batch.state, batch.error, batch.message = IState.APPLYING, "", "Waiting for a worker"
+    batch.step, batch.state, batch.error, batch.message = Step.PUSH, JobState.QUEUED, "", "Waiting for a worker"
     batch.finished_at = None
     for field, value in jobs.FRESH.items():  # the push reads again every line still without a request
         setattr(batch, field, value)
-    batch.save(update_fields=["state", "error", "message", "finished_at", *jobs.FRESH])
+    batch.save(update_fields=["step", "state", "error", "message", "finished_at", *jobs.FRESH])
     transaction.on_commit(partial(tasks.enqueue_job, "import", batch.pk))
     return batch
 
@@ -405,7 +408,7 @@ def import_batch_continue_push(*, batch: ImportBatch, actor: User = None) -> Imp
 def import_batch_finish_push(batch_id: int, *, error: str = "") -> ImportBatch:
     """Every line is read and its request queued (or left unpushed with `error`): the import now waits for
     the server to confirm each handle. Settled at once, since the requests may all have finished by now."""
-    ImportBatch.objects.filter(pk=batch_id).update(state=IState.VERIFYING, error=error, finished_at=None,
+    ImportBatch.objects.filter(pk=batch_id).update(state=JobState.VERIFYING, error=error, finished_at=None,
                                                    message=VERIFYING_MESSAGE)
     batch = import_batch_settle(batch_id)
     if error and batch.finished and error not in batch.error:  # settled at once: keep why the push stopped
@@ -440,9 +443,6 @@ def import_conflict_start_read(*, batch: ImportBatch) -> None:
     transaction.on_commit(partial(tasks.enqueue_job, "read_import_conflicts", batch.pk, "import conflicts"))
 
 
-CONFLICT_STATES = (IState.ANALYSED, IState.VERIFYING, IState.APPLIED, IState.INCOMPLETE)
-
-
 @transaction.atomic
 def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str = "flag", actor: User = None,
                             via: str = "import") -> list[int]:
@@ -454,7 +454,7 @@ def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str
     if others not in ("flag", "new_handle"):
         raise HandleServiceError(f"Unknown choice {others!r} for the other records.", code="invalid_choice")
     batch = ImportBatch.objects.select_for_update().defer("content").get(pk=batch.pk)
-    if batch.state not in CONFLICT_STATES:
+    if not batch.conflicts_resolvable:
         raise HandleServiceError(f"Import #{batch.pk} is {batch.get_state_display().lower()}; conflicts are resolved "
                                  "after its dry run.", code="invalid_state")
     keep = ImportRow.objects.filter(batch=batch, pk=keep_row_id).file_conflicts().first()
@@ -513,7 +513,7 @@ def reconciliation_start(*, prefix: Prefix, actor: User = None, via: str = "admi
                          enqueue: bool = True) -> ReconciliationRun:
     """Record a reconciliation and hand it to the task queue (enqueue=False: the caller runs it itself)."""
     # enqueued_at: a job run in the caller's process is not "lost" to the sweep while it starts.
-    run = ReconciliationRun.objects.create(prefix=prefix, requested_by=_user(actor), requested_via=via,
+    run = ReconciliationRun.objects.create(prefix=prefix, created_by=_user(actor), requested_via=via,
                                            message="Waiting for a worker" if enqueue else "Starting",
                                            enqueued_at=timezone.now())
     if enqueue:
@@ -561,7 +561,7 @@ def repair_start(*, run: ReconciliationRun, kinds: list[str] | None = None, row_
         raise HandleServiceError(f"Unknown class {sorted(unknown)[0]!r}.", code="invalid_kind")
     if not run.finished or run.state != JobState.DONE:
         raise HandleServiceError("Repairs follow a finished reconciliation.", code="invalid_state")
-    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, requested_by=_user(actor),
+    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, created_by=_user(actor),
                                    requested_via=via, message="Waiting for a worker", enqueued_at=timezone.now())
     if enqueue:
         transaction.on_commit(partial(tasks.enqueue_job, "repair", job.pk))
@@ -581,7 +581,7 @@ def repair_execute(job_id: int) -> RepairJob:
 def _repair_slice(job: RepairJob, work: jobs.Slice) -> str:
     """One slice of a repair (handles.jobs.Runner.work): a chunk per transaction, the chunk's requests, its
     rows marked repaired and the job's counts together, so a resumed repair neither repeats nor skips a row."""
-    job = RepairJob.objects.select_related("run__prefix", "requested_by").get(pk=job.pk)
+    job = RepairJob.objects.select_related("run__prefix", "created_by").get(pk=job.pk)
     if not job.checkpoint.get("begun"):
         total = repair_rows(job).count()
         with transaction.atomic():
@@ -608,10 +608,10 @@ def _repair_end(job_id: int, counts: Counter[str], error: str) -> RepairJob:
     queued = sum(n for outcome, n in counts.items() if outcome != "skipped")
     if error or not queued:
         RepairJob.objects.filter(pk=job_id).update(
-            state=RState.FAILED if error else RState.DONE, finished_at=timezone.now(), counts=dict(counts),
+            state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=dict(counts),
             error=error, message="" if error else "Nothing to queue: every chosen row was skipped")
         return RepairJob.objects.get(pk=job_id)
-    RepairJob.objects.filter(pk=job_id).update(state=RState.VERIFYING, counts=dict(counts), error="",
+    RepairJob.objects.filter(pk=job_id).update(state=JobState.VERIFYING, counts=dict(counts), error="",
                                                message=VERIFYING_MESSAGE)
     return repair_job_settle(job_id)
 
@@ -653,7 +653,7 @@ def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str
             row_of[handle.pk] = row
             continue
         counts["skipped"] += 1
-    queued = core.handles_queue_bulk(ops=list(ops.items()), actor=job.requested_by,
+    queued = core.handles_queue_bulk(ops=list(ops.items()), actor=job.created_by,
                                      via=job.requested_via or "repair",
                                      reason=f"repair #{job.pk} of reconciliation #{job.run_id}") if ops else {}
     for handle_id, request_id in queued.items():
@@ -698,7 +698,7 @@ def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Cou
         counts["skipped"] += 1
     if not items:
         return []
-    created = core.handles_import_bulk(items=items, adopt=True, actor=job.requested_by,
+    created = core.handles_import_bulk(items=items, adopt=True, actor=job.created_by,
                                        via=job.requested_via or "repair",
                                        reason=f"adopted by repair #{job.pk} of reconciliation #{job.run_id}")
     for row in adopted:
@@ -721,9 +721,9 @@ def jobs_settle() -> int:
     """This app's settler (registered in apps.py, called by the queue; see handles.jobs): settle every
     verifying import and repair. One query on two small partial indexes when none is verifying."""
     # order_by(): no model ordering inside the UNION, which SQLite (make run's database) refuses.
-    verifying = list(RepairJob.objects.filter(state=RState.VERIFYING).annotate(kind=Value("repair"))
+    verifying = list(RepairJob.objects.filter(state=JobState.VERIFYING).annotate(kind=Value("repair"))
                      .order_by().values_list("pk", "kind")
-                     .union(ImportBatch.objects.filter(state=IState.VERIFYING).annotate(kind=Value("import"))
+                     .union(ImportBatch.objects.filter(state=JobState.VERIFYING).annotate(kind=Value("import"))
                             .order_by().values_list("pk", "kind")))
     finished = 0
     for pk, kind in verifying:
@@ -739,13 +739,12 @@ def _record_verification(job: VerifiedJob, tally: jobs.Tally) -> list[str]:
     return ["progress_done", "progress_total", "message"]
 
 
-IMPORTS = jobs.JobKind(jobs=ImportBatch.objects.defer("content"), state_field="state", tally=selectors.import_tally,
-                       requests=selectors.import_requests, done=IState.APPLIED, noun="handle",
+IMPORTS = jobs.JobKind(jobs=ImportBatch.objects.defer("content"), tally=selectors.import_tally,
+                       requests=selectors.import_requests, noun="handle",
                        unpushed_note=UNREAD_NOTE, record=_record_verification)
-REPAIR_RUNNER = jobs.Runner(name="repair", label="repair", model=RepairJob, work=_repair_slice,
-                            claimable=Q(state__in=[RState.QUEUED, RState.RUNNING]))
-REPAIRS = jobs.JobKind(jobs=RepairJob.objects.all(), state_field="state", tally=selectors.repair_job_tally,
-                       requests=selectors.repair_job_requests, done=RState.DONE, noun="repair",
+REPAIR_RUNNER = jobs.Runner(name="repair", label="repair", model=RepairJob, work=_repair_slice)
+REPAIRS = jobs.JobKind(jobs=RepairJob.objects.all(), tally=selectors.repair_job_tally,
+                       requests=selectors.repair_job_requests, noun="repair",
                        record=_record_verification)
 
 
@@ -763,7 +762,7 @@ def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "adm
     unknown = set(filters) - set(HEALTH_FILTERS)
     if unknown:
         raise HandleServiceError(f"Unknown health check filter {sorted(unknown)[0]!r}.", code="invalid_filter")
-    run = HealthRun.objects.create(filters=filters, requested_by=_user(actor), requested_via=via,
+    run = HealthRun.objects.create(filters=filters, created_by=_user(actor), requested_via=via,
                                    message="Waiting for a worker" if enqueue else "Starting",
                                    enqueued_at=timezone.now())
     if enqueue:

@@ -51,7 +51,7 @@ def world():
                                           error="boom", finished_at=timezone.now())
     # Jobs whose changes failed on the server: staff may retry them, managers may only look.
     incomplete = {"success": 0, "error": 1, "queued": 0, "running": 0, "unpushed": 1}
-    job = BulkJob.objects.create(kind="verify", selection={"ids": [active.pk]}, status="incomplete",
+    job = BulkJob.objects.create(kind="verify", selection={"ids": [active.pk]}, state="incomplete",
                                  verification=incomplete)
     BulkJobItem.objects.create(job=job, key=active.pk, handle=active, full_handle=active.full_handle, outcome="ok",
                                request=failed)
@@ -75,7 +75,7 @@ def snapshot() -> dict:
     return {
         "handles": sorted(Handle.objects.values_list("pk", "status", "target_url", "version", "tombstone_reason")),
         "requests": sorted(HandleRequest.objects.values_list("pk", "status", "attempts", "max_attempts")),
-        "jobs": sorted(BulkJob.objects.values_list("pk", "status", "cancel_requested")),
+        "jobs": sorted(BulkJob.objects.values_list("pk", "state", "cancel_requested")),
         "items": BulkJobItem.objects.count(),
         "collections": sorted(Collection.objects.values_list("pk", "name", "source_system")),
         "assets": sorted(Asset.objects.values_list("pk", "title", "external_id", "state")),

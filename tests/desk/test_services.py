@@ -37,7 +37,7 @@ def test_a_job_changes_each_handle_through_its_service(handles):
                   replace="https://new.example/")
     assert services.bulk_job_run_slice(created.pk) == "verifying"  # the server has confirmed none of them yet
     created.refresh_from_db()
-    assert (created.status, created.total, created.processed, created.succeeded) == ("verifying", 4, 4, 4)
+    assert (created.state, created.progress_total, created.progress_done, created.succeeded) == ("verifying", 4, 4, 4)
     assert created.verification == {"success": 0, "error": 0, "queued": 4, "running": 0, "unpushed": 0}
     assert sorted(Handle.objects.values_list("target_url", flat=True)) == [
         "http://old.example/4", *[f"https://new.example/{i}" for i in range(4)]]
@@ -55,7 +55,7 @@ def test_refusals_are_skipped_and_bad_input_fails_without_stopping_the_job(handl
     services.bulk_job_run_slice(created.pk)
     created.refresh_from_db()
     # The tombstoned handle no longer matches the rule (skipped, reported); the others fail validation, unchanged.
-    assert (created.processed, created.failed, created.skipped, created.succeeded) == (5, 4, 1, 0)
+    assert (created.progress_done, created.failed, created.skipped, created.succeeded) == (5, 4, 1, 0)
     assert created.items.get(key=handles[0].pk).message.startswith(services.NO_LONGER_MATCHES)
     assert "must start with http:// or https://" in created.items.get(key=handles[1].pk).message
     assert not HandleRequest.objects.exists()
@@ -73,7 +73,7 @@ def test_filters_select_like_the_list_and_a_job_works_in_slices(handles, setting
         outcomes.append(outcome)
     created.refresh_from_db()
     assert outcomes == ["continue", "continue", "continue"]
-    assert (created.total, created.processed, created.status) == (5, 5, "verifying")
+    assert (created.progress_total, created.progress_done, created.state) == (5, 5, "verifying")
     assert sorted(created.items.values_list("key", flat=True)) == sorted(h.pk for h in handles)
 
 
@@ -84,7 +84,7 @@ def test_the_task_hands_the_rest_of_a_job_to_a_new_task(handles, settings, djang
         created = job("verify", {"ids": [h.pk for h in handles]})
     created.refresh_from_db()
     # three tasks ran, each queued by the previous; the offline server confirmed none of the requests
-    assert (created.status, created.processed) == ("verifying", 5)
+    assert (created.state, created.progress_done) == ("verifying", 5)
 
 
 def test_a_job_resumed_after_its_worker_died_neither_repeats_nor_skips(handles):
@@ -99,7 +99,7 @@ def test_a_job_resumed_after_its_worker_died_neither_repeats_nor_skips(handles):
     assert services.bulk_jobs_stalled(now=later) == [created.pk]
     assert services.bulk_job_run_slice(created.pk, now=later) == "verifying"
     created.refresh_from_db()
-    assert (created.processed, created.succeeded) == (5, 5)
+    assert (created.progress_done, created.succeeded) == (5, 5)
     assert HandleRequest.objects.filter(op="verify").count() == 5
     assert token is not None
 
@@ -110,7 +110,7 @@ def test_stalled_jobs_are_resumed_by_the_schedule(handles, django_capture_on_com
     BulkJob.objects.filter(pk=created.pk).update(enqueued_at=None)
     assert tasks.resume_bulk_jobs() == "resumed 1"
     created.refresh_from_db()
-    assert created.status == "verifying"
+    assert created.state == "verifying"
 
 
 def test_cancel_stops_a_job_between_chunks(handles, settings):
@@ -121,7 +121,7 @@ def test_cancel_stops_a_job_between_chunks(handles, settings):
     services.bulk_job_cancel(job=created)
     assert services.bulk_job_run_slice(created.pk) == "cancelled"
     created.refresh_from_db()
-    assert (created.status, created.processed) == ("cancelled", 2)
+    assert (created.state, created.progress_done) == ("cancelled", 2)
     with pytest.raises(HandleServiceError, match="already cancelled"):
         services.bulk_job_cancel(job=created)
 
@@ -129,7 +129,7 @@ def test_cancel_stops_a_job_between_chunks(handles, settings):
 def test_a_queued_job_is_cancelled_at_once(handles, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         created = job("verify", {"ids": [h.pk for h in handles]})
-    assert services.bulk_job_cancel(job=created).status == "cancelled"
+    assert services.bulk_job_cancel(job=created).state == "cancelled"
     assert services.bulk_job_run_slice(created.pk) == "busy"
 
 
@@ -141,7 +141,7 @@ def test_a_crash_inside_a_job_fails_it_visibly(handles, monkeypatch):
     created = job("verify", {"ids": [h.pk for h in handles]})
     assert services.bulk_job_run_slice(created.pk) == "failed"
     created.refresh_from_db()
-    assert (created.status, created.error) == ("failed", "RuntimeError: database went away")
+    assert (created.state, created.error) == ("failed", "RuntimeError: database went away")
 
 
 @pytest.mark.parametrize("kind, parameters, code", [
@@ -197,7 +197,7 @@ def test_a_job_acts_on_its_frozen_selection_and_reports_handles_that_stopped_mat
     late = HandleFactory(prefix=offline_prefix, suffix="b-late")  # matches now, was not previewed
     services.bulk_job_run_slice(created.pk)
     created.refresh_from_db()
-    assert (created.total, created.processed, created.succeeded, created.skipped) == (4, 4, 3, 1)
+    assert (created.progress_total, created.progress_done, created.succeeded, created.skipped) == (4, 4, 3, 1)
     assert not created.items.filter(key=late.pk).exists() and handles[4].pk not in created.items.values_list(
         "key", flat=True)
     assert created.items.get(key=chosen[0].pk).message.startswith(services.NO_LONGER_MATCHES)

@@ -45,7 +45,7 @@ KILL_ENV = {"HANDLES_TASK_TIMEOUT": 8, "HANDLES_JOB_SLICE_SECONDS": 0.5, "HANDLE
 # The task timeout: 3 s, and a slice budget far beyond it, so the cluster kills slice after slice mid-work.
 TIMEOUT_ENV = {**KILL_ENV, "HANDLES_TASK_TIMEOUT": 3, "HANDLES_JOB_SLICE_SECONDS": 600,
                "HANDLES_DESK_JOB_SLICE_SECONDS": 600}
-FINISHED = {"done", "incomplete", "failed", "cancelled", "applied", "analysed"}
+FINISHED = {"done", "incomplete", "failed", "cancelled"}
 
 
 # --- Fixtures: a simulator of this module's own (a listing no other test adds to), a slow web site --------
@@ -264,7 +264,7 @@ def analysed_push_import(prefix: Prefix, content: bytes) -> ImportBatch:
     batch = repair.import_batch_configure(batch=batch, mapping={"handle": "handle", "url": "url"}, prefix=prefix,
                                           mode=ImportMode.PUSH)
     batch = repair.import_batch_analyse(batch.pk)
-    assert batch.state == "analysed" and batch.counts["new"] == 60
+    assert batch.analysed and batch.counts["new"] == 60
     return batch
 
 
@@ -284,7 +284,7 @@ def test_an_import_push_resumes_and_queues_one_request_per_line(clusters, own_pr
         batch_id = through_timeouts(clusters, "import", start)
     own_sim.clear_faults()
     batch = ImportBatch.objects.defer("content").get(pk=batch_id)
-    assert batch.state == "applied", (batch.state, batch.error)
+    assert batch.applied, (batch.step, batch.state, batch.error)
     rows = ImportRow.objects.filter(batch_id=batch_id, outcome="new")
     assert not rows.filter(request__isnull=True).exists()
     assert {r.suffix: r.request.op for r in rows.select_related("request")} == expected
@@ -334,12 +334,12 @@ def test_a_bulk_job_resumes_and_changes_each_handle_once(clusters, own_prefix, i
     n = 200 if interruption == "kill" else 3000  # the timeout variant: work that outlasts a 3 s task on a quiet machine too
     handles = record_here(own_prefix, [(f"bj{i}", f"https://example.org/bj/{i}") for i in range(n)])
     if interruption == "kill":
-        job_id = through_a_crash(clusters, "bulk", lambda: verify_job(handles), lambda job: job.processed >= 20)
+        job_id = through_a_crash(clusters, "bulk", lambda: verify_job(handles), lambda job: job.progress_done >= 20)
     else:
         job_id = through_timeouts(clusters, "bulk", lambda: verify_job(handles))
     job = BulkJob.objects.get(pk=job_id)
-    assert job.status in ("done", "incomplete"), (job.status, job.error)
-    assert (job.processed, job.succeeded) == (n, n)
+    assert job.state in ("done", "incomplete"), (job.state, job.error)
+    assert (job.progress_done, job.succeeded) == (n, n)
     assert BulkJobItem.objects.filter(job=job).count() == n
     per_handle = HandleRequest.objects.filter(requested_via=f"job:{job_id}").values("handle_id").annotate(n=Count("pk"))
     assert len(per_handle) == n and {row["n"] for row in per_handle} == {1}

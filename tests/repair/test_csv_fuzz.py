@@ -61,7 +61,7 @@ def test_line_problems_are_reasons_in_the_report(grinnell_prefix, line, reason):
     batch = services.import_batch_configure(batch=batch, mapping=batch.mapping, prefix=grinnell_prefix,
                                             source_system="alma")
     batch = services.import_batch_analyse(batch.pk)
-    assert batch.state == ImportBatch.State.ANALYSED
+    assert batch.analysed
     bad, good = batch.rows.order_by("line")
     assert bad.outcome == "invalid" and reason in bad.reason
     assert good.outcome == "new"
@@ -92,8 +92,8 @@ def test_any_bytes_give_a_message_or_a_report(grinnell_prefix, content):
         assert exc.message
         return
     batch = services.import_batch_analyse(batch.pk)
-    assert batch.state in (ImportBatch.State.ANALYSED, ImportBatch.State.FAILED)
-    if batch.state == ImportBatch.State.FAILED:
+    assert batch.analysed or batch.state == "failed"
+    if batch.state == "failed":
         assert batch.error and not batch.rows.exists() and "Internal error" not in batch.error
     else:
         assert batch.rows.count() == batch.counts["rows"]

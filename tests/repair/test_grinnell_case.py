@@ -59,7 +59,7 @@ def test_import_reconcile_repair_makes_every_legacy_handle_resolve(run_queue, gr
     assert verified == {"11084/88": "success", "11084/99": "error", "11084/32100": "error"}
     assert "missing on the Handle server" in HandleRequest.objects.get(full_handle="11084/99").error
     # Recorded, but not "applied": two of its handles do not resolve, and the import says so.
-    assert batch.state == batch.State.INCOMPLETE
+    assert batch.state == "incomplete"
     assert batch.verification == {"success": 1, "error": 2, "queued": 0, "running": 0, "unpushed": 0}
     assert batch.error.startswith("2 of 3 handles were not verified on the server. 2 failed; the commonest error "
                                   "(2×), for example: 11084/")

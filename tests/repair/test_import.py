@@ -127,7 +127,7 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         batch = services.import_batch_apply(batch.pk)
     # Recorded; applied only once the server confirmed each handle (the verifications wait in `callbacks`).
-    assert batch.state == ImportBatch.State.VERIFYING and len(callbacks) == 1
+    assert batch.state == "verifying" and len(callbacks) == 1
     assert batch.verification["queued"] == 3 and batch.finished_at is None
     handles = {h.suffix: h for h in Handle.objects.select_related("asset")}
     assert {s: (h.status, h.is_primary, h.in_sync) for s, h in handles.items()} == {
@@ -141,9 +141,9 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
     assert linked == 3
 
     # A second delivery of the apply task changes nothing and keeps the import as it was.
-    assert services.import_batch_apply(batch.pk).state == ImportBatch.State.VERIFYING
+    assert services.import_batch_apply(batch.pk).state == "verifying"
     assert Handle.objects.count() == 3 and not ImportBatch.objects.get(pk=batch.pk).error
-    assert services.import_batch_analyse(batch.pk).state == ImportBatch.State.VERIFYING  # nor a late dry run
+    assert services.import_batch_analyse(batch.pk).state == "verifying"  # nor a late dry run
 
     again = dry_run(content, grinnell_prefix)
     assert again.counts == {"rows": 3, "same": 3, "vendor": 1}
@@ -151,7 +151,7 @@ def test_apply_adopts_in_one_step_and_running_the_file_again_changes_nothing(gri
         services.import_batch_apply(again.pk)
     assert callbacks == [] and Handle.objects.count() == 3 and HandleRequest.objects.count() == 3
     assert Asset.objects.count() == 2
-    assert ImportBatch.objects.get(pk=again.pk).state == ImportBatch.State.APPLIED  # nothing queued: nothing to verify
+    assert ImportBatch.objects.get(pk=again.pk).applied  # nothing queued: nothing to verify
 
 
 def test_a_vendor_handle_is_primary_only_of_an_asset_without_a_legacy_one(grinnell_prefix):
@@ -168,7 +168,7 @@ def test_an_error_leaves_nothing_half_applied(grinnell_prefix, django_capture_on
     core.handle_mint(prefix=grinnell_prefix, suffix="2400", target_url="https://example.org/minted")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         batch = services.import_batch_apply(batch.pk)
-    assert batch.state == ImportBatch.State.ANALYSED
+    assert batch.analysed
     assert "11084/2400 was created here" in batch.error and "Nothing was applied" in batch.error
     assert Handle.objects.count() == 1 and Asset.objects.count() == 0 and callbacks == []
     assert not batch.rows.filter(handle__isnull=False).exists()
@@ -178,7 +178,7 @@ def test_apply_only_follows_a_dry_run(grinnell_prefix):
     batch = services.import_batch_create(file_name="t.csv", content=b"Handle URL,MMS ID\n11084/1,m1\n")
     with pytest.raises(core.HandleServiceError, match="apply follows a finished dry run"):
         services.import_batch_start_apply(batch=batch)
-    assert services.import_batch_apply(batch.pk).state == ImportBatch.State.UPLOADED
+    assert services.import_batch_apply(batch.pk).step == ImportBatch.Step.UPLOAD
     assert not Handle.objects.exists()
 
 
@@ -190,7 +190,7 @@ def test_push_mode_creates_the_missing_and_updates_the_mismatched(run_queue, gri
     batch = dry_run(content, grinnell_live, mode=ImportMode.PUSH)
     batch = run_queue(services.import_batch_apply, batch.pk)
     batch.refresh_from_db()
-    assert batch.state == ImportBatch.State.APPLIED and not batch.error
+    assert batch.applied and not batch.error
     ops = dict(HandleRequest.objects.values_list("full_handle", "op"))
     assert ops == {"11084/1": "verify", "11084/2": "update", "11084/3": "create"}
     assert set(HandleRequest.objects.values_list("status", flat=True)) == {"success"}
@@ -206,13 +206,13 @@ def test_push_mode_when_the_server_does_not_answer_then_continues(run_queue, gri
     batch = run_queue(services.import_batch_apply, batch.pk)
     batch.refresh_from_db()
     # Nothing could be pushed: the import is incomplete, and says how to go on.
-    assert batch.state == ImportBatch.State.INCOMPLETE and batch.verification["unpushed"] == 1
+    assert batch.state == "incomplete" and batch.verification["unpushed"] == 1
     assert "1 of 1 handle was not verified" in batch.error and "Continue pushing" in batch.error
     assert Handle.objects.get().status == "pending" and not HandleRequest.objects.exists()
     grinnell_server.clear_faults()
     run_queue(services.import_batch_continue_push, batch=batch)
     batch.refresh_from_db()
-    assert batch.state == ImportBatch.State.APPLIED and batch.verification["success"] == 1
+    assert batch.applied and batch.verification["success"] == 1
     assert not batch.error and HandleRequest.objects.get().status == "success"
     assert server_url(grinnell_live, "11084/4") == page and Handle.objects.get().status == "active"
 

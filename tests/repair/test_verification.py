@@ -19,8 +19,6 @@ from tests.factories import HandleFactory
 from tests.repair.conftest import client_of, primo_page, server_put, server_url
 
 Kind = ReconciliationRow.Kind
-IState = ImportBatch.State
-RState = RepairJob.State
 ALL_VERIFIED = {"success": 0, "error": 0, "queued": 0, "running": 0, "unpushed": 0}
 
 
@@ -63,7 +61,7 @@ def test_a_repair_is_verifying_until_the_server_confirmed_each_change(run_queue,
     job = services.repair_start(run=run, kinds=[Kind.MISSING, Kind.URL_DIFFERS], enqueue=False)
     with django_capture_on_commit_callbacks() as pushes:
         job = services.repair_execute(job.pk)
-    assert (job.state, job.counts, job.finished) == (RState.VERIFYING, {"create": 1, "update": 1}, False)
+    assert (job.state, job.counts, job.finished) == (JobState.VERIFYING, {"create": 1, "update": 1}, False)
     assert job.verification == tally(queued=2) and (job.progress_done, job.progress_total) == (0, 2)
     assert set(run.rows.values_list("repair_job", flat=True)) == {job.pk}
     status = staff_client.get(reverse("admin:handles_repair_repairjob_status", args=[job.pk])).json()
@@ -71,7 +69,7 @@ def test_a_repair_is_verifying_until_the_server_confirmed_each_change(run_queue,
 
     run_all(run_queue, pushes)
     job.refresh_from_db()
-    assert (job.state, job.verification, job.error) == (RState.DONE, tally(success=2), "")
+    assert (job.state, job.verification, job.error) == (JobState.DONE, tally(success=2), "")
     assert job.finished_at is not None and job.percent == 100
     assert server_url(grinnell_live, "11084/missing") == "https://ex.org/m"
     assert server_url(grinnell_live, "11084/differs") == "https://ex.org/d"
@@ -89,8 +87,8 @@ def test_a_repair_whose_change_the_server_refuses_is_incomplete_until_retried(ru
     fixed = run_queue(services.repair_start, run=run, kinds=[Kind.URL_DIFFERS])  # a second repair of the run
     broken.refresh_from_db()
     fixed.refresh_from_db()
-    assert (fixed.state, fixed.verification) == (RState.DONE, tally(success=1))  # settled on its own requests
-    assert (broken.state, broken.verification) == (RState.INCOMPLETE, tally(error=1))
+    assert (fixed.state, fixed.verification) == (JobState.DONE, tally(success=1))  # settled on its own requests
+    assert (broken.state, broken.verification) == (JobState.INCOMPLETE, tally(error=1))
     assert broken.error.startswith("1 of 1 repair was not verified on the server. 1 failed; the commonest error "
                                    "(1×), for example: 11084/missing already exists on the Handle server")
     assert broken.finished and broken.get_state_display() == "Incomplete: some changes failed on the server"
@@ -102,7 +100,7 @@ def test_a_repair_whose_change_the_server_refuses_is_incomplete_until_retried(ru
     with_retry = reverse("admin:handles_repair_repairjob_retry_failed", args=[broken.pk])
     run_queue(staff_client.post, with_retry)
     broken.refresh_from_db()
-    assert (broken.state, broken.verification, broken.error) == (RState.DONE, tally(success=1), "")
+    assert (broken.state, broken.verification, broken.error) == (JobState.DONE, tally(success=1), "")
     assert server_url(grinnell_live, "11084/missing") == "https://ex.org/m"
     request = HandleRequest.objects.get(full_handle="11084/missing")
     assert (request.status, request.attempts) == ("success", 2) and "retried by staff" in request.server_output
@@ -118,7 +116,7 @@ def test_a_repair_that_queued_nothing_is_done_at_once_and_a_failed_one_stays_fai
     run_queue(core.handle_delete, handle=drift[1])  # deleted here since: its repair is skipped
     job = run_queue(services.repair_start, run=run, kinds=[Kind.URL_DIFFERS])
     job.refresh_from_db()
-    assert (job.state, job.counts, job.verification) == (RState.DONE, {"skipped": 1}, {})
+    assert (job.state, job.counts, job.verification) == (JobState.DONE, {"skipped": 1}, {})
     assert job.message == "Nothing to queue: every chosen row was skipped"
 
     def broken_chunk(*args, **kwargs):
@@ -127,10 +125,10 @@ def test_a_repair_that_queued_nothing_is_done_at_once_and_a_failed_one_stays_fai
     monkeypatch.setattr(services, "_repair_chunk", broken_chunk)
     failed = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING])
     failed.refresh_from_db()
-    assert failed.state == RState.FAILED and "disk full" in failed.error
+    assert failed.state == JobState.FAILED and "disk full" in failed.error
     jobs.settle_all()
     failed.refresh_from_db()
-    assert failed.state == RState.FAILED
+    assert failed.state == JobState.FAILED
 
 
 # --- Imports ------------------------------------------------------------------------------------------------
@@ -141,11 +139,11 @@ def test_an_adopt_import_is_applied_only_when_every_handle_is_verified(run_queue
     batch = dry_run("Handle URL,MMS ID\n11084/1,111\n11084/2,222\n", grinnell_live)
     with django_capture_on_commit_callbacks() as verifications:
         batch = services.import_batch_apply(batch.pk)
-    assert (batch.state, batch.verification, batch.finished) == (IState.VERIFYING, tally(queued=2), False)
+    assert (batch.state, batch.verification, batch.finished) == (JobState.VERIFYING, tally(queued=2), False)
 
     run_all(run_queue, verifications)
     batch.refresh_from_db()
-    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
+    assert (batch.state, batch.verification) == (JobState.INCOMPLETE, tally(success=1, error=1))
     assert batch.error == ("1 of 2 handles was not verified on the server. 1 failed; the commonest error (1×), for "
                            "example: 11084/2 is missing on the Handle server. Retry the failed requests once the cause is "
                            "fixed.")
@@ -155,7 +153,7 @@ def test_an_adopt_import_is_applied_only_when_every_handle_is_verified(run_queue
     server_put(grinnell_live, "11084/2", pages[1])  # the handle is put on the server
     run_queue(staff_client.post, reverse("admin:handles_repair_importbatch_retry_failed", args=[batch.pk]))
     batch.refresh_from_db()
-    assert (batch.state, batch.verification, batch.error) == (IState.APPLIED, tally(success=2), "")
+    assert (batch.state, batch.verification, batch.error) == (JobState.DONE, tally(success=2), "")
     assert batch.get_state_display() == "Applied and verified on the server"
     assert all(h.in_sync for h in Handle.objects.all())
     assert [server_url(grinnell_live, f"11084/{n}") for n in (1, 2)] == pages
@@ -165,12 +163,12 @@ def test_an_adopt_import_with_nothing_new_is_applied_at_once(grinnell_live, djan
     content = "Handle URL,MMS ID\n11084/1,111\n"
     with django_capture_on_commit_callbacks():
         first = services.import_batch_apply(dry_run(content, grinnell_live).pk)
-    assert first.state == IState.VERIFYING
+    assert first.state == JobState.VERIFYING
     again = dry_run(content, grinnell_live)  # the same file again: every line is already here
     assert again.counts.get("same") == 1
     with django_capture_on_commit_callbacks() as callbacks:
         again = services.import_batch_apply(again.pk)
-    assert (again.state, again.verification, callbacks) == (IState.APPLIED, {}, [])
+    assert (again.state, again.verification, callbacks) == (JobState.DONE, {}, [])
     assert HandleRequest.objects.count() == 1  # only the first import's verification
 
 
@@ -183,16 +181,16 @@ def test_a_push_import_fails_on_a_busy_server_then_is_applied_after_a_retry(run_
     batch = dry_run("Handle URL,MMS ID\n11084/3,333\n11084/4,444\n", grinnell_live, mode=ImportMode.PUSH)
     with django_capture_on_commit_callbacks():
         batch = services.import_batch_apply(batch.pk)
-    assert batch.state == IState.APPLYING  # the server is read next, then the requests are queued
+    assert (batch.step, batch.state) == (ImportBatch.Step.PUSH, JobState.RUNNING)  # the server is read next, then the requests are queued
     with django_capture_on_commit_callbacks() as pushes:
         batch = reconcile.push_import(batch.pk)
-    assert (batch.state, batch.verification, batch.error) == (IState.VERIFYING, tally(queued=2), "")
+    assert (batch.state, batch.verification, batch.error) == (JobState.VERIFYING, tally(queued=2), "")
     assert dict(HandleRequest.objects.values_list("full_handle", "op")) == {"11084/3": "update", "11084/4": "create"}
 
     grinnell_server.set_fault("503")
     run_all(run_queue, pushes)
     batch.refresh_from_db()
-    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(error=2))
+    assert (batch.state, batch.verification) == (JobState.INCOMPLETE, tally(error=2))
     assert "2 of 2 handles were not verified" in batch.error
     assert "the commonest error (2×), for example: Gave up after " in batch.error
 
@@ -200,7 +198,7 @@ def test_a_push_import_fails_on_a_busy_server_then_is_applied_after_a_retry(run_
     assert server_url(grinnell_live, "11084/4") is None
     assert run_queue(services.import_batch_retry_failed, batch=batch) == 2
     batch.refresh_from_db()
-    assert (batch.state, batch.verification, batch.error) == (IState.APPLIED, tally(success=2), "")
+    assert (batch.state, batch.verification, batch.error) == (JobState.DONE, tally(success=2), "")
     assert [server_url(grinnell_live, f"11084/{n}") for n in (3, 4)] == pages
 
 
@@ -210,13 +208,13 @@ def test_continuing_a_push_is_allowed_while_verifying_or_incomplete(run_queue, g
     grinnell_server.set_fault("503")  # the server cannot be read: nothing is pushed
     run_queue(services.import_batch_apply, batch.pk)
     batch.refresh_from_db()
-    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(unpushed=1))
+    assert (batch.state, batch.verification) == (JobState.INCOMPLETE, tally(unpushed=1))
     with pytest.raises(HandleStateError, match="has no failed requests"):
         services.import_batch_retry_failed(batch=batch)
     grinnell_server.clear_faults()
     run_queue(services.import_batch_continue_push, batch=batch)
     batch.refresh_from_db()
-    assert (batch.state, batch.verification) == (IState.APPLIED, tally(success=1))
+    assert (batch.state, batch.verification) == (JobState.DONE, tally(success=1))
 
 
 # --- The commands wait for the verdict ---------------------------------------------------------------------
@@ -256,7 +254,7 @@ def test_a_command_gives_up_waiting_after_its_timeout(grinnell_prefix, tmp_path)
                                            r"0 s: verified on the server: 0 of 1") as timed_out:
         call_command("import_handles", str(path), "--source-system", "alma", "--apply", "--wait", "--timeout", "0")
     assert timed_out.value.returncode == 2
-    assert ImportBatch.objects.get().state == IState.VERIFYING
+    assert ImportBatch.objects.get().state == JobState.VERIFYING
 
 
 def test_imports_and_repairs_marked_done_before_this_release_get_their_verdict(run_queue, grinnell_live, drift, site):
@@ -266,22 +264,22 @@ def test_imports_and_repairs_marked_done_before_this_release_get_their_verdict(r
     batch = run_queue(services.import_batch_apply, dry_run("Handle URL,MMS ID\n11084/1,111\n11084/2,222\n",
                                                            grinnell_live).pk)
     # As an earlier release left them: applied/done once queued, no tally, rows not linked to their repair.
-    RepairJob.objects.filter(pk=repair.pk).update(state=RState.DONE, verification={})
-    ImportBatch.objects.filter(pk=batch.pk).update(state=IState.APPLIED, verification={}, error="")
+    RepairJob.objects.filter(pk=repair.pk).update(state=JobState.DONE, verification={})
+    ImportBatch.objects.filter(pk=batch.pk).update(step=ImportBatch.Step.APPLY, state=JobState.DONE, verification={}, error="")
     ReconciliationRow.objects.update(repair_job=None)
 
     migration = importlib.import_module("handles.repair.migrations.0006_verify_earlier_jobs")
     migration.verify_earlier_jobs(django_apps, None)
     repair.refresh_from_db()
     batch.refresh_from_db()
-    assert (repair.state, batch.state) == (RState.VERIFYING, IState.VERIFYING)
+    assert (repair.state, batch.state) == (JobState.VERIFYING, JobState.VERIFYING)
     assert set(run.rows.filter(kind__in=[Kind.MISSING, Kind.URL_DIFFERS]).values_list("repair_job", flat=True)) == {
         repair.pk}
     assert jobs.settle_all() == 2
     repair.refresh_from_db()
     batch.refresh_from_db()
-    assert (repair.state, repair.verification) == (RState.DONE, tally(success=2))
-    assert (batch.state, batch.verification) == (IState.INCOMPLETE, tally(success=1, error=1))
+    assert (repair.state, repair.verification) == (JobState.DONE, tally(success=2))
+    assert (batch.state, batch.verification) == (JobState.INCOMPLETE, tally(success=1, error=1))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -297,7 +295,7 @@ def test_a_push_that_fails_inside_ends_the_import_and_its_wait_with_the_reason(g
     assert failed.value.returncode == 1
     batch = ImportBatch.objects.get()
     # The job runner ends a job whose work raised as failed, with the reason; nothing was pushed.
-    assert batch.state == IState.FAILED and "the reads broke" in batch.error
+    assert batch.state == JobState.FAILED and "the reads broke" in batch.error
     assert not HandleRequest.objects.exists()
 
 
@@ -308,7 +306,7 @@ def test_waiting_ends_when_the_workers_task_for_the_job_failed(grinnell_prefix):
     from handles.repair.management.commands._wait import wait_until_settled
 
     batch = dry_run("Handle URL,MMS ID\n11084/31,3131\n", grinnell_prefix, mode=ImportMode.PUSH)
-    ImportBatch.objects.filter(pk=batch.pk).update(state=IState.APPLYING)
+    ImportBatch.objects.filter(pk=batch.pk).update(step=ImportBatch.Step.PUSH, state=JobState.RUNNING)
     batch.refresh_from_db()
     since = timezone.now()
     Task.objects.create(id="t1", name=f"import push {batch.pk}", func="handles.repair.tasks.push_import",

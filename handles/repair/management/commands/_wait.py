@@ -26,14 +26,14 @@ def add_wait_arguments(parser: CommandParser, what: str) -> None:
 def wait_until_settled(command: BaseCommand, job: Job, *, reload: Callable[[int], Job],
                        settle: Callable[[int], Job], timeout: float, poll: float = 2.0,
                        task_name: str = "", since: datetime | None = None) -> Job:
-    """Poll the job until it leaves applying/verifying, settling it each time (the worker does too: a
+    """Poll the job until it ends (its apply, push and verification), settling it each time (the worker does too: a
     settle is idempotent). Prints the tally and the job's error whenever they change. `task_name`: the
     worker's task that moves the job on (an import's push); if it failed since `since`, waiting ends
     with its error (exit status 1), as it would never move the job on."""
     deadline = time.monotonic() + timeout
     shown: dict[str, int] | None = None
     error_shown = job.error
-    while job.state in ("applying", "verifying"):
+    while not job.finished:
         if job.verification != shown and job.state == "verifying":
             shown = job.verification
             command.stdout.write(f"  {describe(job)}")
@@ -86,7 +86,8 @@ def report_settled(command: BaseCommand, job: Job) -> None:
 
 
 # --- --background: through the queue and the worker, as the admin and the schedule start a job -----------
-ENDED_WELL = ("done", "applied", "analysed")
+def ended_done(job) -> bool:
+    return job.state == "done"
 
 
 def add_background_arguments(parser: CommandParser, what: str) -> None:
@@ -114,10 +115,11 @@ def wait_for_job(command: BaseCommand, kind: str, job_id: int, *, timeout: float
     return job
 
 
-def report_end(command: BaseCommand, job, *, ended_well: tuple[str, ...] = ENDED_WELL) -> None:
-    """Print how the job ended with its counts; anything but done is a CommandError (exit status 1)."""
+def report_end(command: BaseCommand, job, *, ended_well: Callable[[Job], bool] = ended_done) -> None:
+    """Print how the job ended with its counts; anything but done (`ended_well`: an import's apply must
+    have applied) is a CommandError (exit status 1)."""
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(job.counts.items())) or "none"
     verified = f" {describe(job)}" if getattr(job, "verification", None) else ""
-    if job.state not in ended_well:
+    if not ended_well(job):
         raise CommandError(f"{job}: {job.get_state_display()}. Counts: {counts}.{verified} {job.error}".rstrip())
     command.stdout.write(command.style.SUCCESS(f"{job}: {job.get_state_display()}. Counts: {counts}.{verified}"))

@@ -20,7 +20,7 @@ from handles.repair.management.commands._wait import (
     wait_for_job,
     wait_until_settled,
 )
-from handles.repair.models import MAPPING_FIELDS, ImportBatch, ImportMode, ImportPreset, ImportRow
+from handles.repair.models import MAPPING_FIELDS, ImportBatch, ImportMode, ImportPreset, ImportRow, JobState
 from handles.repair.tasks import read_import_conflicts
 
 LEFT_OUT_STATUS = 3  # 1 is an error before anything was read; 2 a --wait that timed out
@@ -87,10 +87,10 @@ class Command(BaseCommand):
             batch = wait_for_job(self, "import", batch.pk, timeout=options["timeout"])  # apply follows the dry run
         else:
             batch = services.import_batch_analyse(batch.pk)
-        if batch.state == ImportBatch.State.FAILED:
+        if batch.state == JobState.FAILED:
             raise CommandError(batch.error)
-        if batch.state != ImportBatch.State.ANALYSED:
-            report_end(self, batch)
+        if not batch.analysed:
+            report_end(self, batch, ended_well=lambda job: job.analysed)  # cancelled, say: exit status 1
         if not background and batch.counts.get(ImportRow.Outcome.CONFLICT):
             read_import_conflicts(batch.pk)  # where the server resolves each handle cited for several records
         self._summary(batch)
@@ -105,7 +105,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{batch}: apply queued; the worker records the new handles and verifies each.")
             if options["wait"]:
                 batch = wait_for_job(self, "import", batch.pk, timeout=options["timeout"])
-                report_end(self, batch, ended_well=(ImportBatch.State.APPLIED,))
+                report_end(self, batch, ended_well=lambda job: job.applied)
             self._exit_if_left_out(batch)
             return
         applying_since = timezone.now()

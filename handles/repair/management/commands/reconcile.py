@@ -87,7 +87,7 @@ class Command(BaseCommand):
                 report_end(self, wait_for_job(self, "repair", job.pk, timeout=options["timeout"]))
             return
         job = services.repair_execute(job.pk)
-        if job.state == RepairJob.State.FAILED:
+        if job.state == JobState.FAILED:
             raise CommandError(job.error)
         done = ", ".join(f"{op} {n:,}" for op, n in sorted(job.counts.items()))
         self.stdout.write(self.style.SUCCESS(f"Repair #{job.pk} queued: {done}. The worker (qcluster) pushes each and "
