@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from handles.models import Handle
 from handles.repair import services
 from handles.repair.csvfile import ImportFileError, csv_lines, looks_like_formula, safe_cell
-from handles.repair.models import ImportBatch, ImportRow
+from handles.repair.models import ImportRow
 
 HEADER = "Handle URL,MMS ID,dc:title\n"
 

@@ -81,7 +81,7 @@ def test_import_reconcile_repair_makes_every_legacy_handle_resolve(run_queue, gr
     assert HandleRequest.objects.filter(action=HandleRequest.Action.REPAIR).count() == 0
     job = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING, Kind.ORPHAN])
     job.refresh_from_db()
-    assert job.state == job.State.DONE and job.counts == {"create": 2, "adopt": 2}
+    assert job.state == JobState.DONE and job.counts == {"create": 2, "adopt": 2}
     assert job.verification == {"success": 4, "error": 0, "queued": 0, "running": 0, "unpushed": 0}
     assert selectors.repair_verification(run) == {"success": 4}
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from handles import jobs, tasks
 from handles.repair import health, reconcile, services
-from handles.repair.models import HandleCheck, HealthRun, ImportBatch, ImportRow
+from handles.repair.models import HandleCheck, HealthRun, ImportRow
 from tests.factories import HandleFactory
 from tests.repair.conftest import primo_page, server_put
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from django.apps import apps as django_apps
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -14,8 +13,9 @@ from handles import jobs
 from handles.exceptions import HandleStateError
 from handles.models import Handle, HandleRequest
 from handles.repair import reconcile, services
-from handles.repair.models import ImportBatch, ImportMode, JobState, ReconciliationRow, RepairJob
+from handles.repair.models import ImportBatch, ImportMode, JobState, ReconciliationRow
 from tests.factories import HandleFactory
+from tests.migrations_at import migrate_to, migrate_to_latest
 from tests.repair.conftest import client_of, primo_page, server_put, server_url
 
 Kind = ReconciliationRow.Kind
@@ -257,22 +257,26 @@ def test_a_command_gives_up_waiting_after_its_timeout(grinnell_prefix, tmp_path)
     assert ImportBatch.objects.get().state == JobState.VERIFYING
 
 
+@pytest.mark.django_db(transaction=True)
 def test_imports_and_repairs_marked_done_before_this_release_get_their_verdict(run_queue, grinnell_live, drift, site):
     run = reconciled(run_queue, grinnell_live)
     repair = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING, Kind.URL_DIFFERS])
     server_put(grinnell_live, "11084/1", primo_page(site, "111", "One"))  # 11084/2 is not on the server
     batch = run_queue(services.import_batch_apply, dry_run("Handle URL,MMS ID\n11084/1,111\n11084/2,222\n",
                                                            grinnell_live).pk)
-    # As an earlier release left them: applied/done once queued, no tally, rows not linked to their repair.
-    RepairJob.objects.filter(pk=repair.pk).update(state=JobState.DONE, verification={})
-    ImportBatch.objects.filter(pk=batch.pk).update(step=ImportBatch.Step.APPLY, state=JobState.DONE, verification={}, error="")
-    ReconciliationRow.objects.update(repair_job=None)
-
-    migration = importlib.import_module("handles.repair.migrations.0006_verify_earlier_jobs")
-    migration.verify_earlier_jobs(django_apps, None)
+    then = migrate_to(("handles_repair", "0008_health_results_per_run"))  # the states that migration knew
+    try:
+        # As an earlier release left them: applied/done once queued, no tally, rows not linked to their repair.
+        then.get_model("handles_repair", "RepairJob").objects.filter(pk=repair.pk).update(state="done", verification={})
+        then.get_model("handles_repair", "ImportBatch").objects.filter(pk=batch.pk).update(
+            state="applied", verification={}, error="")
+        then.get_model("handles_repair", "ReconciliationRow").objects.update(repair_job=None)
+        importlib.import_module("handles.repair.migrations.0006_verify_earlier_jobs").verify_earlier_jobs(then, None)
+    finally:
+        migrate_to_latest()
     repair.refresh_from_db()
     batch.refresh_from_db()
-    assert (repair.state, batch.state) == (JobState.VERIFYING, JobState.VERIFYING)
+    assert (repair.state, batch.step, batch.state) == (JobState.VERIFYING, ImportBatch.Step.APPLY, JobState.VERIFYING)
     assert set(run.rows.filter(kind__in=[Kind.MISSING, Kind.URL_DIFFERS]).values_list("repair_job", flat=True)) == {
         repair.pk}
     assert jobs.settle_all() == 2
