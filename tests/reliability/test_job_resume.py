@@ -292,6 +292,90 @@ def test_an_import_push_resumes_and_queues_one_request_per_line(clusters, own_pr
     assert HandleRequest.objects.filter(handle__prefix=own_prefix).count() == 60
 
 
+# --- Import: the dry run and the apply (each one step, done again from the start after a crash) --------------
+def adopt_file(prefix: Prefix, n: int) -> bytes:
+    return ("handle,url\n" + "".join(f"{prefix.prefix}/ia{i},https://example.org/adopt/{i}\n"
+                                       for i in range(n))).encode()
+
+
+def configured_import(prefix: Prefix, content: bytes) -> ImportBatch:
+    batch = repair.import_batch_create(file_name="adopt.csv", content=content, via="test")
+    return repair.import_batch_configure(batch=batch, mapping={"handle": "handle", "url": "url"}, prefix=prefix)
+
+
+def verdicts_of(batch_id: int) -> set[tuple]:
+    return set(ImportRow.objects.filter(batch_id=batch_id).values_list(
+        "line", "handle_text", "outcome", "target_url", "primary", "reason", "handle_id"))
+
+
+@pytest.mark.slow  # the dead worker's lease runs out after 17 s
+def test_an_import_dry_run_killed_mid_way_runs_again_to_the_same_verdicts(clusters, own_prefix):
+    content = adopt_file(own_prefix, 30_000)  # classified in chunks of 5,000: progress shows between them
+    reference = repair.import_batch_analyse(configured_import(own_prefix, content).pk)
+    assert reference.analysed and reference.counts["new"] == 30_000
+    expected = verdicts_of(reference.pk)
+    batch = configured_import(own_prefix, content)
+
+    def start() -> int:
+        repair.import_batch_start_analysis(batch=batch)
+        return batch.pk
+
+    batch_id = through_a_crash(clusters, "import", start,
+                               lambda b: b.state == "running" and 0 < b.progress_done < 30_000)
+    batch = ImportBatch.objects.defer("content").get(pk=batch_id)
+    assert batch.analysed and not batch.error, (batch.step, batch.state, batch.error)
+    assert verdicts_of(batch_id) == expected  # no line lost, none twice: the rows of the killed run are gone
+    assert batch.counts == reference.counts and batch.progress_done == 30_000
+
+
+def waiting_for_a_lock(connection) -> int:
+    """Sessions of this database that wait for a lock (the worker's apply, blocked by the test)."""
+    with connection.cursor() as cursor:  # autocommit: each query sees the activity as it is now
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.slow  # the dead worker's lease runs out after 17 s
+def test_an_import_apply_killed_mid_way_is_applied_once(clusters, own_prefix):
+    from django.db import connection, connections
+
+    n = 60
+    content = adopt_file(own_prefix, n)
+    for i in range(n):  # adopt: they already resolve, so the server verifies each
+        put_on_server(own_prefix, f"ia{i}", f"https://example.org/adopt/{i}")
+    batch = repair.import_batch_analyse(configured_import(own_prefix, content).pk)
+    assert batch.analysed and batch.counts["new"] == n
+    worker: WorkerProcess = clusters("before-crash", **KILL_ENV)
+    # Another connection holds the prefix's row: the apply (one transaction) stops there, half done, until killed.
+    holder = connections.create_connection("default")
+    try:
+        holder.set_autocommit(False)
+        with holder.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {Prefix._meta.db_table} WHERE id = %s FOR UPDATE", [own_prefix.pk])
+        repair.import_batch_start_apply(batch=batch)
+        # (Polled on the test's own connection: the holder's transaction would see one snapshot of the activity.)
+        wait_for(lambda: waiting_for_a_lock(connection), timeout=30, interval=0.1,
+                 what="the worker's apply to wait for the prefix")
+        worker.kill()
+    finally:
+        holder.rollback()
+        holder.close()
+    stopped = ImportBatch.objects.defer("content").get(pk=batch.pk)
+    assert (stopped.step, stopped.state, stopped.applied_at) == ("apply", "running", None)
+    assert not Handle.objects.filter(prefix=own_prefix).exists()  # the killed transaction left nothing
+    clusters("after-crash", **KILL_ENV)
+    sweep_until_ended("import", batch.pk)
+    batch = ImportBatch.objects.defer("content").get(pk=batch.pk)
+    assert batch.applied and batch.verification == {"success": n, "error": 0, "queued": 0, "running": 0,
+                                                    "unpushed": 0}, (batch.step, batch.state, batch.error)
+    rows = ImportRow.objects.filter(batch_id=batch.pk, outcome="new")
+    assert not rows.filter(request__isnull=True).exists() and not rows.filter(handle__isnull=True).exists()
+    assert Handle.objects.filter(prefix=own_prefix).count() == n
+    requests = HandleRequest.objects.filter(handle__prefix=own_prefix)
+    assert requests.count() == n and set(requests.values_list("op", flat=True)) == {"verify"}
+
+
 # --- Repair ------------------------------------------------------------------------------------------------
 def test_a_repair_resumes_and_queues_each_row_once(clusters, own_prefix, own_sim, settings):
     record_here(own_prefix, [(f"rp{i}", f"https://example.org/rp/{i}") for i in range(150)])
