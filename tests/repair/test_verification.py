@@ -122,7 +122,7 @@ def test_a_repair_that_queued_nothing_is_done_at_once_and_a_failed_one_stays_fai
     def broken_chunk(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services, "_repair_chunk", broken_chunk)
+    monkeypatch.setattr(services.repairs, "_repair_chunk", broken_chunk)
     failed = run_queue(services.repair_start, run=run, kinds=[Kind.MISSING])
     failed.refresh_from_db()
     assert failed.state == JobState.FAILED and "disk full" in failed.error
