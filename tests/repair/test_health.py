@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 
 from handles.repair import health, http_check, services
-from handles.repair.health import titles_match
 from handles.repair.http_check import HostRateLimiter, PageFetcher, refusal
 from handles.repair.models import HandleCheck, HealthOutcome, HealthRun
+from handles.repair.titles import titles_match
 from tests.factories import AssetFactory, HandleFactory
 from tests.repair.conftest import primo_page, server_put
 
