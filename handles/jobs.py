@@ -6,6 +6,10 @@ has finished, then settles as done (every request verified on the server) or inc
 The core app pushes the requests but does not know the apps whose jobs queue them. Each of those apps
 registers a settler here from its AppConfig.ready(); the queue calls settle_all() when a push task finds
 nothing more to do, and the minute sweep calls it as the safety net.
+
+Every kind of job is a model inheriting `Job` (one state machine, `JobState`, and the same field names for
+progress, counts, verification, who and when, error and lease), and its work runs through one runner
+(`Runner`, `run_slice`): see docs/jobs.md.
 """
 
 from __future__ import annotations
@@ -120,7 +124,24 @@ def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: st
 
 
 # --- Settling and retrying one job: the mechanism the apps' services share ------------------------------
-VERIFYING, INCOMPLETE, DONE = "verifying", "incomplete", "done"  # JobState's values, for the settle below
+class JobState(models.TextChoices):
+    """The one state machine of every kind of job. A job that changes the server through the request queue
+    (bulk job, import, repair) is verifying until the server confirmed each request, then done or
+    incomplete; a job that only reads the server (reconciliation, health check) goes from running to done."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    VERIFYING = "verifying", "Verifying on the server"
+    DONE = "done", "Done"
+    INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ENDED = (JobState.DONE, JobState.INCOMPLETE, JobState.FAILED, JobState.CANCELLED)  # a job in these waits for nothing
+WAITING = (JobState.QUEUED, JobState.RUNNING)  # a runner may claim the job: it waits for, or is doing, its work
+
+VERIFYING, INCOMPLETE, DONE = JobState.VERIFYING, JobState.INCOMPLETE, JobState.DONE
 
 
 @dataclass(frozen=True)
@@ -186,29 +207,12 @@ def retry_failed(kind: JobKind, job_id: int, *, retry: Callable[[list[int]], int
 # the task timeout or a dead worker is resumed by the minute sweep where it stopped, once its lease runs out.
 CONTINUE = "continue"  # a slice's outcome: more work remains (the task hands it to a new task)
 BUSY = "busy"  # another task holds the job's lease, or the job is not waiting for work
-CANCELLED, FAILED = "cancelled", "failed"  # JobState's values
+CANCELLED, FAILED = JobState.CANCELLED, JobState.FAILED
 
 
 class LeaseLost(Exception):
     """The slice no longer holds the job (its lease ran out and another task took it): roll back."""
 
-
-class JobState(models.TextChoices):
-    """The one state machine of every kind of job. A job that changes the server through the request queue
-    (bulk job, import, repair) is verifying until the server confirmed each request, then done or
-    incomplete; a job that only reads the server (reconciliation, health check) goes from running to done."""
-
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    VERIFYING = "verifying", "Verifying on the server"
-    DONE = "done", "Done"
-    INCOMPLETE = "incomplete", "Incomplete: some changes failed on the server"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-ENDED = (JobState.DONE, JobState.INCOMPLETE, JobState.FAILED, JobState.CANCELLED)  # a job in these waits for nothing
-WAITING = (JobState.QUEUED, JobState.RUNNING)  # a runner may claim the job: it waits for, or is doing, its work
 
 VERIFICATION_HELP = ("What became of the job's requests (handles.jobs.Tally): success is verified on the server; "
                      "error, queued, running; unpushed: lines without a request.")
@@ -283,7 +287,7 @@ class Runner:
     label: str
     model: type[models.Model]
     work: Callable[[models.Model, Slice], str]
-    claimable: Q = Q(state__in=["queued", "running"])  # the job waits for, or is in the middle of, its work
+    claimable: Q = Q(state__in=WAITING)  # the job waits for, or is in the middle of, its work
     budget: Callable[[], float] = lambda: settings.HANDLES_JOB_SLICE_SECONDS
     defer: tuple[str, ...] = ()  # fields a slice never needs (an import's file)
 
@@ -465,9 +469,6 @@ def cancel(runner: Runner, job_id: int) -> models.Model:
 FRESH = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0, "cancel_requested": False}
 
 
-FINISHED_STATES = ("done", "incomplete", "failed", "cancelled")  # JobState's ENDED, as plain strings
-
-
 def wait(runner: Runner, job_id: int, *, timeout: float, poll: float = 1.0,
          on_change: Callable[[models.Model], None] | None = None) -> models.Model:
     """Poll until the job's work ends (verifying is settled on the way: settling is idempotent)."""
@@ -484,6 +485,6 @@ def wait(runner: Runner, job_id: int, *, timeout: float, poll: float = 1.0,
         if on_change and seen != shown:
             shown = seen
             on_change(job)
-        if state in FINISHED_STATES or time.monotonic() >= deadline:
+        if state in ENDED or time.monotonic() >= deadline:
             return job
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

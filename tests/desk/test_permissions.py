@@ -56,7 +56,7 @@ def world():
     BulkJobItem.objects.create(job=job, key=active.pk, handle=active, full_handle=active.full_handle, outcome="ok",
                                request=failed)
     batch = ImportBatch.objects.create(file_name="a.csv", file_sha256="0" * 64, prefix=prefix, mode="push",
-                                       state="incomplete", applied_at=timezone.now(), verification=incomplete,
+                                       step="push", state="incomplete", applied_at=timezone.now(), verification=incomplete,
                                        counts={"rows": 2, "new": 2})
     ImportRow.objects.create(batch=batch, line=2, handle_text=active.full_handle, outcome="new", handle=active,
                              request=failed)

@@ -109,7 +109,7 @@ def wait_for_job(command: BaseCommand, kind: str, job_id: int, *, timeout: float
 
     runner = jobs.runner(kind)
     job = jobs.wait(runner, job_id, timeout=timeout, on_change=lambda j: command.stdout.write(f"  {progress_line(j)}"))
-    if job.state not in jobs.FINISHED_STATES:
+    if job.state not in jobs.ENDED:
         raise CommandError(f"{job} is still {job.get_state_display().lower()} after {timeout:g} s; the worker goes "
                            "on (see it in the admin).", returncode=TIMED_OUT)
     return job
