@@ -8,7 +8,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handles.keyset import InvalidCursor, Keyset
 from handles.models import Handle
