@@ -63,6 +63,10 @@ class InvalidFilter(ValueError):
         """The refusal as the API's `fields` of an error: {parameter: [{"code", "message"}]}."""
         return {name: [{"code": p.code, "message": p.message}] for name, p in self.details.items()}
 
+    def summary(self) -> str:
+        """One line naming each parameter: the API error's message."""
+        return "; ".join(f"{name}: {message}" for name, message in self.problems.items())
+
     @property
     def code(self) -> str:
         """The first problem's code: the API error's own code."""

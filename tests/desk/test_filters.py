@@ -55,6 +55,7 @@ def test_the_api_vocabulary_lists_every_problem_at_once(listed):
     with pytest.raises(InvalidFilter) as refused:
         api_handles({"status": "lost", "prefix": "20.500.404", "bogus": "1"})
     assert set(refused.value.api_fields()) == {"status", "prefix", "bogus"}
+    assert refused.value.summary().startswith("status: Unknown status 'lost'") and "; prefix: " in refused.value.summary()
 
 
 def test_the_api_selection_filters_orders_and_names_its_keyset(listed):
@@ -85,3 +86,23 @@ def test_the_desk_and_browse_vocabularies(listed):
     assert selection.as_params() == {"status": "active"} and selection.sort == "-created"
     assert selection.keyset.order == ("-pk",)
     assert set(API.filters) == {"prefix", "status", "source_system", "external_id", "changed_since"}
+
+
+@pytest.mark.parametrize("params", [{}, {"changed_since": "2000-01-01T00:00:00Z"}])
+def test_a_page_walk_as_the_api_list_would_make_it_sees_each_handle_once(params):
+    """The wiring the API's list is to use: api_handles() for the selection, its keyset for the cursor."""
+    prefix = PrefixFactory()
+    made = [HandleFactory(prefix=prefix, suffix=f"w{i}") for i in range(7)]
+    Handle.objects.filter(pk__in=[h.pk for h in made[2:5]]).update(updated_at=timezone.now())  # ties
+    seen, cursor = [], None
+    while True:
+        selection = api_handles({**params, **({"cursor": cursor} if cursor else {}), "limit": "3"})
+        rows = selection.handles
+        if cursor:
+            rows = rows.filter(selection.keyset.after(selection.keyset.decode(cursor)))
+        page = list(rows[:4])
+        seen += page[:3]
+        if len(page) <= 3:
+            break
+        cursor = selection.keyset.encode_row(page[2])
+    assert sorted(h.pk for h in seen) == sorted(h.pk for h in made) and len(seen) == len(made)
