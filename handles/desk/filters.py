@@ -184,36 +184,40 @@ SORTS = {
 DEFAULT_SORT = "handle"
 
 
-def _choices(pairs: Callable[[], Iterable[tuple[str, str]]]) -> Callable[[], list[tuple[str, str]]]:
-    return lambda: list(pairs())
+def _sort_choices() -> list[tuple[str, str]]:
+    return [(key, label) for key, (label, _) in SORTS.items()]
 
 
-SEARCH = Filter("q", "Search", _search, handle_search, lambda v: f'matching "{v}"')
-PREFIX = Filter("prefix", "Prefix", _by_id(Prefix, "prefix", "unknown_prefix"), lambda qs, p: qs.filter(prefix_id=p.pk),
-                lambda p: f"of prefix {p.prefix}",
-                lambda: [(str(p.pk), p.prefix) for p in Prefix.objects.order_by("prefix")])
-STATUS = Filter("status", "Status", _one_of("status", lambda: Handle.Status.choices),
-                lambda qs, v: qs.filter(status=v), lambda v: f"status {v}", lambda: Handle.Status.choices)
-SYNC = Filter("sync", "Sync with the server", _one_of("sync state", lambda: SyncState.CHOICES), filter_sync_state,
-              lambda v: f"sync {SyncState.LABELS[v].lower()}", lambda: SyncState.CHOICES)
-SOURCE = Filter("source", "Source system", _known_source, lambda qs, v: qs.filter(asset__source_system=v),
-                lambda v: f"from {v}", _choices(lambda: ((s, s) for s in source_systems())))
-HEALTH = Filter("health", "Latest health check", _one_of("health check outcome", health_choices), _last_health,
-                lambda v: f"latest health check {dict(health_choices())[v].lower()}", health_choices)
-COLLECTION = Filter("collection", "Collection", _by_id(Collection, "collection", "unknown_collection"), lambda qs, c: qs.filter(c.handle_q()),
-                    lambda c: f"in collection {c}",
-                    lambda: [(str(c.pk), c.name) for c in Collection.objects.order_by("name")])
-SORT = Filter("sort", "Sort", _one_of("sort order", lambda: [(k, label) for k, (label, _) in SORTS.items()]),
-              choices=lambda: [(k, label) for k, (label, _) in SORTS.items()])
+SEARCH = Filter("q", "Search", clean=_search, apply=handle_search, describe=lambda v: f'matching "{v}"')
+PREFIX = Filter("prefix", "Prefix", clean=_by_id(Prefix, "prefix", "unknown_prefix"),
+                apply=lambda qs, p: qs.filter(prefix_id=p.pk), describe=lambda p: f"of prefix {p.prefix}",
+                choices=lambda: [(str(p.pk), p.prefix) for p in Prefix.objects.order_by("prefix")])
+STATUS = Filter("status", "Status", clean=_one_of("status", lambda: Handle.Status.choices),
+                apply=lambda qs, v: qs.filter(status=v), describe=lambda v: f"status {v}",
+                choices=lambda: Handle.Status.choices)
+SYNC = Filter("sync", "Sync with the server", clean=_one_of("sync state", lambda: SyncState.CHOICES),
+              apply=filter_sync_state, describe=lambda v: f"sync {SyncState.LABELS[v].lower()}",
+              choices=lambda: SyncState.CHOICES)
+SOURCE = Filter("source", "Source system", clean=_known_source,
+                apply=lambda qs, v: qs.filter(asset__source_system=v), describe=lambda v: f"from {v}",
+                choices=lambda: [(s, s) for s in source_systems()])
+HEALTH = Filter("health", "Latest health check", clean=_one_of("health check outcome", health_choices),
+                apply=_last_health, describe=lambda v: f"latest health check {dict(health_choices())[v].lower()}",
+                choices=health_choices)
+COLLECTION = Filter("collection", "Collection", clean=_by_id(Collection, "collection", "unknown_collection"),
+                    apply=lambda qs, c: qs.filter(c.handle_q()), describe=lambda c: f"in collection {c}",
+                    choices=lambda: [(str(c.pk), c.name) for c in Collection.objects.order_by("name")])
+SORT = Filter("sort", "Sort", clean=_one_of("sort order", _sort_choices), choices=_sort_choices)
 # The API's: a prefix by name, any well-formed source system, an asset's id, changes since a moment.
-API_PREFIX = Filter("prefix", "Prefix", _prefix_by_name, lambda qs, p: qs.filter(prefix_id=p.pk),
-                    lambda p: f"of prefix {p.prefix}")
-SOURCE_SYSTEM = Filter("source_system", "Source system", _source_name,
-                       lambda qs, v: qs.filter(asset__source_system=v), lambda v: f"from {v}")
-EXTERNAL_ID = Filter("external_id", "External id", _external_id, lambda qs, v: qs.filter(asset__external_id=v),
-                     lambda v: f"with asset id {v}")
-CHANGED_SINCE = Filter("changed_since", "Changed since", _moment, lambda qs, v: qs.filter(updated_at__gte=v),
-                       lambda v: f"changed since {v.isoformat()}")
+API_PREFIX = Filter("prefix", "Prefix", clean=_prefix_by_name, apply=lambda qs, p: qs.filter(prefix_id=p.pk),
+                    describe=lambda p: f"of prefix {p.prefix}")
+SOURCE_SYSTEM = Filter("source_system", "Source system", clean=_source_name,
+                       apply=lambda qs, v: qs.filter(asset__source_system=v), describe=lambda v: f"from {v}")
+EXTERNAL_ID = Filter("external_id", "External id", clean=_external_id,
+                     apply=lambda qs, v: qs.filter(asset__external_id=v), describe=lambda v: f"with asset id {v}")
+CHANGED_SINCE = Filter("changed_since", "Changed since", clean=_moment,
+                       apply=lambda qs, v: qs.filter(updated_at__gte=v),
+                       describe=lambda v: f"changed since {v.isoformat()}")
 
 
 # --- Filter sets and what they select ---------------------------------------------------------------
