@@ -59,3 +59,11 @@ class TombstoneForm(forms.Form):
 class ConfirmForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, widget=forms.TextInput(attrs={"size": 80}),
                              help_text="Optional note kept in the request log.")
+
+
+class DateRangeForm(forms.Form):
+    """Days, in the site's time zone: the request log's date filter and the failures page."""
+
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                            help_text="Up to and including this day.")
