@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from django.urls import URLPattern, path, reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
@@ -59,8 +55,8 @@ class BulkJobAdmin(admin.ModelAdmin):
     show_full_result_count = False
     change_form_template = "admin/handles_desk/bulkjob/change_form.html"
     view_on_site = False
-    readonly_fields = ("kind", "description", "parameters", "status", "total", "processed", "succeeded", "skipped",
-                       "failed", "verification", "error", "created_by", "created_at", "started_at", "finished_at")
+    readonly_fields = ["kind", "description", "parameters", "status", "total", "processed", "succeeded", "skipped",
+                       "failed", "verification", "error", "created_by", "created_at", "started_at", "finished_at"]
     fields = readonly_fields
 
     @admin.display(description="Progress")
@@ -71,14 +67,13 @@ class BulkJobAdmin(admin.ModelAdmin):
         total = obj.total if obj.total is not None else "?"
         return format_html('<progress max="100" value="{}"></progress> {} / {}', obj.percent, obj.processed, total)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    def has_add_permission(self, request) -> bool:
         return False  # jobs are started by the handle list's actions
 
-    def has_delete_permission(self, request: HttpRequest, obj: BulkJob | None = None) -> bool:
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a job's report is part of the history
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def change_view(self, request, object_id, form_url="", extra_context=None):
         job = self.get_object(request, object_id)
         context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                    "show_delete": False, **(extra_context or {})}
@@ -93,7 +88,7 @@ class BulkJobAdmin(admin.ModelAdmin):
             )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
-    def get_urls(self) -> list[URLPattern]:
+    def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/status/", wrap(self.status_view), name="handles_desk_bulkjob_status"),
@@ -153,12 +148,12 @@ class CollectionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def browse_link(self, obj: Collection) -> str:
         return format_html('<a href="{}?collection={}">browse</a>', reverse("desk:browse"), obj.pk)
 
-    def save_model(self, request: HttpRequest, obj: Collection, form: ModelForm[Any], change: bool) -> None:
+    def save_model(self, request, obj, form, change):
         services.collection_save(collection=obj)
 
-    def delete_model(self, request: HttpRequest, obj: Collection) -> None:
+    def delete_model(self, request, obj):
         services.collection_delete(collection=obj)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
+    def delete_queryset(self, request, queryset):
         for collection in queryset:
             services.collection_delete(collection=collection)

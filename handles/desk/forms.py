@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 
 from handles.desk.models import Collection
@@ -24,9 +22,8 @@ class RedirectRuleForm(forms.Form):
             raise forms.ValidationError("Give the text to find.")
         return find
 
-    def clean(self) -> dict[str, Any]:
-        super().clean()
-        cleaned = self.cleaned_data
+    def clean(self):
+        cleaned = super().clean()
         if cleaned.get("find") is not None and cleaned.get("find") == cleaned.get("replace"):
             raise forms.ValidationError("Find and replace are the same: nothing would change.")
         return cleaned
@@ -54,9 +51,7 @@ class BrowseForm(forms.Form):
     q = forms.CharField(required=False, max_length=500, label="Search",
                         widget=forms.TextInput(attrs={"placeholder": "Handle, suffix, URL, title or asset id",
                                                       "size": 40, "type": "search"}))
-    # A field named like Form.prefix (the HTML name prefix): the form's metaclass moves declared fields into
-    # base_fields, so it never replaces that attribute, which the stubs cannot see.
-    prefix = forms.ChoiceField(required=False, error_messages={"invalid_choice": "There is no prefix with id %(value)s."})  # type: ignore[assignment]
+    prefix = forms.ChoiceField(required=False, error_messages={"invalid_choice": "There is no prefix with id %(value)s."})
     collection = forms.ChoiceField(required=False,
                                    error_messages={"invalid_choice": "There is no collection with id %(value)s."})
     source = forms.ChoiceField(required=False, label="Source system",
@@ -71,19 +66,14 @@ class BrowseForm(forms.Form):
                              error_messages={"invalid_choice": "Unknown sort order %(value)s (one of "
                                              + ", ".join(SORTS) + ")."})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._choices("prefix", [("", "Any prefix")] + [
-            (str(p.pk), f"{p.prefix} ({p.site_name})") for p in Prefix.objects.order_by("prefix")])
-        self._choices("collection", [("", "Any collection")] + [
-            (str(c.pk), c.name) for c in Collection.objects.order_by("name")])
-        self._choices("source", [("", "Any source")] + [(s, s) for s in source_systems()])
-        self._choices("health", [("", "Any health")] + health_choices())
-
-    def _choices(self, name: str, choices: list[tuple[str, str]]) -> None:
-        field = self.fields[name]
-        assert isinstance(field, forms.ChoiceField)  # every field given choices here is declared as one
-        field.choices = choices
+        self.fields["prefix"].choices = [("", "Any prefix")] + [
+            (str(p.pk), f"{p.prefix} ({p.site_name})") for p in Prefix.objects.order_by("prefix")]
+        self.fields["collection"].choices = [("", "Any collection")] + [
+            (str(c.pk), c.name) for c in Collection.objects.order_by("name")]
+        self.fields["source"].choices = [("", "Any source")] + [(s, s) for s in source_systems()]
+        self.fields["health"].choices = [("", "Any health")] + health_choices()
 
     def ordering(self) -> tuple[str, list[str]]:
         key = (self.cleaned_data.get("sort") if self.is_valid() else "") or "handle"
