@@ -176,6 +176,12 @@ class ServerAnswer:
     body: dict[str, Any] | None
     exchange: str  # one line per call: what was sent and what came back (the request log's output)
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The body's fields. A successful Handle answer always has a body (classify refuses a 2xx without
+        one); only the session API may answer without."""
+        return self.body or {}
+
 
 class HandleServerClient:
     """Create-only, update-URL, delete, resolve and list, as docs/handle-server.md §4 describes."""
@@ -291,7 +297,7 @@ class HandleServerClient:
         `GET /api/sessions/this` with our Authorization answers 200 `{"authenticated":true,"id":...}`, and 401
         when it does not accept them (a wrong secret, or a server shutting down: docs/handle-server.md §7, §10)."""
         answer = self._call("GET", f"{self.base_url}/api/sessions/this", auth=True, session_api=True)
-        body = answer.body or {}
+        body = answer.fields
         if body.get("authenticated") is not True:
             raise AuthenticationFailed(f"{_ERROR_WORDS[AuthenticationFailed]} (not authenticated: "
                                        f"{body.get('error') or 'no identity'})", status=answer.status,
@@ -301,18 +307,18 @@ class HandleServerClient:
     def count_handles(self, prefix: str) -> int:
         answer = self._call("GET", f"{self.base_url}/api/handles",
                             params=[("prefix", prefix), ("page", "0"), ("pageSize", "0")], auth=True)
-        return int(answer.body.get("totalCount", "0"))  # a JSON string on the real server
+        return int(answer.fields.get("totalCount", "0"))  # a JSON string on the real server
 
     def list_page(self, prefix: str, page: int, page_size: int) -> list[str]:
         answer = self._call("GET", f"{self.base_url}/api/handles",
                             params=[("prefix", prefix), ("page", str(page)), ("pageSize", str(page_size))],
                             auth=True)
-        return list(answer.body.get("handles", []))
+        return list(answer.fields.get("handles", []))
 
     def list_prefixes(self) -> list[str]:
         """The prefixes homed on this server, as `0.NA/PREFIX` (authenticated)."""
         answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
-        return list(answer.body.get("prefixes", []))
+        return list(answer.fields.get("prefixes", []))
 
     def iter_handles(self, prefix: str, page_size: int = 1000) -> Iterator[str]:
         """Every handle under the prefix, upper-cased as the server lists them. Pages shift if the prefix
@@ -324,7 +330,7 @@ class HandleServerClient:
     def homed_prefixes(self) -> list[str]:
         """The prefixes homed on this server, as `0.NA/P`: an authenticated read that writes nothing (docs/handle-server.md §4)."""
         answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
-        return [str(p) for p in (answer.body or {}).get("prefixes", [])]
+        return [str(p) for p in answer.fields.get("prefixes", [])]
 
     def close(self) -> None:
         self._session.close()

@@ -552,9 +552,9 @@ class HandleApi:
             return _html(404, "Handle Not Found", f"<p>The handle you requested, {html.escape(handle)}, "
                                                   "cannot be found.</p>")
         values = sorted((v for v in record.values if v.public_read), key=lambda v: v.index)
-        urls = [v for v in values if ascii_upper(v.type) == "URL" and isinstance(v.data, bytes)]
+        urls = [v.data for v in values if ascii_upper(v.type) == "URL" and isinstance(v.data, bytes)]
         if urls and req.param("noredirect") is None:
-            location = quote(urls[0].data.decode("utf-8", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
+            location = quote(urls[0].decode("utf-8", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
             return Response(302, b"", [("Location", location), ("Content-Type", HTML_CONTENT_TYPE)])
         rows = "".join(
             f"<tr><td>{v.index}</td><td>{html.escape(v.type)}</td>"

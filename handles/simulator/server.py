@@ -199,7 +199,7 @@ def offers_session_ticket(client_hello: bytes) -> bool:
 
 def _note_client_hello(conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any,
                        data: bytes) -> None:
-    if direction == "read" and msg_type == ssl._TLSMessageType.CLIENT_HELLO:  # noqa: SLF001
+    if direction == "read" and msg_type == ssl._TLSMessageType.CLIENT_HELLO:  # type: ignore[attr-defined]  # noqa: SLF001 (private, untyped)
         conn.offered_ticket = offers_session_ticket(data)
 
 
@@ -213,7 +213,7 @@ def server_tls_context(data_dir: Path) -> ssl.SSLContext:
     tls.verify_mode = ssl.CERT_OPTIONAL
     for cert in sorted((data_dir / CLIENT_CERT_DIR).glob("*.pem")):
         tls.load_verify_locations(cafile=str(cert))
-    tls._msg_callback = _note_client_hello  # noqa: SLF001
+    tls._msg_callback = _note_client_hello  # type: ignore[attr-defined]  # noqa: SLF001 (private, untyped)
     return tls
 
 
