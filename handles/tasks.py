@@ -16,13 +16,15 @@ from handles.outbox.handover import (  # re-exported: other apps hand work over 
     enqueue_request_batches,
     enqueue_request_ids,
     enqueue_request_on_commit,
+    queue_in_our_database,
     resume_stalled_jobs,
+    schedule_auth_probe,
 )
 
 __all__ = [
     "broker_backlog", "enqueue_job_slice", "enqueue_request", "enqueue_request_batches", "enqueue_request_ids",
     "enqueue_request_on_commit", "hand_over_requests", "probe_prefix_auth", "push_request", "push_requests",
-    "resume_stalled_jobs", "run_job_slice", "sweep_requests",
+    "queue_in_our_database", "resume_stalled_jobs", "run_job_slice", "schedule_auth_probe", "sweep_requests",
 ]
 
 

@@ -9,6 +9,6 @@
 - `pause`: what the worker learns of a prefix's server: the last contact, and the pause (and probe)
   while the server refuses our credentials.
 
-Only `handles.tasks` (the task functions django-q2 runs) calls into `drain`, `sweep` and `pause`'s probe;
-the services use `handover` to queue what they record. The outbox never imports the services.
+The task functions django-q2 runs (`handles.tasks`) call `drain`, `sweep` and the probe in `pause`; the
+services use `handover` to queue what they record. The outbox never imports the services.
 """

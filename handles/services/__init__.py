@@ -12,10 +12,12 @@ pushes, finishes, the sweep, a prefix's authentication pause) is the outbox, `ha
 
 The names below are re-exported so that `from handles import services; services.handle_mint(...)` keeps
 working; new code imports from the domain module. The worker's functions are re-exported for the same
-reason (callers and tests written before the outbox was a package of its own).
+reason (callers and tests written before the outbox was a package of its own), and so are the domain
+errors the services raise (`services.HandleServiceError`).
 """
 
 from handles.dbwrites import BULK_BATCH_SIZE, insert_rows
+from handles.exceptions import HandleExists, HandleServiceError, HandleStateError, PrefixForbidden
 from handles.outbox.claims import Claim, request_claim, requests_claim_batch
 from handles.outbox.finish import Outcome, request_finish, requests_finish_batch
 from handles.outbox.handover import requests_mark_enqueued
@@ -64,7 +66,7 @@ from handles.services.requests import request_retry, requests_cancel, requests_r
 
 __all__ = [
     "BULK_BATCH_SIZE", "LIVE_STATUSES", "RANDOM_DRAWS", "Action", "AssetChange", "AssetSpec", "AssetState", "Claim",
-    "HStatus", "ImportItem", "MintItem", "Op", "Outcome", "RStatus", "User", "asset_change_url", "asset_delete",
+    "HStatus", "HandleExists", "HandleServiceError", "HandleStateError", "ImportItem", "MintItem", "Op", "Outcome", "PrefixForbidden", "RStatus", "User", "asset_change_url", "asset_delete",
     "asset_publish", "asset_save", "asset_unpublish", "assets_get_or_create_bulk", "handle_delete",
     "handle_make_primary", "handle_mint", "handle_mint_preview", "handle_redirect", "handle_restore",
     "handle_tombstone", "handle_verify", "handles_import_bulk", "handles_mint_bulk", "handles_queue_bulk",
