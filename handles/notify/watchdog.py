@@ -173,7 +173,7 @@ def _describe(servers: list[tuple[str, list[tuple[str, int]]]]) -> str:
 
 def registered_servers(prefix: Prefix, proxy: HandleServerClient) -> tuple[list, str]:
     """The servers the global registry names for the prefix, and where they came from. HS_SERV names a
-    service handle whose HS_SITE values are the sites [TM §3.6]."""
+    service handle whose HS_SITE values are the sites (docs/handle-server.md §5)."""
     name = f"0.NA/{prefix.prefix}"
     values = (proxy.get_handle(name, authoritative=True).body or {}).get("values") or []
     servers = site_servers(values)

@@ -21,7 +21,7 @@ from handles.simulator.values import PUBKEY_INDEX, ascii_upper
 def ensure_certificate(data_dir: Path) -> tuple[Path, Path]:
     """Create the self-signed certificate on first start and reuse it afterwards. Like the real one:
     subject = issuer = `CN=anonymous`, no extensions (so no SAN), valid 2000-01-01 → 9999-12-31
-    [HANDLE_API §2.9]. Clients pin it with the hostname check off."""
+    (docs/handle-server.md §3). Clients pin it with the hostname check off."""
     cert_path, key_path = data_dir / CERT_FILE, data_dir / KEY_FILE
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path

@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.refused:
             try:
                 self.request.settimeout(self.timeout)
-                # Port unification: TLS records start with 0x16 (handshake) [HANDLE_API §1]. Peeking and the
+                # Port unification: TLS records start with 0x16 (handshake) (docs/handle-server.md §3). Peeking and the
                 # handshake happen here, in the connection's thread, so a slow client never stalls accept().
                 if self.request.recv(1, socket.MSG_PEEK) == b"\x16":
                     self.request = self.server.tls.wrap_socket(self.request, server_side=True)
@@ -106,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.mode == "slow":
             time.sleep(fault.delay)
         if fault.mode == "503":
-            # RC 3 "Server too busy" maps to 503 [HANDLE_API §2.6].
+            # RC 3 "Server too busy" maps to 503 (docs/handle-server.md §6).
             response = Response(503, _BUSY_BODY, [("Content-Type", JSON_CONTENT_TYPE)])
         else:
             response = self._dispatch(body, shutting_down=fault.mode == "shutdown")
@@ -148,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        # HEAD is GET without the body [SRC BaseHandleRequestProcessingServlet `service`].
+        # HEAD is GET without the body.
         self.wfile.write(head if self.command == "HEAD" else head + response.body)
         self.log_request(response.status, len(response.body))
 
