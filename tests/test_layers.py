@@ -11,6 +11,7 @@ from pathlib import Path
 import handles.tasks
 
 HANDLES = Path(handles.tasks.__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent
 TASK_PATH = re.compile(r"""["'](handles(?:\.\w+)*\.tasks)\.(\w+)["']""")
 
 
@@ -59,3 +60,15 @@ def test_every_task_path_named_in_the_code_and_migrations_resolves():
     assert ("handles.tasks", "push_request") in paths and ("handles.tasks", "sweep_requests") in paths
     for module, name in sorted(paths):
         assert callable(getattr(importlib.import_module(module), name, None)), f"{module}.{name} is gone"
+
+
+def test_no_test_patches_a_name_tasks_only_re_exports():
+    """handles.tasks re-exports the hand-over functions, but the outbox calls them in handles.outbox.handover:
+    a test that patches handles.tasks.enqueue_request would silently patch nothing the code calls."""
+    re_exported = {name for name in handles.tasks.__all__
+                   if getattr(handles.tasks, name).__module__ != handles.tasks.__name__}
+    assert "enqueue_request" in re_exported
+    patch = re.compile(r"""setattr\(\s*(?:tasks,\s*|["']handles\.tasks\.)["']?(\w+)["']""")
+    offenders = [f"{path.relative_to(TESTS.parent)}: {name}" for path in sorted(TESTS.rglob("*.py"))
+                 for name in patch.findall(path.read_text()) if name in re_exported]
+    assert offenders == [], "patch these in handles.outbox.handover, where the outbox looks them up"
