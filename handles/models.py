@@ -2,7 +2,7 @@
 
 Our database is what we intend; the Handle server is what the world resolves. Every change to a handle
 is a HandleRequest (kept forever) that a background task pushes to the server and verifies.
-Writes happen only in handles/services.py.
+Writes happen only in the services (handles/services/) and the outbox (handles/outbox/).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class Prefix(models.Model):
     last_contact_ok = models.BooleanField(null=True, editable=False)
     last_contact_error = models.TextField(blank=True, editable=False)
     # Set while the server refuses our credentials (401/402): the prefix's queue waits, attempts unspent,
-    # until a probe authenticates (services.prefix_auth_failed / prefix_auth_recovered).
+    # until a probe authenticates (handles.outbox.pause: prefix_auth_failed / prefix_auth_recovered).
     auth_failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     auth_error = models.TextField(blank=True, editable=False)
     auth_probes = models.PositiveIntegerField(default=0, editable=False, help_text="Failed probes since then.")
