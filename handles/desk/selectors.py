@@ -44,7 +44,7 @@ class SyncState:
     LABELS = dict(CHOICES)
 
 
-# A failed verify whose error says the server disagrees with us (handles.push._verify) is drift, not an
+# A failed verify whose error says the server disagrees with us (handles.outbox.push._verify) is drift, not an
 # outage: the server answered, and it holds something else.
 DRIFT_ERROR = (Q(op=HandleRequest.Op.VERIFY)
                & (Q(error__startswith="Drift:") | Q(error__contains="is missing on the Handle server")
