@@ -49,8 +49,11 @@ bench: $(STAMP)
 	@$(PY) -m tests.services_ready
 	$(PY) -m bench.run_all
 
+# Style (ruff), the layering contracts (import-linter) and the types (mypy with django-stubs): docs/lint.md.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf var/handles.sqlite3 var/handles.sqlite3-wal var/handles.sqlite3-shm var/simulator var/static

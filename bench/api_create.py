@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import time
+from functools import partial
 from http.client import HTTPConnection
 
 from bench.api_lookup import free_port, measure_cpu, start_gunicorn
@@ -114,8 +115,8 @@ def main() -> None:
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in endpoints}
         for _ in range(args.rounds):
             for name, (path, expected) in endpoints.items():
-                rounds[name].append(measure_cpu(server.pid, lambda path=path, expected=expected: post_load(
-                    port, path, token, args.seconds / args.rounds, args.connections, expected)))
+                rounds[name].append(measure_cpu(server.pid, partial(
+                    post_load, port, path, token, args.seconds / args.rounds, args.connections, expected)))
     finally:
         server.terminate()
         server.wait(timeout=30)

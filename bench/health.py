@@ -68,7 +68,7 @@ def bare(interval: float) -> None:
         for handle in items:
             turn = time.monotonic() + interval
             url, _ = client.get_url(handle.full_handle)
-            assert fetcher.follow(url).ok
+            assert url is not None and fetcher.follow(url).ok
             time.sleep(max(0.0, turn - time.monotonic()))
         return len(items)
 
@@ -99,11 +99,11 @@ def setup(sites, hosts: int, per_host: int, data_dir: Path, sim) -> int:
     from django.db import transaction
 
     from handles import services
-    from handles.handle_server import simulator
     from handles.models import Handle, Prefix
+    from handles.simulator.store import bulk_load
 
     ours = [(f"H{host}-{n}", sites.url(host, f"/object/{host}-{n}")) for host in range(hosts) for n in range(per_host)]
-    simulator.bulk_load(data_dir, ((f"{PREFIX}/{suffix}", url) for suffix, url in ours))
+    bulk_load(data_dir, ((f"{PREFIX}/{suffix}", url) for suffix, url in ours))
     prefix = services.prefix_save(prefix=Prefix(
         prefix=PREFIX, site_name="Bench", is_default=True, server_url=sim.base_url, auth_identity=f"300:{PREFIX}/ADMIN",
         secret_env_var=SECRET_ENV, tls_mode=Prefix.TLS.PINNED, pinned_certificate=sim.cert_path.read_text(),

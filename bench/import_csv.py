@@ -69,12 +69,12 @@ def settle_timings(batch_id: int) -> tuple[float, float, float]:
 
     from handles.models import HandleRequest
     from handles.repair import services as repair
-    from handles.repair.models import ImportBatch, ImportRow
+    from handles.repair.models import ImportRow, JobState
 
     started = time.perf_counter()
     waiting = repair.import_batch_settle(batch_id)
     settle_waiting = time.perf_counter() - started
-    assert waiting.state == ImportBatch.State.VERIFYING, waiting.state
+    assert waiting.state == JobState.VERIFYING, waiting.state
     HandleRequest.objects.filter(status=HandleRequest.Status.QUEUED).update(status=HandleRequest.Status.SUCCESS)
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -86,7 +86,7 @@ def settle_timings(batch_id: int) -> tuple[float, float, float]:
     started = time.perf_counter()
     done = repair.import_batch_settle(batch_id)
     settle_done = time.perf_counter() - started
-    assert done.state == ImportBatch.State.APPLIED, (done.state, done.error)
+    assert done.applied, (done.step, done.state, done.error)
     return settle_waiting, settle_done, bare_count
 
 
@@ -117,7 +117,7 @@ def measure(rows: int, env: dict) -> None:
     from handles import services
     from handles.models import Handle, HandleRequest, Prefix
     from handles.repair import services as repair
-    from handles.repair.models import ImportRow
+    from handles.repair.models import ImportRow, JobState
 
     prefix = services.prefix_save(prefix=Prefix(
         prefix="11084", site_name="Grinnell College", server_url="https://127.0.0.1:9", auth_identity="300:11084/ADMIN",
@@ -134,12 +134,12 @@ def measure(rows: int, env: dict) -> None:
         batch = repair.import_batch_configure(batch=batch, mapping=batch.mapping, prefix=prefix, source_system="alma")
         batch = repair.import_batch_analyse(batch.pk)
         dry_run = time.perf_counter() - started
-        assert batch.state == batch.State.ANALYSED, batch.error
+        assert batch.analysed, batch.error
         started = time.perf_counter()
         batch = repair.import_batch_apply(batch.pk, via="bench")
         apply = time.perf_counter() - started
-        # Adopt mode: recorded, with a verification request per handle; APPLIED once the worker has them.
-        assert batch.state == batch.State.VERIFYING, (batch.state, batch.error)
+        # Adopt mode: recorded, with a verification request per handle; applied (done) once the worker has them.
+        assert batch.state == JobState.VERIFYING, (batch.state, batch.error)
         handles = Handle.objects.filter(prefix=prefix).count()
         requests = HandleRequest.objects.filter(op=HandleRequest.Op.VERIFY).count()
         assert handles == rows and requests == rows, (handles, requests)

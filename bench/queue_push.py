@@ -145,7 +145,7 @@ def main() -> None:
     from handles.models import HandleRequest, Prefix
 
     with tempfile.TemporaryDirectory() as tmp, \
-            (real_server(dist, Path(tmp)) if real else simulator_server(Path(tmp))) as server:
+            (real_server(dist, Path(tmp)) if real and dist is not None else simulator_server(Path(tmp))) as server:
         os.environ[secret_env] = env[secret_env] = server.secret
         admin_handle, admin_index = server.identity.split(":", 1)[1], int(server.identity.split(":", 1)[0])
         prefix = services.prefix_save(prefix=Prefix(

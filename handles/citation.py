@@ -1,6 +1,6 @@
 """How a handle is written inside a URL: the one place every citation and resolver link is built.
 
-A suffix may hold any printable Unicode [HANDLE_API.md §4], including `?`, `#`, `%` and spaces, which end
+A suffix may hold any printable Unicode (docs/handle-server.md §1), including `?`, `#`, `%` and spaces, which end
 or change a URL path when written raw: `https://hdl.handle.net/20.500.12345/a?b#c` resolves the handle
 `20.500.12345/a`. The proxy resolver (and the Handle server) decode percent-escapes in the path, so each
 character other than letters, digits, `-._~` and `/` is percent-encoded (UTF-8). The `/` inside a suffix

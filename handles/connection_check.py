@@ -36,7 +36,7 @@ from handles.handle_server.client import (
 from handles.models import Prefix
 
 SCRATCH_STEM = "HANDLES-CHECK-CONNECTION-"  # scratch handles only; a leftover one is safe to delete
-# HS_ADMIN permission positions (1-based, left to right, HANDLE_API.md §2.8) the queue's pushes need.
+# HS_ADMIN permission positions (1-based, left to right: docs/handle-server.md §5) the queue's pushes need.
 NEEDED_PERMISSIONS = {6: "add value", 8: "modify value", 11: "delete handle"}
 RC_NOT_HOMED = 301
 RC_NOT_SUPPORTED = 5

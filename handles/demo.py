@@ -7,8 +7,9 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from handles import services
 from handles.models import Asset, Handle, Prefix
+from handles.services.configuration import asset_save, prefix_save
+from handles.services.handles import handle_mint
 
 DEMO_PREFIX = "20.500.12345"
 DEMO_SECRET_ENV = "HANDLE_SECRET_DEMO"
@@ -38,13 +39,13 @@ def seed(*, server_url: str, certificate_path: Path, username: str, password: st
         prefix.hs_admin_handle = f"{DEMO_PREFIX}/ADMIN"
         prefix.hs_admin_index = 300
         prefix.hs_admin_permissions = "111111111111"
-        services.prefix_save(prefix=prefix)
+        prefix_save(prefix=prefix)
     for source, external_id, title, url in DEMO_ASSETS:
         asset = Asset.objects.filter(source_system=source, external_id=external_id).first()
         if asset is None:
-            asset = services.asset_save(asset=Asset(source_system=source, external_id=external_id, title=title, url=url))
+            asset = asset_save(asset=Asset(source_system=source, external_id=external_id, title=title, url=url))
             done.append(f"created asset {asset}")
         if not Handle.objects.filter(asset=asset).exists():
-            request = services.handle_mint(prefix=prefix, target_url=url, asset=asset, via="demo")
+            request = handle_mint(prefix=prefix, target_url=url, asset=asset, via="demo")
             done.append(f"minted {request.full_handle}")
     return done

@@ -1,5 +1,7 @@
 """Forms for the admin's handle desk. Validation reuses handles.validators; writes go to services."""
 
+from typing import Any
+
 from django import forms
 from django.contrib.admin import AdminSite
 from django.contrib.admin.widgets import AutocompleteSelect
@@ -12,7 +14,9 @@ URL_WIDGET = forms.URLInput(attrs={"size": 90, "placeholder": "https://..."})
 
 
 class MintForm(forms.Form):
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)
+    # A field named like Form.prefix (the HTML name prefix): the form's metaclass moves declared fields into
+    # base_fields, so it never replaces that attribute, which the stubs cannot see.
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)  # type: ignore[assignment]
     suffix = forms.CharField(
         required=False, max_length=255, validators=[validate_new_suffix],
         help_text="Leave empty to let the prefix's suffix policy choose (random opaque, or the asset's id).",
@@ -24,12 +28,13 @@ class MintForm(forms.Form):
                                    help_text="The digital object this handle identifies (optional): type part of "
                                              "its external id or title.")
 
-    def __init__(self, *args, admin_site: AdminSite | None = None, **kwargs):
+    def __init__(self, *args: Any, admin_site: AdminSite | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if admin_site is not None:
             # There may be 100,000 assets: the admin's autocomplete (the Asset admin's search_fields, a page
             # of results at a time) instead of a select that lists them all.
             asset = self.fields["asset"]
+            assert isinstance(asset, forms.ModelChoiceField)  # declared above
             asset.widget = AutocompleteSelect(Handle._meta.get_field("asset"), admin_site, attrs={"style": "width: 36em"})
             asset.widget.choices = asset.choices  # as the field does for the widget it was built with
         default = Prefix.objects.filter(is_default=True).first()
@@ -59,3 +64,11 @@ class TombstoneForm(forms.Form):
 class ConfirmForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, widget=forms.TextInput(attrs={"size": 80}),
                              help_text="Optional note kept in the request log.")
+
+
+class DateRangeForm(forms.Form):
+    """Days, in the site's time zone: the request log's date filter and the failures page."""
+
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                            help_text="Up to and including this day.")

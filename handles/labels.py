@@ -4,11 +4,23 @@ acronyms and the Handle System's own names wrongly. One place fixes them for the
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.utils.text import capfirst
 from django.utils.translation import ngettext
 
-_SPELLINGS = [
+if TYPE_CHECKING:
+    from django import forms
+    from django.contrib.admin.options import BaseModelAdmin
+    from django.db.models import Field
+    from django.http import HttpRequest
+
+    _AdminBase = BaseModelAdmin[Any]  # what the mixin is mixed into, so that super() is typed
+else:
+    _AdminBase = object
+
+_SPELLINGS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"\bhs[ _]admin\b", re.IGNORECASE), "HS_ADMIN"),
     (re.compile(r"\b(url|tls|api|csv|http|json|iiif)\b", re.IGNORECASE), lambda m: m.group(1).upper()),
 ]
@@ -21,10 +33,11 @@ def label(text: str) -> str:
     return capfirst(text)
 
 
-class LabelledFieldsAdmin:
+class LabelledFieldsAdmin(_AdminBase):
     """ModelAdmin mixin: the change form's labels spelled by `label` (no model or migration change)."""
 
-    def formfield_for_dbfield(self, db_field, request, **kwargs):
+    def formfield_for_dbfield(self, db_field: Field[Any, Any], request: HttpRequest,
+                              **kwargs: Any) -> forms.Field | None:
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
         if field is not None and field.label:
             field.label = label(str(field.label))

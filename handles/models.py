@@ -2,13 +2,15 @@
 
 Our database is what we intend; the Handle server is what the world resolves. Every change to a handle
 is a HandleRequest (kept forever) that a background task pushes to the server and verifies.
-Writes happen only in handles/services.py.
+Writes happen only in the services (handles/services/) and the outbox (handles/outbox/).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -23,6 +25,14 @@ from handles.citation import citation_url
 from handles.handle_server.client import ServerConfig
 from handles.validators import ascii_upper, validate_prefix, validate_suffix, validate_target_url
 
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+    from django.db.backends.ddl_references import Statement
+    from django.db.models.sql.compiler import SQLCompiler
+
+SqlAndParams = tuple[str, list[str | int] | tuple[str | int, ...]]  # what an expression compiles to
+
 UNAMBIGUOUS_ALPHABET = "23456789bcdfghjkmnpqrstvwxz"  # no 0/o, 1/l/i, no vowels (no accidental words)
 
 
@@ -32,7 +42,8 @@ class HashIndexOnPostgres(models.Index):
     A btree refuses keys over ~2.7 kB, which a 2000-character URL with non-ASCII characters can exceed;
     a hash index takes values of any length, and reverse lookups by URL only ever ask for equality."""
 
-    def create_sql(self, model, schema_editor, using="", **kwargs):
+    def create_sql(self, model: type[models.Model], schema_editor: BaseDatabaseSchemaEditor, using: str = "",
+                   **kwargs: Any) -> Statement:
         if schema_editor.connection.vendor == "postgresql":
             using = " USING hash"
         return super().create_sql(model, schema_editor, using=using, **kwargs)
@@ -104,7 +115,7 @@ class Prefix(models.Model):
     last_contact_ok = models.BooleanField(null=True, editable=False)
     last_contact_error = models.TextField(blank=True, editable=False)
     # Set while the server refuses our credentials (401/402): the prefix's queue waits, attempts unspent,
-    # until a probe authenticates (services.prefix_auth_failed / prefix_auth_recovered).
+    # until a probe authenticates (handles.outbox.pause: prefix_auth_failed / prefix_auth_recovered).
     auth_failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     auth_error = models.TextField(blank=True, editable=False)
     auth_probes = models.PositiveIntegerField(default=0, editable=False, help_text="Failed probes since then.")
@@ -279,7 +290,7 @@ class HandleRequestQuerySet(models.QuerySet):
     def unfinished(self) -> HandleRequestQuerySet:
         return self.filter(status__in=[HandleRequest.Status.QUEUED, HandleRequest.Status.RUNNING])
 
-    def due(self, now=None) -> HandleRequestQuerySet:
+    def due(self, now: datetime | None = None) -> HandleRequestQuerySet:
         """Queued requests whose time has come, less those of prefixes whose authentication is failing
         (they wait for the prefix's probe). Paused prefixes are few: their ids are read first, so a queue
         with none pays no join."""
@@ -294,7 +305,7 @@ class HandleRequestQuerySet(models.QuerySet):
         """Queued requests waiting for their prefix's authentication to work again."""
         return self.filter(status=HandleRequest.Status.QUEUED, handle__prefix__auth_failing_since__isnull=False)
 
-    def lease_expired(self, now=None) -> HandleRequestQuerySet:
+    def lease_expired(self, now: datetime | None = None) -> HandleRequestQuerySet:
         return self.filter(status=HandleRequest.Status.RUNNING, lease_until__lt=now or timezone.now())
 
 
@@ -382,12 +393,14 @@ class ErrorSignature(Func):
     output_field = HandleRequest._meta.get_field("error")
 
     def __init__(self) -> None:
-        super().__init__(Left(Replace(F("error"), F("full_handle"), Value("{handle}")), 400))
+        # Replace takes any expression for the text to replace; the stubs ask for a Value.
+        super().__init__(Left(Replace(F("error"), F("full_handle"), Value("{handle}")), 400))  # type: ignore[arg-type]
 
-    def as_sql(self, compiler, connection, **extra):
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, function: str | None = None,
+               template: str | None = None, arg_joiner: str | None = None, **extra: Any) -> SqlAndParams:
         return compiler.compile(self.source_expressions[0])
 
-    def as_postgresql(self, compiler, connection, **extra):
+    def as_postgresql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any) -> SqlAndParams:
         sql, params = compiler.compile(self.source_expressions[0])
         sql = f"regexp_replace({sql}, %s, %s, 'g')"
         params = [*params, r"'[^']*'", "'…'"]

@@ -1,7 +1,6 @@
 """Syntax rules for prefixes, suffixes and target URLs, shared by models, forms, the API and imports.
 
-Handle syntax is in the Handle.net Technical Manual §1.1-1.4 (see shared/HANDLE_API.md §4): a prefix is
-dot-separated segments, the suffix is any printable Unicode except that we refuse what would break
+Handle syntax (docs/handle-server.md §1): a prefix is dot-separated segments, the suffix is any printable Unicode except that we refuse what would break
 resolution or citation in practice (control characters, leading/trailing whitespace, over-long values).
 """
 
@@ -110,7 +109,7 @@ def validate_target_url(value: str) -> None:
 def split_handle(value: str) -> tuple[str, str]:
     """Split `PREFIX/SUFFIX`, also accepting the cited forms hdl:..., http(s)://hdl.handle.net/...
 
-    The prefix is everything before the first '/'; the suffix may contain more '/' [TM §1.1]. A resolver
+    The prefix is everything before the first '/'; the suffix may contain more '/' (docs/handle-server.md §1). A resolver
     URL's path is percent-decoded, as the resolver decodes it (handles.citation writes it encoded).
     """
     text = (value or "").strip()

@@ -159,13 +159,13 @@ class SimulatorProcess:
         clear_faults(self.data_dir)
 
     def tls_context(self) -> ssl.SSLContext:
-        """Pin the self-signed certificate and skip the hostname check (CN=anonymous, no SAN) [HANDLE_API §2.9]."""
+        """Pin the self-signed certificate and skip the hostname check (CN=anonymous, no SAN) (docs/handle-server.md §3)."""
         context = ssl.create_default_context(cafile=str(self.cert_path))
         context.check_hostname = False
         return context
 
     def basic_auth(self, secret: str | None = None, identity: str | None = None) -> str:
-        """`Authorization` value: Basic with the identity's colon percent-encoded [HANDLE_API §2.7]."""
+        """`Authorization` value: Basic with the identity's colon percent-encoded (docs/handle-server.md §7)."""
         user = quote(identity or self.admin_identity, safe="")
         token = base64.b64encode(f"{user}:{secret or self.secret}".encode()).decode()
         return f"Basic {token}"

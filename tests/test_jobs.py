@@ -11,6 +11,7 @@ from handles import jobs, services, tasks
 from handles.desk import services as desk_services
 from handles.jobs import JobState
 from handles.models import HandleRequest
+from handles.outbox import drain
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +60,7 @@ def test_a_long_drain_moves_a_busy_jobs_tally(verifying_job, settings, monkeypat
     while a big job runs; one request per task (no drain) does not count the job's requests after each."""
     settings.HANDLES_DRAIN_SECONDS = drain_seconds
     job, requests = verifying_job
-    monkeypatch.setattr(tasks, "_drain", lambda deadline, task_ends: (0, "time"))  # its time ran out, others due
+    monkeypatch.setattr(drain, "_drain", lambda deadline, task_ends: (0, "time"))  # its time ran out, others due
     assert tasks.push_request(requests[0].pk) == "success"
     job.refresh_from_db()
     assert job.state == JobState.VERIFYING

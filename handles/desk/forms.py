@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from django import forms
+from django.forms.utils import ErrorDict, ErrorList
 
-from handles.desk.models import Collection
-from handles.desk.selectors import SyncState, health_choices, source_systems
-from handles.models import Handle, Prefix
+from handles.desk.filters import BROWSE
 
 
 class RedirectRuleForm(forms.Form):
@@ -29,52 +28,34 @@ class RedirectRuleForm(forms.Form):
         return cleaned
 
 
-class DateRangeForm(forms.Form):
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
-                            help_text="Up to and including this day.")
-
-
-SORTS = {
-    "handle": ("Handle A–Z", ["prefix_id", "suffix_key"]),
-    "-handle": ("Handle Z–A", ["-prefix_id", "-suffix_key"]),
-    "-updated": ("Recently changed", ["-updated_at", "-pk"]),
-    "updated": ("Least recently changed", ["updated_at", "pk"]),
-    "-created": ("Newest", ["-pk"]),
-    "created": ("Oldest", ["pk"]),
-}
-
-
 class BrowseForm(forms.Form):
-    """The browse page's filters: the same names as the admin list's, so a link works in both."""
+    """The browse page's filter menus. It shows the query string's values; handles.desk.filters.BROWSE
+    checks them (one check for every surface), so this form is never validated itself."""
 
-    q = forms.CharField(required=False, max_length=500, label="Search",
+    q = forms.CharField(required=False, label="Search",
                         widget=forms.TextInput(attrs={"placeholder": "Handle, suffix, URL, title or asset id",
                                                       "size": 40, "type": "search"}))
-    prefix = forms.ChoiceField(required=False, error_messages={"invalid_choice": "There is no prefix with id %(value)s."})
-    collection = forms.ChoiceField(required=False,
-                                   error_messages={"invalid_choice": "There is no collection with id %(value)s."})
-    source = forms.ChoiceField(required=False, label="Source system",
-                               error_messages={"invalid_choice": "No asset comes from the source system %(value)s."})
-    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Handle.Status.choices],
-                               error_messages={"invalid_choice": "Unknown status %(value)s."})
-    sync = forms.ChoiceField(required=False, choices=[("", "Any sync state"), *SyncState.CHOICES],
-                             error_messages={"invalid_choice": "Unknown sync state %(value)s."})
-    health = forms.ChoiceField(required=False, label="Latest health check",
-                               error_messages={"invalid_choice": "Unknown health check outcome %(value)s."})
-    sort = forms.ChoiceField(required=False, choices=[(key, label) for key, (label, _) in SORTS.items()],
-                             error_messages={"invalid_choice": "Unknown sort order %(value)s (one of "
-                                             + ", ".join(SORTS) + ")."})
+    prefix = forms.ChoiceField(required=False)
+    collection = forms.ChoiceField(required=False)
+    source = forms.ChoiceField(required=False, label="Source system")
+    status = forms.ChoiceField(required=False)
+    sync = forms.ChoiceField(required=False)
+    health = forms.ChoiceField(required=False, label="Latest health check")
+    sort = forms.ChoiceField(required=False)
 
-    def __init__(self, *args, **kwargs):
+    ANY = {"prefix": "Any prefix", "collection": "Any collection", "source": "Any source", "status": "Any status",
+           "sync": "Any sync state", "health": "Any health"}
+
+    def __init__(self, *args, problems: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["prefix"].choices = [("", "Any prefix")] + [
-            (str(p.pk), f"{p.prefix} ({p.site_name})") for p in Prefix.objects.order_by("prefix")]
-        self.fields["collection"].choices = [("", "Any collection")] + [
-            (str(c.pk), c.name) for c in Collection.objects.order_by("name")]
-        self.fields["source"].choices = [("", "Any source")] + [(s, s) for s in source_systems()]
-        self.fields["health"].choices = [("", "Any health")] + health_choices()
+        self.problems = problems or {}
+        for name, field in self.fields.items():
+            if isinstance(field, forms.ChoiceField):
+                any_value = [("", self.ANY[name])] if name in self.ANY else []
+                field.choices = any_value + BROWSE.choices(name)
 
-    def ordering(self) -> tuple[str, list[str]]:
-        key = (self.cleaned_data.get("sort") if self.is_valid() else "") or "handle"
-        return key, SORTS[key][1]
+    def full_clean(self) -> None:
+        """The errors shown beside the menus are the filter's refusals (the form checks nothing itself)."""
+        self.cleaned_data = {}
+        self._errors = ErrorDict({name: ErrorList([message]) for name, message in self.problems.items()
+                                  if name in self.fields})

@@ -33,9 +33,11 @@ from django.utils.dateparse import parse_datetime
 from handles import jobs
 from handles import services as handle_services
 from handles.desk import selectors, tasks
+from handles.desk.filters import DESK, InvalidFilter
 from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError, HandleStateError
 from handles.models import Handle, HandleRequest
+from handles.selectors import failed_requests, open_failures_of, with_signature
 
 logger = logging.getLogger(__name__)
 User = AbstractBaseUser | AnonymousUser | None
@@ -140,18 +142,18 @@ def _request_selection(selection: dict[str, Any]) -> QuerySet:
         return HandleRequest.objects.filter(pk__in=selection["ids"], status=HandleRequest.Status.ERROR)
     filters = selection.get("filters", {})
     prefix = filters.get("prefix")
-    requests = selectors.failed_requests(
+    requests = failed_requests(
         prefix_id=int(prefix) if str(prefix or "").isdigit() else None,
         since=parse_datetime(filters["since"]) if filters.get("since") else None,
         until=parse_datetime(filters["until"]) if filters.get("until") else None,
     )
     if filters.get("handle_ids") is not None:
-        requests = selectors.open_failures_of(Handle.objects.filter(pk__in=filters["handle_ids"]))
+        requests = open_failures_of(Handle.objects.filter(pk__in=filters["handle_ids"]))
     elif filters.get("handle_filters") is not None:
-        handles = selectors.HandleFilter.from_params(filters["handle_filters"]).apply(Handle.objects.all())
-        requests = selectors.open_failures_of(handles)
+        handles = DESK.parse(filters["handle_filters"]).queryset()
+        requests = open_failures_of(handles)
     if filters.get("signature"):
-        requests = selectors.with_signature(requests, filters["signature"])
+        requests = with_signature(requests, filters["signature"])
     return requests
 
 
@@ -162,7 +164,7 @@ def selection_queryset(*, kind: str, selection: dict[str, Any], parameters: dict
     if "ids" in selection:
         handles = Handle.objects.filter(pk__in=selection["ids"])
     else:
-        handles = selectors.HandleFilter.from_params(selection.get("filters", {})).apply(Handle.objects.all())
+        handles = DESK.parse(selection.get("filters", {})).queryset()
     if kind == Kind.REDIRECT_RULE:
         handles = selectors.redirect_rule_matches(handles, parameters["find"])
     return handles.select_related("prefix")
@@ -187,7 +189,7 @@ def _frozen_chunk(job: BulkJob, ids: list[int], cursor: int) -> tuple[list[int],
     filters = job.selection.get("filters")
     if not filters and job.kind != Kind.REDIRECT_RULE:
         return chunk_ids, handles, None
-    matching = selectors.HandleFilter.from_params(filters or {}).apply(Handle.objects.filter(pk__in=chunk_ids))
+    matching = DESK.parse(filters or {}).queryset(Handle.objects.filter(pk__in=chunk_ids))
     if job.kind == Kind.REDIRECT_RULE:
         matching = selectors.redirect_rule_matches(matching, job.parameters["find"])
     return chunk_ids, handles, set(matching.values_list("pk", flat=True))
@@ -206,9 +208,11 @@ def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[st
     _validate_parameters(kind, parameters)
     filters = selection.get("filters") or {}
     handle_filters = filters.get("handle_filters") if kind == Kind.RETRY else filters
-    if handle_filters and (problems := selectors.HandleFilter.from_params(handle_filters).problems()):
-        # Never a job over more handles than were asked for.
-        raise HandleServiceError(" ".join(problems.values()), code="invalid_selection")
+    if handle_filters:
+        try:
+            DESK.parse(handle_filters)
+        except InvalidFilter as exc:  # never a job over more handles than were asked for
+            raise HandleServiceError(str(exc), code="invalid_selection") from None
     job = BulkJob(kind=kind, selection=selection, parameters=parameters, description=description[:500],
                   created_by=_user(actor))
     try:

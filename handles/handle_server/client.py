@@ -1,4 +1,4 @@
-"""The one client for a Handle.net server's JSON REST API (shared/HANDLE_API.md).
+"""The one client for a Handle.net server's JSON REST API (docs/handle-server.md).
 
 The only module that imports `requests`. It knows nothing of Django models: callers pass a ServerConfig.
 It never retries or sleeps: it fails fast with a typed error, and the request queue owns the retry policy.
@@ -61,7 +61,7 @@ class TransientHandleServerError(HandleServerError):
     transient = True
 
 
-# responseCode → error class [TM §3.7.1, HANDLE_API.md §2.6]. Checked before the HTTP status.
+# responseCode → error class (docs/handle-server.md §6). Checked before the HTTP status.
 _RC_ERRORS: dict[int, type[HandleServerError]] = {
     2: TransientHandleServerError,  # unexpected server error
     3: TransientHandleServerError,  # server too busy
@@ -98,7 +98,7 @@ def classify(status: int, body: dict[str, Any] | None) -> type[HandleServerError
     if status >= 500 or status in (408, 429):
         return TransientHandleServerError
     if status == 401:
-        return AuthenticationFailed  # a wrong secret gets 401 with an empty body [LIVE 12b]
+        return AuthenticationFailed  # a wrong secret gets 401 with an empty body (seen on the real server)
     if status == 403:
         return PermissionDenied
     if status == 404:
@@ -123,14 +123,14 @@ class ServerConfig:
     @property
     def basic_username(self) -> str:
         # The colon after the index must be %3A or the server takes "300" for a handle and may hang
-        # resolving it globally [TM §14.6.3, HANDLE_API.md §0 pitfall 4].
+        # resolving it globally (docs/handle-server.md §7).
         return quote(self.auth_identity, safe="/")
 
 
 def tls_context(*, verify: bool, pinned_pem: str = "") -> ssl.SSLContext:
     """The client's TLS context. A pinned certificate is trusted alone, without the hostname check: the
     Handle server's own certificate is self-signed `CN=anonymous` with no SAN, so hostname checks always
-    fail [§2.9].
+    fail (docs/handle-server.md §3).
 
     No session tickets (ssl.OP_NO_TICKET): the server (TLS 1.2 only) asks for a client certificate by
     renegotiating once it sees `Authorization: Handle clientCert="true"`. A client holding a ticket resumes
@@ -176,15 +176,21 @@ class ServerAnswer:
     body: dict[str, Any] | None
     exchange: str  # one line per call: what was sent and what came back (the request log's output)
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The body's fields. A successful Handle answer always has a body (classify refuses a 2xx without
+        one); only the session API may answer without."""
+        return self.body or {}
+
 
 class HandleServerClient:
-    """Create-only, update-URL, delete, resolve and list, as HANDLE_API.md §7 prescribes."""
+    """Create-only, update-URL, delete, resolve and list, as docs/handle-server.md §4 describes."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         session = requests.Session()
-        # REQUESTS_CA_BUNDLE in the environment would override Session.verify [HANDLE_API.md §7.11].
+        # REQUESTS_CA_BUNDLE in the environment would override Session.verify (docs/handle-server.md §3).
         session.trust_env = False
         context = tls_context(verify=config.verify, pinned_pem=config.pinned_certificate)
         adapter = _TLSAdapter(context, check_hostname=context.check_hostname, pool_maxsize=4)
@@ -196,7 +202,7 @@ class HandleServerClient:
 
     # --- URL and auth -----------------------------------------------------------------------------
     def handle_url(self, handle: str) -> str:
-        """Percent-encode prefix and suffix, '/' inside the suffix included [HANDLE_API.md §4]."""
+        """Percent-encode prefix and suffix, '/' inside the suffix included (docs/handle-server.md §1)."""
         prefix, _, suffix = handle.partition("/")
         return f"{self.base_url}/api/handles/{quote(prefix, safe='')}/{quote(suffix, safe='')}"
 
@@ -262,7 +268,7 @@ class HandleServerClient:
     # --- Operations -------------------------------------------------------------------------------
     def create_handle(self, handle: str, values: list[dict[str, Any]]) -> ServerAnswer:
         """Create only: `overwrite=false` makes the server refuse an existing handle (409/101) instead of
-        silently replacing the whole record [HANDLE_API.md §0 pitfall 1]."""
+        silently replacing the whole record (docs/handle-server.md §4)."""
         return self._call("PUT", self.handle_url(handle), params=[("overwrite", "false")],
                           payload={"values": values}, auth=True)
 
@@ -276,7 +282,7 @@ class HandleServerClient:
 
     def get_handle(self, handle: str, *, indexes: list[int] | None = None, types: list[str] | None = None,
                    authenticated: bool = False, authoritative: bool = False) -> ServerAnswer:
-        """`authoritative`: through a proxy, bypass its cache (`auth=true`) [TM §14.5.1]."""
+        """`authoritative`: through a proxy, bypass its cache (`auth=true`) (docs/handle-server.md §4)."""
         params = [("index", str(i)) for i in indexes or []] + [("type", t) for t in types or []]
         params += [("auth", "true")] if authoritative else []
         return self._call("GET", self.handle_url(handle), params=params or None, auth=authenticated)
@@ -289,9 +295,9 @@ class HandleServerClient:
     def authenticate(self) -> ServerAnswer:
         """Check that the server accepts our credentials, writing nothing: the session API's
         `GET /api/sessions/this` with our Authorization answers 200 `{"authenticated":true,"id":...}`, and 401
-        when it does not accept them (a wrong secret, or a server shutting down) [LIVE, docs/handle-server.md]."""
+        when it does not accept them (a wrong secret, or a server shutting down: docs/handle-server.md §7, §10)."""
         answer = self._call("GET", f"{self.base_url}/api/sessions/this", auth=True, session_api=True)
-        body = answer.body or {}
+        body = answer.fields
         if body.get("authenticated") is not True:
             raise AuthenticationFailed(f"{_ERROR_WORDS[AuthenticationFailed]} (not authenticated: "
                                        f"{body.get('error') or 'no identity'})", status=answer.status,
@@ -301,18 +307,18 @@ class HandleServerClient:
     def count_handles(self, prefix: str) -> int:
         answer = self._call("GET", f"{self.base_url}/api/handles",
                             params=[("prefix", prefix), ("page", "0"), ("pageSize", "0")], auth=True)
-        return int(answer.body.get("totalCount", "0"))  # a JSON string on the real server
+        return int(answer.fields.get("totalCount", "0"))  # a JSON string on the real server
 
     def list_page(self, prefix: str, page: int, page_size: int) -> list[str]:
         answer = self._call("GET", f"{self.base_url}/api/handles",
                             params=[("prefix", prefix), ("page", str(page)), ("pageSize", str(page_size))],
                             auth=True)
-        return list(answer.body.get("handles", []))
+        return list(answer.fields.get("handles", []))
 
     def list_prefixes(self) -> list[str]:
         """The prefixes homed on this server, as `0.NA/PREFIX` (authenticated)."""
         answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
-        return list(answer.body.get("prefixes", []))
+        return list(answer.fields.get("prefixes", []))
 
     def iter_handles(self, prefix: str, page_size: int = 1000) -> Iterator[str]:
         """Every handle under the prefix, upper-cased as the server lists them. Pages shift if the prefix
@@ -322,9 +328,9 @@ class HandleServerClient:
             yield from self.list_page(prefix, page, page_size)
 
     def homed_prefixes(self) -> list[str]:
-        """The prefixes homed on this server, as `0.NA/P`: an authenticated read that writes nothing [§2.1]."""
+        """The prefixes homed on this server, as `0.NA/P`: an authenticated read that writes nothing (docs/handle-server.md §4)."""
         answer = self._call("GET", f"{self.base_url}/api/prefixes", auth=True)
-        return [str(p) for p in (answer.body or {}).get("prefixes", [])]
+        return [str(p) for p in answer.fields.get("prefixes", [])]
 
     def close(self) -> None:
         self._session.close()

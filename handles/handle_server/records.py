@@ -10,7 +10,7 @@ def url_value(url: str) -> dict[str, Any]:
 
 
 def admin_value(admin_handle: str, admin_index: int, permissions: str) -> dict[str, Any]:
-    """HS_ADMIN at index 100: without one nobody could administer the handle [TM §3.6]."""
+    """HS_ADMIN at index 100: without one nobody could administer the handle (docs/handle-server.md §5)."""
     return {
         "index": ADMIN_INDEX,
         "type": "HS_ADMIN",

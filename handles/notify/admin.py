@@ -6,12 +6,17 @@ Thin: forms and buttons call handles.notify.services (or its tasks) and say what
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
+from django.db.models import Model, QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from handles.labels import LabelledFieldsAdmin, counted
@@ -40,14 +45,21 @@ def _kinds(kinds: list[str]) -> str:
     return ", ".join(labels.get(k, k).split(" (")[0] for k in kinds or []) or "—"
 
 
+def _staff(request: HttpRequest) -> User:
+    """The logged-in staff member: the admin's pages and forms are only ever shown to one."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied
+    return request.user
+
+
 class ReadOnlyAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -66,45 +78,48 @@ class SubscriptionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def kinds_display(self, obj: Subscription) -> str:
         return _kinds(obj.kinds)
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
         queryset = super().get_queryset(request).select_related("user", "prefix")
-        return queryset if request.user.is_superuser else queryset.filter(user=request.user)
+        return queryset if request.user.is_superuser else queryset.filter(user=_staff(request))
 
-    def get_fields(self, request, obj=None):
-        fields = ["user", "prefix", "kinds", "email", "active"]
+    def get_fields(self, request: HttpRequest, obj: Subscription | None = None) -> tuple[str, ...]:
+        fields = ("user", "prefix", "kinds", "email", "active")
         return fields if request.user.is_superuser else fields[1:]
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
+    def get_form(self, request: HttpRequest, obj: Subscription | None = None, change: bool = False,
+                 **kwargs: Any) -> type[ModelForm[Any]]:
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.current_user = request.user
+        if issubclass(form, SubscriptionForm):
+            form.current_user = _staff(request)
         return form
 
     def _own(self, request: HttpRequest, obj: Subscription | None) -> bool:
         return obj is None or request.user.is_superuser or obj.user_id == request.user.pk
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Subscription | None = None) -> bool:
         return super().has_change_permission(request, obj) and self._own(request, obj)
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Subscription | None = None) -> bool:
         return super().has_delete_permission(request, obj) and self._own(request, obj)
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Subscription, form: ModelForm[Any], change: bool) -> None:
         if not request.user.is_superuser:
-            obj.user = request.user
+            obj.user = _staff(request)
         services.subscription_save(subscription=obj)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [path("settings/", self.admin_site.admin_view(self.settings_view), name="handles_notify_settings"),
                 *super().get_urls()]
 
-    def settings_view(self, request: HttpRequest):
+    def settings_view(self, request: HttpRequest) -> HttpResponse:
         """What the notifications run on, and a button that sends a test through every channel."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        user = _staff(request)
         may_endpoints = request.user.has_perm("handles_notify.change_webhookendpoint")
         endpoints = list(WebhookEndpoint.objects.filter(active=True)) if may_endpoints else []
         if request.method == "POST":
-            notification = services.test_send(actor=request.user, endpoints=endpoints)
+            notification = services.test_send(actor=user, endpoints=endpoints)
             count = notification.deliveries.count()
             level = messages.SUCCESS if count else messages.WARNING
             self.message_user(request, f"Test sent: {count} delivery(ies); their outcome is in the delivery log."
@@ -122,8 +137,8 @@ class SubscriptionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                   ("Watchdog checks", ", ".join(settings.HANDLES_WATCHDOG_CHECKS))]
         context = {**self.admin_site.each_context(request), "title": "Notification settings", "mail": mail,
                    "policy": policy, "endpoints": endpoints, "may_endpoints": may_endpoints,
-                   "subscriptions": Subscription.objects.filter(user=request.user).select_related("prefix"),
-                   "address": request.user.email, "opts": self.model._meta}
+                   "subscriptions": Subscription.objects.filter(user=user).select_related("prefix"),
+                   "address": user.email, "opts": self.model._meta}
         return render(request, "admin/notify/settings.html", context)
 
 
@@ -139,24 +154,24 @@ class WebhookEndpointAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def kinds_display(self, obj: WebhookEndpoint) -> str:
         return _kinds(obj.kinds)
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: ModelForm[Any], change: bool) -> None:
         services.endpoint_save(endpoint=obj)
 
     @admin.action(description="Send a test to the selected endpoints", permissions=["change"])
-    def send_test(self, request, queryset):
-        notification = services.test_send(actor=request.user, endpoints=list(queryset), to_self=False)
+    def send_test(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        notification = services.test_send(actor=_staff(request), endpoints=list(queryset), to_self=False)
         self.message_user(request, f"Test sent to {counted(queryset.count(), 'endpoint')}: see notification "
                                    f"#{notification.pk} for the responses.")
 
 
 class DeliveryInline(admin.TabularInline):
     model = Delivery
-    fields = ["channel", "recipient", "status_badge", "attempts", "next_attempt_at", "sent_at", "last_error", "log_link"]
+    fields = ("channel", "recipient", "status_badge", "attempts", "next_attempt_at", "sent_at", "last_error", "log_link")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
         return False
 
     @admin.display(description="Status")
@@ -174,12 +189,12 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "kind", "prefix", "subject", "occurrences", "digest_state", "delivered"]
     list_filter = ["kind", "is_digest", "prefix"]
     search_fields = ["subject", "details"]
-    fields = ["created_at", "kind", "prefix", "subject", "details", "occurrences", "is_digest", "digest",
-              "dedupe_key"]
+    fields = ("created_at", "kind", "prefix", "subject", "details", "occurrences", "is_digest", "digest",
+              "dedupe_key")
     readonly_fields = fields
     inlines = [DeliveryInline]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         return super().get_queryset(request).select_related("prefix")
 
     @admin.display(description="Digest")
@@ -198,12 +213,12 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 class AttemptInline(admin.TabularInline):
     model = DeliveryAttempt
-    fields = ["at", "ok", "status_code", "response_excerpt", "error", "elapsed_ms"]
+    fields = ("at", "ok", "status_code", "response_excerpt", "error", "elapsed_ms")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
         return False
 
 
@@ -213,13 +228,13 @@ class DeliveryAdmin(ReadOnlyAdmin):
                     "last_status", "last_error"]
     list_filter = ["status", "channel"]
     search_fields = ["recipient", "notification__subject"]
-    fields = ["notification", "channel", "recipient", "status", "attempts", "next_attempt_at", "sent_at",
-              "last_error"]
+    fields = ("notification", "channel", "recipient", "status", "attempts", "next_attempt_at", "sent_at",
+              "last_error")
     readonly_fields = fields
     inlines = [AttemptInline]
     actions = ["send_again"]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
         return super().get_queryset(request).select_related("notification")
 
     @admin.display(description="Status")
@@ -231,11 +246,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
         attempt = obj.log.first()
         return f"{attempt.status_code or ''} {attempt.response_excerpt[:80]}".strip() if attempt else "—"
 
-    def has_send_permission(self, request) -> bool:
+    def has_send_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("handles_notify.view_delivery")
 
     @admin.action(description="Send again (a fresh set of attempts)", permissions=["send"])
-    def send_again(self, request, queryset):
+    def send_again(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = services.deliveries_retry(delivery_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} delivery(ies) will be sent again.")
 
@@ -244,11 +259,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
 class WatchdogRunAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "prefix", "light_badge", "failing_display"]
     list_filter = ["light", "prefix"]
-    fields = ["prefix", "started_at", "finished_at", "light", "results_table"]
+    fields = ("prefix", "started_at", "finished_at", "light", "results_table")
     readonly_fields = fields
     change_list_template = "admin/notify/watchdogrun_changelist.html"
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WatchdogRun]:
         return super().get_queryset(request).select_related("prefix")
 
     @admin.display(description="Light")
@@ -268,11 +283,11 @@ class WatchdogRunAdmin(ReadOnlyAdmin):
             for r in obj.results))
         return format_html('<table class="hd-table">{}</table>', rows)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [path("run/", self.admin_site.admin_view(self.run_view), name="handles_notify_watchdog_run"),
                 *super().get_urls()]
 
-    def run_view(self, request: HttpRequest):
+    def run_view(self, request: HttpRequest) -> HttpResponse:
         if request.method == "POST":
             if not request.user.has_perm("handles.change_handle"):
                 raise PermissionDenied

@@ -1,3 +1,6 @@
+from collections.abc import Sequence
+from typing import Any
+
 from django.apps import AppConfig
 from django.core import checks
 
@@ -12,7 +15,7 @@ class NotifyConfig(AppConfig):
         checks.register(check_watchdog_settings)
 
 
-def check_watchdog_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_watchdog_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """A misspelt check name in HANDLES_WATCHDOG_CHECKS would silently switch that check off."""
     from django.conf import settings
 

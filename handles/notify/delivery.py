@@ -36,7 +36,7 @@ def payload(notification: Notification) -> dict[str, Any]:
     return {
         "id": notification.pk,
         "kind": notification.kind,
-        "prefix": notification.prefix.prefix if notification.prefix_id else None,
+        "prefix": notification.prefix.prefix if notification.prefix else None,
         "subject": notification.subject,
         "details": notification.details,
         "occurrences": notification.occurrences,
@@ -102,7 +102,7 @@ def _redacted(text: str, url: str) -> str:
 
 def email_text(notification: Notification) -> str:
     lines = [notification.subject, "", notification.details or "(no details)", ""]
-    if notification.prefix_id:
+    if notification.prefix:
         lines.append(f"Prefix: {notification.prefix.prefix}")
     lines += [f"When: {notification.created_at:%Y-%m-%d %H:%M:%S %Z}", f"In the admin: {notification_url(notification)}",
               "", "You receive this because you subscribed to these events. Change that under "

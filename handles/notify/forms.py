@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.utils import timezone
 
 from handles.notify.models import SUBSCRIBABLE, Kind, Notification, Subscription, WebhookEndpoint
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class _KindsForm(forms.ModelForm):
@@ -16,14 +20,15 @@ class _KindsForm(forms.ModelForm):
 
 
 class SubscriptionForm(_KindsForm):
-    current_user = None  # set by the admin: staff subscribe themselves
+    current_user: User | None = None  # set by the admin: staff subscribe themselves
 
     class Meta:
         model = Subscription
         fields = ["user", "prefix", "kinds", "email", "active"]
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         user = data.get("user") or self.current_user
         if user is not None:
             self.instance.user = user

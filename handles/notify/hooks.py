@@ -11,7 +11,7 @@ import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec
 
 from django.conf import settings
 
@@ -21,19 +21,19 @@ from handles.notify import services
 from handles.notify.models import Kind
 
 logger = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 SAMPLE_LINES = 20
 
 
-def never_raises(function: F) -> F:
+def never_raises(function: Callable[P, None]) -> Callable[P, None]:
     @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             function(*args, **kwargs)
         except Exception:
             logger.exception("notification hook %s failed", function.__name__)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @never_raises

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -33,6 +33,9 @@ from handles.notify.models import (
     WatchdogRun,
     WebhookEndpoint,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +284,7 @@ def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int
 
 # --- Test send --------------------------------------------------------------------------------------------
 @transaction.atomic
-def test_send(*, actor, endpoints: Iterable[WebhookEndpoint] = (), to_self: bool = True) -> Notification:
+def test_send(*, actor: User, endpoints: Iterable[WebhookEndpoint] = (), to_self: bool = True) -> Notification:
     """A test message to the staff member who asked (their subscription's address, else their own) and to
     the given endpoints, through the same deliveries as real events: what arrives shows the path works."""
     notification = Notification.objects.create(

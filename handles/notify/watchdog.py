@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,7 +58,7 @@ def run_checks(prefix: Prefix) -> list[CheckResult]:
                                             timeout=settings.HANDLES_WATCHDOG_TIMEOUT))
     results: dict[str, CheckResult] = {}
 
-    def run(name: str, check, *needs: str) -> None:
+    def run(name: str, check: Callable[[], CheckResult], *needs: str) -> None:
         if name not in enabled:
             results[name] = CheckResult(name, None, "Switched off (HANDLES_WATCHDOG_CHECKS).")
             return
@@ -145,7 +146,7 @@ def our_endpoint(prefix: Prefix) -> tuple[set[str], int]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname or ""
     try:
-        addresses = {_normal_ip(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+        addresses = {_normal_ip(str(info[4][0])) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
     except OSError:
         addresses = set()
     return addresses | {_normal_ip(host)}, port
@@ -173,7 +174,7 @@ def _describe(servers: list[tuple[str, list[tuple[str, int]]]]) -> str:
 
 def registered_servers(prefix: Prefix, proxy: HandleServerClient) -> tuple[list, str]:
     """The servers the global registry names for the prefix, and where they came from. HS_SERV names a
-    service handle whose HS_SITE values are the sites [TM §3.6]."""
+    service handle whose HS_SITE values are the sites (docs/handle-server.md §5)."""
     name = f"0.NA/{prefix.prefix}"
     values = (proxy.get_handle(name, authoritative=True).body or {}).get("values") or []
     servers = site_servers(values)

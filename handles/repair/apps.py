@@ -1,6 +1,13 @@
 from django.apps import AppConfig
 
 
+def _checks_section(handle) -> dict:
+    """A handle's page shows its resolution checks (the core's admin asks, it does not import us)."""
+    from handles.repair.selectors import check_history
+
+    return {"checks": check_history(handle)}
+
+
 class RepairConfig(AppConfig):
     name = "handles.repair"
     label = "handles_repair"
@@ -9,9 +16,11 @@ class RepairConfig(AppConfig):
 
     def ready(self) -> None:
         from handles import jobs
+        from handles.admin import register_handle_page_section
         from handles.repair import health, reconcile, services
 
         # Imports and repairs end applied/done only once the server confirmed their requests.
         jobs.register_settler(services.jobs_settle)
         for runner in (reconcile.IMPORT_RUNNER, reconcile.RUNNER, services.REPAIR_RUNNER, health.RUNNER):
             jobs.register_runner(runner)
+        register_handle_page_section(_checks_section)

@@ -1,15 +1,14 @@
 """A stand-alone simulator of CNRI's HANDLE.NET 9.3.1 JSON REST API, for tests, demos and benchmarks.
 
 It answers as the real server did in `tests/handle_server/recordings/handle-net-9.3.1.jsonl`; where the
-recordings are silent it follows shared/HANDLE_API.md, which cites the Technical Manual ([TM §x]) and the
-9.3.1 server source ([SRC path]). Deliberately Django-free: it runs as its own process
+recordings are silent it follows docs/handle-server.md, the project's record of the protocol. Deliberately Django-free: it runs as its own process
 (`python -m handles.simulator --help`) and uses only the standard library plus `cryptography` for its
 certificates, which the optional extra `simulator` installs (`pip install '.[simulator]'`). Nothing in
 production imports this package (tests/test_production_imports.py).
 
-One TCP port serves plain HTTP and HTTPS, like the real server's port unification [HANDLE_API §1]:
-- `/api/handles/...` and `/api/prefixes`: the JSON REST API [HANDLE_API §2].
-- any other path: the [PROXY] resolver, `GET /PREFIX/SUFFIX` → 302 to the record's URL [HANDLE_API §5].
+One TCP port serves plain HTTP and HTTPS, like the real server's port unification (docs/handle-server.md §3):
+- `/api/handles/...` and `/api/prefixes`: the JSON REST API (docs/handle-server.md §4).
+- any other path: the resolver, `GET /PREFIX/SUFFIX` → 302 to the record's URL (docs/handle-server.md §9).
 
 State lives in `--data-dir`: `handles.sqlite3` (records and homed prefixes), `serverCertificate.pem`
 plus its key, `clientcerts/` (a client certificate per admin handle, for HS_PUBKEY login at index 301, made
@@ -19,7 +18,7 @@ or shutting down.
 TLS is 1.2 only, like the real server's. Client-certificate login (`Authorization: Handle
 clientCert="true"`) works only for a client that offered no session ticket in its ClientHello: the real
 server asks for the certificate by renegotiating, and a client holding a ticket resumes instead and sends
-none (docs/handle-server.md). The simulator cannot renegotiate: it asks every client for an optional
+none (docs/handle-server.md §3). The simulator cannot renegotiate: it asks every client for an optional
 certificate in the first handshake, trusts only the certificates in `clientcerts/`, and refuses the login
 when the ClientHello carried the session-ticket extension.
 

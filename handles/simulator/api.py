@@ -31,8 +31,7 @@ from handles.simulator.values import (
 JSON_CONTENT_TYPE = "application/json;charset=utf-8"
 HTML_CONTENT_TYPE = "text/html;charset=utf-8"
 
-# The Handle protocol response codes the simulator gives [TM §3.7.1], and their HTTP status
-# [SRC BaseHandleRequestProcessingServlet `statusCodeFromResponse`, HANDLE_API §2.6].
+# The Handle protocol response codes the simulator gives, and their HTTP status (docs/handle-server.md §6).
 RC_SUCCESS = 1
 RC_ERROR = 2
 RC_SERVER_TOO_BUSY = 3
@@ -55,7 +54,7 @@ _STATUS_BY_RC = {
 }
 MSG_NOT_HOMED = "That prefix doesn't live here"
 MSG_IDENTITY_NOT_VERIFIED = "Identity not verified"
-# What the real server puts in its challenge while it shuts down [LIVE, docs/handle-server.md].
+# What the real server puts in its challenge while it shuts down (docs/handle-server.md §10).
 MSG_SHUTDOWN_VERIFYING = "Exception (net.handle.hdllib.HandleException) verifying identity"
 MSG_NO_LISTING = "This server does not support the list handles operation."
 MSG_INDEXES_POSITIVE = "Value indexes must be positive"
@@ -80,12 +79,12 @@ class Request:
         return values[0] if values else None
 
     def flag(self, name: str) -> bool:
-        """`getBooleanParameter`: present without value, `yes` or `true` [HANDLE_API §2.1]."""
+        """`getBooleanParameter`: present without value, `yes` or `true` (docs/handle-server.md §4)."""
         value = self.param(name)
         return value is not None and value.lower() in ("", "yes", "true")
 
     def strict_flag(self, name: str) -> bool:
-        """`Boolean.parseBoolean`, used for overwrite and mintNewSuffix: only `true` [HANDLE_API §2.1]."""
+        """`Boolean.parseBoolean`, used for overwrite and mintNewSuffix: only `true` (docs/handle-server.md §4)."""
         return (self.param(name) or "").lower() == "true"
 
     def indexes(self) -> list[int] | None:
@@ -101,7 +100,7 @@ class Response:
 
 
 def _decode_path(raw: str) -> str:
-    """`decodeURLIgnorePlus`: %XX decoded as UTF-8, `+` stays a plus [SRC BaseHandleRequestProcessingServlet]."""
+    """`decodeURLIgnorePlus`: %XX decoded as UTF-8, `+` stays a plus."""
     return unquote(raw, errors="replace")
 
 
@@ -117,7 +116,7 @@ def _scrub_callback(callback: str) -> str:
                    else "_" for i, c in enumerate(callback))
 
 
-# Servlet path → its Allow header [SRC HandleJsonRestApiServlet, PrefixesServlet].
+# Servlet path → its Allow header.
 _SERVLETS = {"/api/handles": "GET, HEAD, POST, PUT, DELETE, TRACE, OPTIONS",
              "/api/prefixes": "GET, HEAD, POST, DELETE, TRACE, OPTIONS"}
 
@@ -130,7 +129,7 @@ class HandleApi:
 
     # Responses ----------------------------------------------------------------------------------------
     def _json(self, req: Request, status: int, obj: dict[str, Any]) -> Response:
-        """JSON with the generic `pretty` and JSONP `callback` parameters [HANDLE_API §2.1]."""
+        """JSON with the generic `pretty` and JSONP `callback` parameters (docs/handle-server.md §4)."""
         indent = 2 if req.flag("pretty") else None
         text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
         content_type = JSON_CONTENT_TYPE
@@ -140,7 +139,7 @@ class HandleApi:
         return Response(status, text.encode(), [("Content-Type", content_type)])
 
     def _rc(self, req: Request, rc: int, handle: str | None = None, message: str | None = None) -> Response:
-        """An error body: responseCode, message if any, and the request's handle if it had one [LIVE]."""
+        """An error body: responseCode, message if any, and the request's handle if it had one (seen on the real server)."""
         body: dict[str, Any] = {"responseCode": rc}
         if message is not None:
             body["message"] = message
@@ -167,12 +166,12 @@ class HandleApi:
         if sessions:
             return self._sessions(req, authorization)
         # The authentication filter runs before any servlet, over HTTPS only; over plain HTTP the header is
-        # ignored [HANDLE_API §2.7, SRC StandardHandleAuthenticationFilter].
+        # ignored (docs/handle-server.md §7).
         if req.secure and authorization is not None:
             identity, error = self._authenticate(req, authorization)
             if identity is None and (error is not None or not _asks_client_certificate(authorization)):
                 return self._challenge(req, Response(401), error)
-            # A certificate login that fails goes on unauthenticated: a write then gets 401 / rc 402 [LIVE].
+            # A certificate login that fails goes on unauthenticated: a write then gets 401 / rc 402 (seen on the real server).
             req.identity = identity
         response = self._route(req)
         return self._challenge(req, response, None) if response.status == 401 else response
@@ -185,7 +184,7 @@ class HandleApi:
         if req.method not in ("GET", "HEAD", "POST", "PUT", "DELETE"):
             return self._json(req, 501, {"responseCode": RC_PROTOCOL_ERROR, "message": f"Unknown method {req.method}"})
         if not base:
-            # Unknown endpoint → 404 [LIVE]; HANDLE_API §2.1 says 405, the recording wins.
+            # Unknown endpoint → 404 (seen on the real server); the manual says 405; the server wins (docs/handle-server.md §4).
             return self._unknown_endpoint(req)
         path_info = req.path[len(base):]
         try:
@@ -202,7 +201,7 @@ class HandleApi:
             return self._exception(req, exc)
 
     def _merge_json_params(self, req: Request) -> None:
-        """POST acts as GET with the parameters in a JSON body [SRC BaseHandleRequestProcessingServlet `doPost`]."""
+        """POST acts as GET with the parameters in a JSON body."""
         if not _has_json_entity(req.headers.get("Content-Type")):
             return
         try:
@@ -217,7 +216,7 @@ class HandleApi:
 
     # Authentication -----------------------------------------------------------------------------------
     def _sessions(self, req: Request, authorization: str | None) -> Response:
-        """The session API, as far as a client checks its credentials with it [TM §14.7] [LIVE]:
+        """The session API, as far as a client checks its credentials with it (docs/handle-server.md §7):
         `POST /api/sessions` opens one (201), `GET /api/sessions/this` says whether the request's own
         credentials authenticate (200 `authenticated` true/false; 401 when Basic credentials are refused),
         `DELETE /api/sessions/this` closes it (204). Sessions are not kept: later requests must
@@ -250,15 +249,15 @@ class HandleApi:
         """Returns (identity, error for the WWW-Authenticate); (None, None) when the header does not
         authenticate and names no error (the request goes on unauthenticated, as the real filter lets it).
 
-        HTTP Basic = HS_SECKEY [TM §14.6.3]: user `index:handle` percent-decoded with `+` kept, password =
+        HTTP Basic = HS_SECKEY (docs/handle-server.md §7): user `index:handle` percent-decoded with `+` kept, password =
         the HS_SECKEY value at that index (0 = any). `Handle clientCert="true"` = HS_PUBKEY: the TLS client
-        certificate's UID (or CN) names `index:handle`, its public key must be that HS_PUBKEY [TM §14.6.2]."""
+        certificate's UID (or CN) names `index:handle`, its public key must be that HS_PUBKEY (docs/handle-server.md §7)."""
         if _asks_client_certificate(header):
             return self._authenticate_certificate(req), None
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != "basic":
             # Handle challenge-response is not simulated: such a header never authenticates, as a stale
-            # session would not [SRC StandardHandleAuthenticator].
+            # session would not.
             return None, None
         try:
             raw = lenient_base64(parts[1])
@@ -267,7 +266,7 @@ class HandleApi:
         username, colon, password = raw.partition(b":")
         if not colon:
             return None, None
-        if req.shutting_down:  # seen for Basic credentials only [LIVE]
+        if req.shutting_down:  # seen on the real server for Basic credentials only
             return None, MSG_SHUTDOWN_VERIFYING
         identity = _decode_path(username.decode("utf-8", "replace"))
         index_text, sep, rest = identity.partition(":")
@@ -275,8 +274,7 @@ class HandleApi:
             index, handle = int(index_text), rest
         else:
             # Without an index the whole user is the handle. An unencoded `300:PREFIX/ADMIN` ends up here
-            # as handle `300`: the real server then asks the global registry and hangs [HANDLE_API §0
-            # item 4]; the simulator fails at once.
+            # as handle `300`: the real server then asks the global registry and hangs (docs/handle-server.md §4); the simulator fails at once.
             index, handle = 0, identity
         record = self.store.get(ascii_upper(handle))
         keys = [] if record is None else [
@@ -303,12 +301,12 @@ class HandleApi:
 
     def _challenge(self, req: Request, response: Response, error: str | None) -> Response:
         """A 401 gets the WWW-Authenticate challenges over HTTPS and becomes 403 over plain HTTP, where no
-        authentication is possible [SRC StandardHandleAuthenticationFilter `addAuthenticateHeaders`] [LIVE]."""
+        authentication is possible (seen on the real server)."""
         if not req.secure:
             response.status = 403
             return response
         # Basic is offered unless the client used another scheme, or is a browser script (XMLHttpRequest),
-        # for which a Basic challenge would pop up a login dialog [SRC `requestMayWantBasicAuth`].
+        # for which a Basic challenge would pop up a login dialog.
         authorization = req.headers.get("Authorization")
         if authorization is not None:
             offer_basic = authorization.startswith("Basic")
@@ -334,7 +332,7 @@ class HandleApi:
         return self._resolve(req, handle)
 
     def _resolve(self, req: Request, handle: str) -> Response:
-        """[TM §14.5.1, SRC HandleServer `doResolution`, `checkReadAccess`]."""
+        """Resolve: the values the caller may read (docs/handle-server.md §4)."""
         indexes, types = req.indexes(), req.params.get("type")
         public_only = req.flag("publicOnly") if req.param("publicOnly") is not None else req.identity is None
         lookup = handle if "/" in handle else f"0.NA/{handle}"  # slashless = prefix handle
@@ -352,14 +350,14 @@ class HandleApi:
             if req.identity is None:
                 return self._rc(req, RC_AUTHENTICATION_NEEDED, handle)
         if not values:
-            # Nothing matched: 200 with rc 200 and an empty list [LIVE].
+            # Nothing matched: 200 with rc 200 and an empty list (seen on the real server).
             return self._json(req, 200, {"responseCode": RC_VALUES_NOT_FOUND, "values": [], "handle": handle})
         return self._json(req, 200, {"responseCode": RC_SUCCESS, "handle": handle,
                                      "values": [v.to_json() for v in values]})
 
     def _list_handles(self, req: Request, prefix: str) -> Response:
-        """[TM §14.5.4, SRC HandleServer `doListHandles`, servlets/ListCallback]: homed check, then auth."""
-        if not req.listing_allowed:  # checked first: before the homed check and authentication [LIVE]
+        """List a prefix (docs/handle-server.md §8): listing allowed, homed check, then auth."""
+        if not req.listing_allowed:  # checked first: before the homed check and authentication (seen on the real server)
             return self._rc(req, RC_OPERATION_NOT_SUPPORTED, prefix, MSG_NO_LISTING)
         page, page_size = self._paging(req)
         na = ascii_upper(prefix)
@@ -370,7 +368,7 @@ class HandleApi:
         if req.identity is None:
             return self._rc(req, RC_AUTHENTICATION_NEEDED, prefix)
         # Any authenticated identity may list: the simulator acts as if every identity were a server admin
-        # with server_admin_full_access = yes, the hdl-setup-server default [HANDLE_API §2.7].
+        # with server_admin_full_access = yes, the hdl-setup-server default (docs/handle-server.md §7).
         total = self.store.count_under(prefix_key)
         body: dict[str, Any] = {"responseCode": RC_SUCCESS, "prefix": prefix, "totalCount": str(total)}
         if page >= 0 and page_size >= 0:
@@ -387,7 +385,7 @@ class HandleApi:
         return (-1 if page is None else java_int(page)), (-1 if page_size is None else java_int(page_size))
 
     def _prefixes(self, req: Request, path_info: str) -> Response:
-        """GET /api/prefixes lists the homed prefixes as `0.NA/P` [SRC PrefixesServlet] [LIVE]."""
+        """GET /api/prefixes lists the homed prefixes as `0.NA/P` (seen on the real server)."""
         if req.method == "PUT":
             return self._unknown_endpoint(req, 405)
         if req.method in ("POST", "DELETE"):
@@ -408,7 +406,7 @@ class HandleApi:
 
     # PUT /api/handles ---------------------------------------------------------------------------------
     def _put(self, req: Request, path_info: str) -> Response:
-        """[TM §14.5.2, SRC HandleJsonRestApiServlet `doPut`, `getCreateOrAddRequest`]."""
+        """Create a handle, or add or replace some of its values (docs/handle-server.md §4)."""
         content_type = req.headers.get("Content-Type")
         if not _has_json_entity(content_type):
             raise JavaException(f"java.lang.Exception: Unsupported media type {content_type}")
@@ -444,10 +442,10 @@ class HandleApi:
         return [HandleValue.from_json(item) for item in payload]
 
     def _create(self, req: Request, handle: str, values: list[HandleValue], overwrite: bool, mint: bool) -> Response:
-        """CreateHandle [SRC HandleServer `doCreateHandle`]: mint, homed, indexes, existence, then auth."""
+        """CreateHandle: mint, homed, indexes, existence, then auth."""
         target = handle
         if mint:
-            # The minted suffix is appended to the path as given: `PREFIX/` → `PREFIX/<uuid4>` [LIVE 10].
+            # The minted suffix is appended to the path as given: `PREFIX/` → `PREFIX/<uuid4>` (seen on the real server).
             target = handle + str(uuid.uuid4())
             while self.store.get(ascii_upper(target)) is not None:
                 target = handle + str(uuid.uuid4())
@@ -463,7 +461,7 @@ class HandleApi:
         with self.store.writing() as tx:
             existing = tx.get(key)
             if existing is not None and not overwrite:
-                # The existence check runs before authentication [SRC HandleServer `doCreateHandle`].
+                # The existence check runs before authentication.
                 return self._rc(req, RC_HANDLE_ALREADY_EXISTS, handle)
             if req.identity is None:
                 return self._rc(req, RC_AUTHENTICATION_NEEDED, handle)
@@ -476,7 +474,7 @@ class HandleApi:
         return self._json(req, 200 if existing else 201, {"responseCode": RC_SUCCESS, "handle": target})
 
     def _add_values(self, req: Request, handle: str, values: list[HandleValue], overwrite: bool) -> Response:
-        """AddValue [SRC HandleServer `doAddValue`]: never creates; 200 if an index was replaced, else 201."""
+        """AddValue: never creates; 200 if an index was replaced, else 201."""
         if ascii_upper(prefix_of(handle)) not in self.store.homed:
             return self._rc(req, RC_SERVER_NOT_RESP, handle, MSG_NOT_HOMED)
         if not values:
@@ -503,13 +501,13 @@ class HandleApi:
                 value.timestamp = now
                 kept = old.get(value.index)
                 old[value.index] = kept if kept and kept.same_ignoring_timestamp(value) else value
-            # The server merges old and new values in index order [SRC HandleServer `doAddValue`].
+            # The server merges old and new values in index order.
             tx.put(key, existing.handle, [old[index] for index in sorted(old)])
         return self._json(req, 200 if shared else 201, {"responseCode": RC_SUCCESS, "handle": handle})
 
     # DELETE /api/handles ------------------------------------------------------------------------------
     def _delete(self, req: Request, path_info: str) -> Response:
-        """[TM §14.5.3, SRC HandleServer `doDeleteHandle`, `doRemoveValue`]. No tombstone is kept."""
+        """Delete a handle or some of its values (docs/handle-server.md §4). No tombstone is kept."""
         handle = _decode_path(path_info).removeprefix("/")
         indexes = req.indexes()
         key = ascii_upper(handle)
@@ -535,10 +533,10 @@ class HandleApi:
             tx.put(key, existing.handle, [v for v in existing.values if v.index not in indexes])
         return self._json(req, 200, {"responseCode": RC_SUCCESS, "handle": handle})
 
-    # [PROXY] resolver ---------------------------------------------------------------------------------
+    # The resolver (docs/handle-server.md §9) ------------------------------------------------------------
     def _proxy(self, req: Request) -> Response:
         """`GET /PREFIX/SUFFIX` → 302 to the lowest-index URL value; `?noredirect` → the values as HTML;
-        unknown handle → 404 page [HANDLE_API §5]. Only public values are shown, as to anyone."""
+        unknown handle → 404 page (docs/handle-server.md §9). Only public values are shown, as to anyone."""
         if req.method not in ("GET", "HEAD"):
             # HttpServlet: a known method the servlet does not implement is 405, an unknown one 501.
             known = req.method in ("POST", "PUT", "DELETE", "OPTIONS", "TRACE")
@@ -554,9 +552,9 @@ class HandleApi:
             return _html(404, "Handle Not Found", f"<p>The handle you requested, {html.escape(handle)}, "
                                                   "cannot be found.</p>")
         values = sorted((v for v in record.values if v.public_read), key=lambda v: v.index)
-        urls = [v for v in values if ascii_upper(v.type) == "URL" and isinstance(v.data, bytes)]
+        urls = [v.data for v in values if ascii_upper(v.type) == "URL" and isinstance(v.data, bytes)]
         if urls and req.param("noredirect") is None:
-            location = quote(urls[0].data.decode("utf-8", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
+            location = quote(urls[0].decode("utf-8", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
             return Response(302, b"", [("Location", location), ("Content-Type", HTML_CONTENT_TYPE)])
         rows = "".join(
             f"<tr><td>{v.index}</td><td>{html.escape(v.type)}</td>"
@@ -567,7 +565,7 @@ class HandleApi:
 
 
 def _asks_client_certificate(authorization: str) -> bool:
-    """`Authorization: Handle clientCert="true"`: log in with the TLS client certificate [TM §14.6.2]."""
+    """`Authorization: Handle clientCert="true"`: log in with the TLS client certificate (docs/handle-server.md §7)."""
     scheme, _, params = authorization.partition(" ")
     return scheme.lower() == "handle" and re.search(r'clientCert\s*=\s*"true"', params, re.IGNORECASE) is not None
 
@@ -579,7 +577,7 @@ def _html(status: int, title: str, content: str) -> Response:
 
 
 def _matches(value: HandleValue, indexes: list[int] | None, types: list[str] | None) -> bool:
-    """Index and type filters combine as OR; a type ending in `.` matches its subtypes [HANDLE_API §2.2]."""
+    """Index and type filters combine as OR; a type ending in `.` matches its subtypes (docs/handle-server.md §4)."""
     if not indexes and not types:
         return True
     if indexes and value.index in indexes:

@@ -21,7 +21,7 @@ from handles.simulator.values import PUBKEY_INDEX, ascii_upper
 def ensure_certificate(data_dir: Path) -> tuple[Path, Path]:
     """Create the self-signed certificate on first start and reuse it afterwards. Like the real one:
     subject = issuer = `CN=anonymous`, no extensions (so no SAN), valid 2000-01-01 → 9999-12-31
-    [HANDLE_API §2.9]. Clients pin it with the hostname check off."""
+    (docs/handle-server.md §3). Clients pin it with the hostname check off."""
     cert_path, key_path = data_dir / CERT_FILE, data_dir / KEY_FILE
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
@@ -53,6 +53,8 @@ def ensure_client_certificate(data_dir: Path, admin_handle: str) -> Path:
         return path
 
     key = serialization.load_pem_private_key((data_dir / KEY_FILE).read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):  # ensure_certificate writes an RSA key; HS_PUBKEY expects one
+        raise ValueError(f"{data_dir / KEY_FILE} does not hold an RSA private key")
     name = x509.Name([x509.NameAttribute(NameOID.USER_ID, f"{PUBKEY_INDEX}:{admin_handle}")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -89,7 +91,10 @@ def public_key_jwk(cert_path: Path) -> dict[str, str]:
     """The certificate's RSA public key as a JWK, for the admin handle's HS_PUBKEY (index 301). The client
     certificates in clientcerts/ carry the same key."""
 
-    numbers = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key().public_numbers()
+    key = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"{cert_path} does not hold an RSA public key")
+    numbers = key.public_numbers()
 
     def b64url(number: int) -> str:
         return base64.urlsafe_b64encode(number.to_bytes((number.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 
 DB_FILE = "handles.sqlite3"
-CERT_FILE = "serverCertificate.pem"  # the real server's file name [HANDLE_API §2.9]
+CERT_FILE = "serverCertificate.pem"  # the real server's file name (docs/handle-server.md §3)
 KEY_FILE = "serverCertificatePrivateKey.pem"  # PEM here; the real server writes a Handle-format .bin
 FAULTS_FILE = "faults.json"
 CLIENT_CERT_DIR = "clientcerts"

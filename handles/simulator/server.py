@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.refused:
             try:
                 self.request.settimeout(self.timeout)
-                # Port unification: TLS records start with 0x16 (handshake) [HANDLE_API §1]. Peeking and the
+                # Port unification: TLS records start with 0x16 (handshake) (docs/handle-server.md §3). Peeking and the
                 # handshake happen here, in the connection's thread, so a slow client never stalls accept().
                 if self.request.recv(1, socket.MSG_PEEK) == b"\x16":
                     self.request = self.server.tls.wrap_socket(self.request, server_side=True)
@@ -106,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.mode == "slow":
             time.sleep(fault.delay)
         if fault.mode == "503":
-            # RC 3 "Server too busy" maps to 503 [HANDLE_API §2.6].
+            # RC 3 "Server too busy" maps to 503 (docs/handle-server.md §6).
             response = Response(503, _BUSY_BODY, [("Content-Type", JSON_CONTENT_TYPE)])
         else:
             response = self._dispatch(body, shutting_down=fault.mode == "shutdown")
@@ -148,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        # HEAD is GET without the body [SRC BaseHandleRequestProcessingServlet `service`].
+        # HEAD is GET without the body.
         self.wfile.write(head if self.command == "HEAD" else head + response.body)
         self.log_request(response.status, len(response.body))
 
@@ -199,7 +199,7 @@ def offers_session_ticket(client_hello: bytes) -> bool:
 
 def _note_client_hello(conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any,
                        data: bytes) -> None:
-    if direction == "read" and msg_type == ssl._TLSMessageType.CLIENT_HELLO:  # noqa: SLF001
+    if direction == "read" and msg_type == ssl._TLSMessageType.CLIENT_HELLO:  # type: ignore[attr-defined]  # noqa: SLF001 (private, untyped)
         conn.offered_ticket = offers_session_ticket(data)
 
 
@@ -213,7 +213,7 @@ def server_tls_context(data_dir: Path) -> ssl.SSLContext:
     tls.verify_mode = ssl.CERT_OPTIONAL
     for cert in sorted((data_dir / CLIENT_CERT_DIR).glob("*.pem")):
         tls.load_verify_locations(cafile=str(cert))
-    tls._msg_callback = _note_client_hello  # noqa: SLF001
+    tls._msg_callback = _note_client_hello  # type: ignore[attr-defined]  # noqa: SLF001 (private, untyped)
     return tls
 
 

@@ -18,7 +18,7 @@ SECKEY_INDEX = 300
 PUBKEY_INDEX = 301
 ALL_ADMIN_PERMISSIONS = 0xFFF  # the 12 HS_ADMIN permission bits, "111111111111" in JSON
 DEFAULT_TTL = 86400
-DEFAULT_PERMISSIONS = "1110"  # adminRead adminWrite publicRead publicWrite [HANDLE_API §2.8]
+DEFAULT_PERMISSIONS = "1110"  # adminRead adminWrite publicRead publicWrite (docs/handle-server.md §5)
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _JAVA_INT = re.compile(r"[+-]?[0-9]+")
@@ -27,12 +27,12 @@ _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
 def ascii_upper(text: str) -> str:
-    """Upper-case ASCII letters only: the server folds `a`→`A` but never `é`→`É` [HANDLE_API §4]."""
+    """Upper-case ASCII letters only: the server folds `a`→`A` but never `é`→`É` (docs/handle-server.md §1)."""
     return text.translate(_ASCII_UPPER)
 
 
 def prefix_of(handle: str) -> str:
-    """The prefix is everything before the first `/` [TM §1.1]; a slashless handle is all prefix."""
+    """The prefix is everything before the first `/` (docs/handle-server.md §1); a slashless handle is all prefix."""
     return handle.partition("/")[0]
 
 
@@ -62,7 +62,7 @@ def java_int(text: str) -> int:
     return int(text)
 
 
-# --- Handle values [HANDLE_API §2.8, SRC hdllib/GsonUtility.java] -------------------------------------
+# --- Handle values (docs/handle-server.md §5) -------------------------------------
 def json_string(element: Any) -> str:
     """Gson `getAsString`: strings, numbers and booleans; anything else is a parse error."""
     if isinstance(element, str):
@@ -90,10 +90,10 @@ def lenient_base64(text: str) -> bytes:
 
 
 def _admin_perms_bits(element: Any) -> int:
-    """JSON admin permissions → bit i = perms[i] (0 = add handle ... 11 = list handles) [HANDLE_API §2.8].
+    """JSON admin permissions → bit i = perms[i] (0 = add handle ... 11 = list handles) (docs/handle-server.md §5).
 
     Accepts the string form (rightmost char = bit 0), `"*"`/`true` (all), a number, or an array of truthy
-    values in bit order [SRC GsonUtility `AdminRecordGsonTypeAdapter`].
+    values in bit order.
     """
     if element is None or element is False:
         return 0
@@ -150,7 +150,7 @@ def _decode_vlist(data: bytes) -> list[dict[str, Any]] | None:
 
 
 def looks_like_binary(data: bytes) -> bool:
-    """[SRC hdllib/Util.java `looksLikeBinary`]: invalid UTF-8, or a control byte outside 0x09–0x13."""
+    """Binary data: invalid UTF-8, or a control byte outside 0x09–0x13."""
     try:
         data.decode()
     except UnicodeDecodeError:
@@ -177,7 +177,7 @@ class HandleValue:
     index: int
     type: str
     data: bytes | tuple[str, Any]
-    ttl: int | str = DEFAULT_TTL  # int: relative seconds; str: absolute expiry, ISO8601 [HANDLE_API §2.8]
+    ttl: int | str = DEFAULT_TTL  # int: relative seconds; str: absolute expiry, ISO8601 (docs/handle-server.md §5)
     permissions: str = DEFAULT_PERMISSIONS
     timestamp: int = 0
     references: list[tuple[str, int]] = field(default_factory=list)
@@ -221,7 +221,7 @@ class HandleValue:
         return value
 
     def to_json(self) -> dict[str, Any]:
-        """Output key order of [SRC GsonUtility `HandleValueGsonTypeAdapter.serialize`]."""
+        """The key order in which the server writes a value."""
         out: dict[str, Any] = {"index": self.index, "type": self.type, "data": self._data_json()}
         if self.permissions != DEFAULT_PERMISSIONS:
             out["permissions"] = self.permissions
@@ -233,7 +233,7 @@ class HandleValue:
         return out
 
     def _data_json(self) -> dict[str, Any]:
-        """The output format follows the value's type, not the input format [SRC GsonUtility `serializeData`]."""
+        """The output format follows the value's type, not the input format."""
         if isinstance(self.data, tuple):
             return {"format": self.data[0], "value": self.data[1]}
         kind = ascii_upper(self.type)
@@ -278,7 +278,7 @@ def _parse_json_time(text: str) -> int:
 
 def _value_permissions(text: str) -> str:
     """Value permissions, read from the right like the server does: a 4-char string cannot clear
-    adminRead (`length() > 4`), a quirk kept on purpose [SRC GsonUtility `deserializePermissions`]."""
+    adminRead (`length() > 4`), a quirk kept on purpose."""
     if text == "*":
         return "1111"
     admin_read, admin_write, public_read, public_write = (char == "1" for char in DEFAULT_PERMISSIONS)
@@ -294,7 +294,7 @@ def _value_permissions(text: str) -> str:
 
 
 def _data_from_json(element: Any) -> bytes | tuple[str, Any]:
-    """`data` is a plain string (UTF-8 text) or {"format", "value"} [SRC GsonUtility `deserializeData`]."""
+    """`data` is a plain string (UTF-8 text) or {"format", "value"}."""
     if not isinstance(element, dict):
         return json_string(element).encode()
     if "format" not in element:

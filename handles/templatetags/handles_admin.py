@@ -18,4 +18,5 @@ def admin_form(form: forms.BaseForm) -> helpers.AdminForm:
     labels spelled as people read them ("URL template", not "Url template")."""
     for name, field in form.fields.items():
         field.label = label(str(field.label) if field.label else pretty_name(name))
-    return helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], prepopulated_fields={})
+    # AdminForm lays out any form (it reads only fields and errors); the stubs ask for a ModelForm.
+    return helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], prepopulated_fields={})  # type: ignore[arg-type]

@@ -170,7 +170,7 @@ def test_lifecycle_reaches_the_handle_server(writer: Api, prefix, run_queue, uni
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_publishes_mint_one_handle(monkeypatch):
     """Two DAMS workers publish the same new asset at once: the asset's row lock lets one mint."""
-    monkeypatch.setattr("handles.tasks.enqueue_request", lambda request_id: None)  # no server in this test
+    monkeypatch.setattr("handles.outbox.handover.enqueue_request", lambda request_id: None)  # no server in this test
     home = services.prefix_save(prefix=Prefix(
         prefix="20.500.12345", site_name="Portal", is_default=True, server_url="https://127.0.0.1:9",
         auth_identity="300:20.500.12345/ADMIN", secret_env_var="HANDLE_SECRET_TEST", tls_mode=Prefix.TLS.INSECURE,

@@ -82,7 +82,7 @@ def test_invalid_keys(writer: Api, home, key):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_with_one_key_act_once(monkeypatch):
     """Two copies of one POST arrive together: the key's lock makes the second wait and replay."""
-    monkeypatch.setattr("handles.tasks.enqueue_request", lambda request_id: None)
+    monkeypatch.setattr("handles.outbox.handover.enqueue_request", lambda request_id: None)
     services.prefix_save(prefix=Prefix(
         prefix="20.500.12345", site_name="Portal", is_default=True, server_url="https://127.0.0.1:9",
         auth_identity="300:20.500.12345/ADMIN", secret_env_var="HANDLE_SECRET_TEST", tls_mode=Prefix.TLS.INSECURE,

@@ -19,15 +19,18 @@ pytestmark = pytest.mark.django_db
 
 # Each filter parameter with an invalid value, and the words of its refusal.
 INVALID = [
-    ({"collection": "999"}, "There is no collection with id 999"),
-    ({"collection": "maps"}, "There is no collection with id maps"),
-    ({"prefix": "999"}, "There is no prefix with id 999"),
-    ({"prefix": "20.500.12345"}, "There is no prefix with id 20.500.12345"),
-    ({"status": "bogus"}, "Unknown status bogus"),
-    ({"sync": "drifting"}, "Unknown sync state drifting"),
-    ({"source": "nowhere"}, "No asset comes from the source system nowhere"),
-    ({"q": "legacy1", "sort": "bogus"}, "Unknown sort order bogus"),
-    ({"q": "x" * 501}, "Ensure this value has at most 500 characters"),
+    ({"collection": "999"}, "There is no collection with id '999'"),
+    ({"collection": "maps"}, "There is no collection with id 'maps'"),
+    ({"prefix": "999"}, "There is no prefix with id '999'"),
+    ({"prefix": "20.500.12345"}, "There is no prefix with id '20.500.12345'"),
+    ({"prefix": "²"}, "There is no prefix with id '²'"),  # a digit to str.isdigit(), not to int()
+    ({"status": "bogus"}, "Unknown status 'bogus'"),
+    ({"sync": "drifting"}, "Unknown sync state 'drifting'"),
+    ({"health": "sick"}, "Unknown health check outcome 'sick'"),
+    ({"source": "nowhere"}, "No asset comes from the source system 'nowhere'"),
+    ({"q": "legacy1", "sort": "bogus"}, "Unknown sort order 'bogus'"),
+    ({"q": "x" * 501}, "The search is longer than 500 characters"),
+    ({"q": "legacy1\x00"}, "Contains a NUL character"),
     ({"stauts": "active"}, "Unknown parameter 'stauts'"),
 ]
 
@@ -66,6 +69,12 @@ def test_the_export_refuses_an_invalid_filter(manager_client, listed, params, re
     assert body.startswith("Nothing was exported: ") and reason in body
 
 
+def test_the_export_refuses_a_cursor_it_would_not_honour(manager_client, listed):
+    # The whole selection is exported: a page position in the query string is refused, not ignored.
+    response = manager_client.get(reverse("desk:export"), {"q": "legacy1", "after": "WzFd"})
+    assert response.status_code == 400 and "Unknown parameter 'after'" in response.content.decode()
+
+
 def test_the_export_of_a_valid_filter_holds_only_the_matches(manager_client, listed):
     response = manager_client.get(reverse("desk:export"), {"q": "legacy1", "sort": "-created"})
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode()[1:])))
@@ -80,6 +89,9 @@ ADMIN_INVALID = [
     ({"sync": "drifting"}, "Unknown sync state 'drifting'"),
     ({"source": "nowhere"}, "No asset comes from the source system 'nowhere'"),
     ({"q": "x" * 501}, "The search is longer than 500 characters"),
+    ({"prefix": "²"}, "There is no prefix with id '²'"),
+    ({"health": "sick"}, "Unknown health check outcome 'sick'"),
+    ({"q": "legacy1\x00"}, "Contains a NUL character"),
 ]
 
 
@@ -103,6 +115,7 @@ def test_an_invalid_filter_is_refused_even_where_the_filter_offers_no_choice(sta
 @pytest.mark.parametrize(("params", "reason"), [
     ({"prefix": "999"}, "There is no prefix with id '999'"),
     ({"prefix": "x"}, "There is no prefix with id 'x'"),
+    ({"prefix": "²"}, "There is no prefix with id '²'"),
     ({"since": "2026-13-01"}, "since: Enter a valid date."),
     ({"until": "yesterday"}, "until: Enter a valid date."),
 ])

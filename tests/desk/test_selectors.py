@@ -8,8 +8,10 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
+from handles import selectors as core
 from handles.desk import selectors
-from handles.desk.selectors import HandleFilter, InvalidFilter, SyncState
+from handles.desk.filters import DESK, InvalidFilter
+from handles.desk.selectors import SyncState
 from handles.models import Handle, HandleRequest
 from handles.repair.models import JobState, ReconciliationRow, ReconciliationRun
 from tests.factories import AssetFactory, HandleFactory, PrefixFactory
@@ -93,10 +95,10 @@ def test_search_by_asset_ids_or_by_join_when_the_term_is_common(offline_prefix, 
     for i in range(4):
         HandleFactory(prefix=offline_prefix, suffix=f"s{i}", asset=AssetFactory(title=f"Map of Iowa {i}"))
     HandleFactory(prefix=offline_prefix, suffix="other", asset=AssetFactory(title="Letter"))
-    by_ids = selectors.handle_search(Handle.objects.all(), "map of iowa")
+    by_ids = core.handle_search(Handle.objects.all(), "map of iowa")
     assert "handles_asset" not in str(by_ids.query)  # the ids were found first, through the assets' index
-    monkeypatch.setattr(selectors, "SEARCH_ASSET_IDS", 2)
-    by_join = selectors.handle_search(Handle.objects.all(), "map of iowa")
+    monkeypatch.setattr(core, "SEARCH_ASSET_IDS", 2)
+    by_join = core.handle_search(Handle.objects.all(), "map of iowa")
     assert "JOIN \"handles_asset\"" in str(by_join.query)
     for found in (by_ids, by_join):
         assert sorted(found.values_list("suffix", flat=True)) == ["s0", "s1", "s2", "s3"]
@@ -104,36 +106,35 @@ def test_search_by_asset_ids_or_by_join_when_the_term_is_common(offline_prefix, 
 
 def test_search_term_with_a_slash_that_is_not_one_of_our_handles_searches_urls(offline_prefix):
     HandleFactory(prefix=offline_prefix, suffix="u", target_url="https://example.org/objects/123")
-    assert selectors.handle_search(Handle.objects.all(), "objects/123").get().suffix == "u"
+    assert core.handle_search(Handle.objects.all(), "objects/123").get().suffix == "u"
 
 
 def test_capped_count_and_paginator(offline_prefix):
     for i in range(7):
         HandleFactory(prefix=offline_prefix, suffix=f"c{i}")
-    assert selectors.capped_count(Handle.objects.all(), 5) == (5, True)
-    assert selectors.capped_count(Handle.objects.all(), 10) == (7, False)
+    assert core.capped_count(Handle.objects.all(), 5) == (5, True)
+    assert core.capped_count(Handle.objects.all(), 10) == (7, False)
 
 
 def test_paginator_serves_pages_past_the_cap(offline_prefix, settings):
     settings.HANDLES_DESK_COUNT_LIMIT = 3
     for i in range(7):
         HandleFactory(prefix=offline_prefix, suffix=f"p{i}")
-    paginator = selectors.CappedCountPaginator(Handle.objects.order_by("pk"), 2)
+    paginator = core.CappedCountPaginator(Handle.objects.order_by("pk"), 2)
     assert (paginator.count, paginator.count_capped, paginator.count_limit) == (4, True, 3)
     assert [h.suffix for h in paginator.page(4).object_list] == ["p6"]
 
 
 def test_handle_filter_refuses_malformed_values_and_describes_itself(offline_prefix):
     HandleFactory(prefix=offline_prefix, suffix="f")
-    handle_filter = HandleFilter.from_params({"prefix": "x", "status": "bogus", "sync": "nope", "source": "nowhere",
-                                              "collection": "999", "q": ["a", "f"]})
     with pytest.raises(InvalidFilter) as refused:
-        handle_filter.apply(Handle.objects.all())
-    assert set(refused.value.problems) == {"prefix", "status", "sync", "source", "collection"}
+        DESK.parse({"prefix": "x", "status": "bogus", "sync": "nope", "source": "nowhere", "collection": "999",
+                    "q": ["a", "f"], "stauts": "active"})
+    assert set(refused.value.problems) == {"prefix", "status", "sync", "source", "collection", "stauts"}
     assert "Unknown status 'bogus'" in str(refused.value)
-    assert HandleFilter.from_params({"q": ["a", "f"]}).apply(Handle.objects.all()).get().suffix == "f"
-    assert HandleFilter.from_params({"status": "active", "q": "map"}).describe() == \
-        'all handles matching "map", status active'
+    assert refused.value.details["stauts"].code == "unknown_field"
+    assert DESK.parse({"q": ["a", "f"]}).queryset().get().suffix == "f"
+    assert DESK.parse({"status": "active", "q": "map"}).describe() == 'all handles matching "map", status active'
 
 
 def test_error_signature_groups_one_outage(offline_prefix):
@@ -141,10 +142,10 @@ def test_error_signature_groups_one_outage(offline_prefix):
         handle = HandleFactory(prefix=offline_prefix, suffix=f"e{i}")
         req(handle, "error", error=f"Gave up after {attempts} attempts. Last error: HTTPSConnectionPool(host='hs', "
                                    f"port=8000): Max retries exceeded with url: /api/handles/{handle.full_handle}")
-    groups = selectors.failure_groups(selectors.failed_requests())
+    groups = core.failure_groups(core.failed_requests())
     assert len(groups) == 1 and groups[0]["count"] == 2
     assert "after N attempts" in groups[0]["signature"] and "e0" not in groups[0]["signature"]
-    assert selectors.with_signature(selectors.failed_requests(), groups[0]["signature"]).count() == 2
+    assert core.with_signature(core.failed_requests(), groups[0]["signature"]).count() == 2
 
 
 def test_worker_state_follows_the_sweep_schedule():
@@ -175,4 +176,4 @@ def test_a_worker_that_just_pushed_a_request_shows_as_running_before_its_first_s
 def test_source_systems_lists_each_once():
     for source in ("dams", "dams", "archivesspace", "alma"):
         AssetFactory(source_system=source)
-    assert selectors.source_systems() == ["alma", "archivesspace", "dams"]
+    assert core.source_systems() == ["alma", "archivesspace", "dams"]

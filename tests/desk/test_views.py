@@ -83,10 +83,15 @@ def test_browse_pages_by_keyset_forwards_and_back(manager_client, offline_prefix
     assert len(shown(resumed)) == 3
 
 
-def test_a_broken_cursor_shows_the_first_page(manager_client, offline_prefix):
+def test_a_broken_cursor_is_refused_with_the_reason(manager_client, offline_prefix):
     HandleFactory(prefix=offline_prefix, suffix="only")
-    for cursor in ("%%%", "WzFd", "eyJhIjogMX0"):
-        assert shown(manager_client.get(reverse("desk:browse"), {"after": cursor})) == ["20.500.12345/only"]
+    handle_sort_cursor = manager_client.get(reverse("desk:browse"), {"sort": "handle"}).context["next_cursor"]
+    assert handle_sort_cursor == ""  # one page: no cursor given out
+    for params in ({"after": "%%%"}, {"after": "WzFd"}, {"before": "eyJhIjogMX0"},
+                   {"sort": "-updated", "after": "WzEsIkFCQyJd"}):  # [1, "ABC"]: a key of the handle order
+        response = manager_client.get(reverse("desk:browse"), params)
+        assert response.status_code == 400 and response.context["rows"] == []
+        assert "The cursor is not one this list gave out" in response.content.decode()
 
 
 def test_detail_page_shows_the_handle_its_asset_and_history(manager_client, offline_prefix):

@@ -21,7 +21,7 @@ def make_client(**kwargs) -> HandleServerClient:
 
 
 # (HTTP status, body, expected error class or None for success). Bodies as the real server sends them
-# (shared/handle-server-recordings and HANDLE_API.md §2.6).
+# (the recorded exchanges and docs/handle-server.md §6).
 ERROR_TABLE = [
     (200, {"responseCode": 1, "handle": H}, None),
     (201, {"responseCode": 1, "handle": H}, None),

@@ -51,7 +51,7 @@ def fresh(stem: str = "t", prefix: str = OTHER) -> str:
 
 
 def api(handle: str) -> str:
-    """Percent-encode prefix and suffix separately, `/` in the suffix included [HANDLE_API §4]."""
+    """Percent-encode prefix and suffix separately, `/` in the suffix included (docs/handle-server.md §2)."""
     prefix, _, suffix = handle.partition("/")
     return f"/api/handles/{quote(prefix, safe='')}/{quote(suffix, safe='')}"
 
@@ -137,7 +137,7 @@ def test_credentials_count_over_https_only(sim, https, plain):
     assert (wrong.status, wrong.body, wrong.content_type) == (401, b"", None)
     assert wrong.headers.get_all("WWW-Authenticate")[0] == 'Basic realm="handle"'
     assert wrong.headers.get_all("WWW-Authenticate")[1].endswith(', error="Identity not verified"')
-    # An unencoded colon makes the server read the identity as handle "300" [HANDLE_API §0 item 4].
+    # An unencoded colon makes the server read the identity as handle "300" (docs/handle-server.md §7).
     raw_colon = "Basic " + base64.b64encode(f"300:{PREFIX}/ADMIN:{SECRET}".encode()).decode()
     assert https.request("GET", "/api/handles", query={"prefix": OTHER}, auth=raw_colon).status == 401
     not_basic = https.request("GET", "/api/handles", query={"prefix": OTHER}, auth='Handle sessionId="x"')
@@ -145,7 +145,7 @@ def test_credentials_count_over_https_only(sim, https, plain):
     assert not_basic.headers.get_all("WWW-Authenticate")[0].startswith("Handle sessionId=")
 
     create(https, handle)
-    any_index = sim.basic_auth(identity=f"0:{PREFIX}/ADMIN")  # index 0 = any HS_SECKEY of the handle [TM §1.4]
+    any_index = sim.basic_auth(identity=f"0:{PREFIX}/ADMIN")  # index 0 = any HS_SECKEY of the handle (docs/handle-server.md §7)
     assert https.request("GET", "/api/handles", query={"prefix": OTHER, "pageSize": 0, "page": 0},
                          auth=any_index).status == 200
 

@@ -50,7 +50,7 @@ def _placeholders(element: Any) -> Any:
 
 def _challenge(header: str) -> str:
     nonce = NONCE.search(header)
-    if nonce and len(base64.b64decode(nonce.group(1))) == 16:  # a 16-byte nonce, base64 [HANDLE_API §2.7]
+    if nonce and len(base64.b64decode(nonce.group(1))) == 16:  # a 16-byte nonce, base64 (docs/handle-server.md §7)
         header = NONCE.sub('nonce="<NONCE>"', header)
     return SESSION.sub('sessionId="<SESSION>"', header)
 

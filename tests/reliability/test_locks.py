@@ -13,6 +13,7 @@ from django.db import connection
 
 from handles import services, tasks
 from handles.models import HandleRequest, Prefix
+from handles.outbox import handover
 from tests.reliability.conftest import heavy
 
 pytestmark = [pytest.mark.django_db(transaction=True), heavy]
@@ -40,7 +41,7 @@ def test_changes_and_pushes_go_on_while_the_prefix_row_is_locked(prefix, stem, m
     handle = run_queue(services.handle_mint, prefix=prefix, suffix=f"{stem}-lock",
                        target_url="https://example.org/lock/1").handle
     queued: list[int] = []
-    monkeypatch.setattr(tasks, "enqueue_request", queued.append)
+    monkeypatch.setattr(handover, "enqueue_request", queued.append)
     Prefix.objects.filter(pk=prefix.pk).update(last_contact_at=None)  # the worker will want to record contact
     with prefix_row_locked(prefix):
         redirect = services.handle_redirect(handle=handle, target_url="https://example.org/lock/2")

@@ -7,14 +7,15 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from handles import services, tasks
+from handles import services
 from handles.models import HandleRequest
+from handles.outbox import handover
 
 
 @pytest.mark.django_db
 def test_a_crashed_workers_request_is_handed_out_again_by_the_same_sweep(prefix, monkeypatch, stem):
     handed_out: list[int] = []
-    monkeypatch.setattr(tasks, "enqueue_request", handed_out.append)
+    monkeypatch.setattr(handover, "enqueue_request", handed_out.append)
     mint = services.handle_mint(prefix=prefix, suffix=f"{stem}-sweep", target_url="https://example.org/s")
     # A worker claimed it (and it was enqueued a moment ago), then died: its lease runs out.
     claim = services.request_claim(mint.pk)

@@ -1,4 +1,7 @@
+from typing import Any
+
 from django import template
+from django.template import Context
 
 from handles.desk.selectors import dashboard
 
@@ -6,6 +9,6 @@ register = template.Library()
 
 
 @register.inclusion_tag("admin/desk/dashboard.html", takes_context=True)
-def desk_dashboard(context) -> dict:
+def desk_dashboard(context: Context) -> dict[str, Any]:
     """The dashboard on the admin's front page (figures from handles.desk.selectors.dashboard)."""
     return {"d": dashboard(), "perms": context.get("perms")}

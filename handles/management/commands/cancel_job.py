@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from handles import jobs
@@ -16,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("kind", help="bulk, import, reconcile, repair or health.")
         parser.add_argument("id", type=int)
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             runner = jobs.runner(options["kind"])
         except HandleServiceError as exc:
@@ -25,7 +28,7 @@ class Command(BaseCommand):
             job = jobs.cancel(runner, options["id"])
         except HandleServiceError as exc:
             raise CommandError(exc.message) from None
-        except runner.model.DoesNotExist:
+        except ObjectDoesNotExist:  # the job's own lookup: jobs.cancel reads no other row
             raise CommandError(f"There is no {runner.label} #{options['id']}.") from None
         if runner.state_of(job) == jobs.CANCELLED:
             self.stdout.write(self.style.SUCCESS(f"{job}: cancelled."))

@@ -9,19 +9,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from handles import demo
+
+
+def _command_of(process: subprocess.Popen, words: int) -> str:
+    """The first words of the command line a process was started with, for a message."""
+    args = process.args
+    return " ".join(map(str, args[:words])) if isinstance(args, list) else str(args)
 
 
 def _wait_for_port(host: str, port: int, process: subprocess.Popen, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CommandError(f"{' '.join(process.args[:3])} exited with code {process.returncode}")
+            raise CommandError(f"{_command_of(process, 3)} exited with code {process.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -42,14 +49,14 @@ def _port_in_use(host: str, port: int) -> bool:
 class Command(BaseCommand):
     help = "Run the Handle server simulator, the web app and a django-q2 worker together (development)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HANDLES_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("HANDLES_PORT", "8000")))
         parser.add_argument("--simulator-port", type=int, default=int(os.environ.get("HANDLES_SIMULATOR_PORT", "8001")))
         parser.add_argument("--no-simulator", action="store_true",
                             help="Do not start the simulator (prefixes point at a real Handle server).")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         host, port, sim_port = options["host"], options["port"], options["simulator_port"]
         # `kill` (SIGTERM) stops the three processes like Ctrl-C does, instead of orphaning them.
         signal.signal(signal.SIGTERM, _interrupt)
@@ -57,7 +64,7 @@ class Command(BaseCommand):
         if busy:
             raise CommandError(f"port {busy[0]} is already in use (is another `make run` running?); "
                                "choose others with HANDLES_PORT / HANDLES_SIMULATOR_PORT")
-        secret = os.environ.get(demo.DEMO_SECRET_ENV)
+        secret = os.environ.get(demo.DEMO_SECRET_ENV, "")
         if not secret and not options["no_simulator"]:
             raise CommandError(f"Set {demo.DEMO_SECRET_ENV} (make run does) for the simulator's admin secret.")
         python = sys.executable
@@ -97,7 +104,7 @@ class Command(BaseCommand):
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
             failed = [p for p in processes if p.poll() is not None]
-            raise CommandError(f"{' '.join(map(str, failed[0].args[:4]))} stopped (exit {failed[0].returncode})")
+            raise CommandError(f"{_command_of(failed[0], 4)} stopped (exit {failed[0].returncode})")
         except KeyboardInterrupt:
             self.stdout.write("\nStopping...")
         finally:

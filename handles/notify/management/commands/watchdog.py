@@ -1,7 +1,9 @@
 """`manage.py watchdog [PREFIX ...]`: run the prefix watchdog now and print each check (what the schedule
 does every five minutes; alarms and recoveries are notified the same way)."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from handles.models import Prefix
 from handles.notify import watchdog
@@ -13,10 +15,10 @@ MARKS = {True: "pass", False: "FAIL", None: "----"}
 class Command(BaseCommand):
     help = "Run the prefix watchdog now and print each check's result."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("prefixes", nargs="*", help="Prefixes to watch (default: every prefix).")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         prefixes = Prefix.objects.order_by("prefix")
         if options["prefixes"]:
             prefixes = prefixes.filter(prefix__in=options["prefixes"])
@@ -26,6 +28,8 @@ class Command(BaseCommand):
         failing = 0
         for prefix in prefixes:
             run = watchdog.watch(prefix.pk)
+            if run is None:  # the prefix was deleted meanwhile
+                continue
             self.stdout.write(f"{prefix.prefix}: {run.light}")
             for result in run.results:
                 label = CHECK_LABELS.get(result["check"], result["check"])

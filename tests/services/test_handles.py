@@ -1,12 +1,12 @@
-"""The service layer: every write, its guards, and the request it records."""
+"""Handle services (handles.services.handles): every change, its guards, and the request it records."""
 
 from __future__ import annotations
 
 import pytest
 
-from handles import services
 from handles.exceptions import HandleExists, HandleServiceError, HandleStateError
 from handles.models import Handle, HandleRequest, Prefix
+from handles.services import handles as handle_services
 from tests.factories import AssetFactory, HandleFactory, PrefixFactory
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def offline_prefix():
 
 def mint(prefix, **kwargs):
     kwargs.setdefault("target_url", "https://example.org/a")
-    return services.handle_mint(prefix=prefix, **kwargs)
+    return handle_services.handle_mint(prefix=prefix, **kwargs)
 
 
 def test_mint_records_a_pending_handle_and_a_queued_create(offline_prefix, django_capture_on_commit_callbacks):
@@ -68,7 +68,7 @@ def test_non_ascii_case_is_a_different_handle(offline_prefix):
 
 def test_deleted_suffix_is_never_reused(offline_prefix):
     handle = mint(offline_prefix, suffix="gone").handle
-    services.handle_delete(handle=handle)
+    handle_services.handle_delete(handle=handle)
     with pytest.raises(HandleExists, match="was deleted .* never reused"):
         mint(offline_prefix, suffix="GONE")
 
@@ -82,7 +82,7 @@ def test_mint_refuses_bad_urls_and_writes_nothing(offline_prefix, url):
 
 def test_redirect_bumps_the_version_and_records_before_and_after(offline_prefix):
     handle = HandleFactory(prefix=offline_prefix, target_url="https://example.org/old")
-    req = services.handle_redirect(handle=handle, target_url="https://example.org/new")
+    req = handle_services.handle_redirect(handle=handle, target_url="https://example.org/new")
     handle.refresh_from_db()
     assert (handle.target_url, handle.version) == ("https://example.org/new", 2)
     assert (req.op, req.from_url, req.url, req.handle_version) == ("update", "https://example.org/old",
@@ -92,14 +92,14 @@ def test_redirect_bumps_the_version_and_records_before_and_after(offline_prefix)
 def test_redirect_to_the_same_url_is_refused(offline_prefix):
     handle = HandleFactory(prefix=offline_prefix, target_url="https://example.org/same")
     with pytest.raises(HandleStateError) as caught:
-        services.handle_redirect(handle=handle, target_url="https://example.org/same")
+        handle_services.handle_redirect(handle=handle, target_url="https://example.org/same")
     assert caught.value.code == "no_change"
 
 
 def test_tombstone_points_the_server_at_the_tombstone_page(offline_prefix, settings):
     settings.HANDLES_PUBLIC_BASE_URL = "https://handles.example.edu"
     handle = HandleFactory(prefix=offline_prefix, suffix="a/b")
-    req = services.handle_tombstone(handle=handle, reason="Withdrawn at the donor's request",
+    req = handle_services.handle_tombstone(handle=handle, reason="Withdrawn at the donor's request",
                                     successor_url="https://example.org/successor")
     handle.refresh_from_db()
     assert handle.status == Handle.Status.TOMBSTONED
@@ -110,66 +110,36 @@ def test_tombstone_points_the_server_at_the_tombstone_page(offline_prefix, setti
 def test_tombstone_needs_a_reason_and_a_live_handle(offline_prefix):
     handle = HandleFactory(prefix=offline_prefix)
     with pytest.raises(HandleServiceError, match="reason"):
-        services.handle_tombstone(handle=handle, reason="  ")
-    services.handle_tombstone(handle=handle, reason="gone")
+        handle_services.handle_tombstone(handle=handle, reason="  ")
+    handle_services.handle_tombstone(handle=handle, reason="gone")
     with pytest.raises(HandleStateError):
-        services.handle_tombstone(handle=handle, reason="again")
+        handle_services.handle_tombstone(handle=handle, reason="again")
     with pytest.raises(HandleStateError, match="restore"):
-        services.handle_redirect(handle=handle, target_url="https://example.org/x")
+        handle_services.handle_redirect(handle=handle, target_url="https://example.org/x")
 
 
 def test_restore_returns_to_the_target(offline_prefix):
     handle = HandleFactory(prefix=offline_prefix, synced_version=1)
-    services.handle_tombstone(handle=handle, reason="gone")
-    req = services.handle_restore(handle=handle)
+    handle_services.handle_tombstone(handle=handle, reason="gone")
+    req = handle_services.handle_restore(handle=handle)
     handle.refresh_from_db()
     assert handle.status == Handle.Status.ACTIVE and req.url == handle.target_url
     with pytest.raises(HandleStateError):
-        services.handle_restore(handle=handle)
+        handle_services.handle_restore(handle=handle)
 
 
 def test_delete_keeps_the_row_and_refuses_further_changes(offline_prefix):
     handle = HandleFactory(prefix=offline_prefix)
-    req = services.handle_delete(handle=handle, reason="asset deleted")
+    req = handle_services.handle_delete(handle=handle, reason="asset deleted")
     handle.refresh_from_db()
     assert handle.status == Handle.Status.DELETED and handle.deleted_at is not None
     assert (req.op, req.url) == ("delete", "")
-    for change in (lambda: services.handle_delete(handle=handle),
-                   lambda: services.handle_redirect(handle=handle, target_url="https://example.org/z"),
-                   lambda: services.handle_tombstone(handle=handle, reason="r")):
+    for change in (lambda: handle_services.handle_delete(handle=handle),
+                   lambda: handle_services.handle_redirect(handle=handle, target_url="https://example.org/z"),
+                   lambda: handle_services.handle_tombstone(handle=handle, reason="r")):
         with pytest.raises(HandleStateError):
             change()
     assert Handle.objects.filter(pk=handle.pk).exists()
-
-
-def test_retry_only_failed_requests_and_grants_new_attempts(offline_prefix, staff_user):
-    req = services.handle_verify(handle=HandleFactory(prefix=offline_prefix))
-    with pytest.raises(HandleStateError):
-        services.request_retry(request=req)
-    HandleRequest.objects.filter(pk=req.pk).update(status="error", attempts=10, max_attempts=10, error="boom")
-    retried = services.request_retry(request=req, actor=staff_user)
-    assert (retried.status, retried.attempts, retried.max_attempts) == ("queued", 10, 20)
-    assert "retried by staff" in retried.server_output
-
-
-def test_claim_follows_request_order_per_handle(offline_prefix):
-    handle = HandleFactory(prefix=offline_prefix)
-    first = services.handle_redirect(handle=handle, target_url="https://example.org/1")
-    second = services.handle_redirect(handle=handle, target_url="https://example.org/2")
-    assert services.request_claim(second.pk) == "waiting"
-    claim = services.request_claim(first.pk)
-    assert claim.url == "https://example.org/2"  # the push carries the current state
-    assert services.request_claim(first.pk) == "running"
-    assert services.request_claim(second.pk) == "waiting"
-
-
-def test_only_one_default_prefix(offline_prefix):
-    other = services.prefix_save(prefix=Prefix(
-        prefix="11084", site_name="Legacy", is_default=True, server_url="https://h.example.edu:8000",
-        auth_identity="300:0.NA/11084", secret_env_var="HS_11084", tls_mode=Prefix.TLS.VERIFY,
-        hs_admin_handle="0.NA/11084"))
-    offline_prefix.refresh_from_db()
-    assert other.is_default and not offline_prefix.is_default
 
 
 @pytest.mark.django_db(transaction=True)
@@ -179,7 +149,7 @@ def test_outside_a_transaction_a_taken_random_suffix_is_drawn_again(monkeypatch)
     prefix = PrefixFactory()
     mint(prefix, suffix="TAKEN001")
     draws = iter(["taken001", "free0001"])
-    monkeypatch.setattr(services, "_random_suffix", lambda prefix: next(draws))
+    monkeypatch.setattr(handle_services, "_random_suffix", lambda prefix: next(draws))
     req = mint(prefix)
     assert req.handle.suffix == "free0001"
     assert sorted(Handle.objects.filter(prefix=prefix).values_list("suffix", flat=True)) == ["TAKEN001", "free0001"]
@@ -190,7 +160,7 @@ def test_outside_a_transaction_a_taken_random_suffix_is_drawn_again(monkeypatch)
 def test_outside_a_transaction_a_full_random_suffix_space_is_refused(monkeypatch):
     prefix = PrefixFactory()
     mint(prefix, suffix="TAKEN001")
-    monkeypatch.setattr(services, "_random_suffix", lambda prefix: "taken001")
+    monkeypatch.setattr(handle_services, "_random_suffix", lambda prefix: "taken001")
     with pytest.raises(HandleServiceError) as caught:
         mint(prefix)
     assert caught.value.code == "suffix_space_exhausted"

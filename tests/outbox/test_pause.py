@@ -1,4 +1,4 @@
-"""Authentication failures belong to the prefix, not to a request: a 401/402 pauses the prefix's queue
+"""Authentication failures belong to the prefix, not to a request (handles.outbox.pause): a 401/402 pauses the prefix's queue
 with attempts unspent, a probe checks the credentials with backoff, and the queue resumes by itself."""
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
 
-from handles import services, tasks
+from handles import tasks
 from handles.models import HandleRequest, Prefix
+from handles.outbox import pause
+from handles.outbox.claims import request_claim, requests_claim_batch
+from handles.services import handles as handle_services
 from tests.conftest import SECRET_ENV
 
 pytestmark = pytest.mark.django_db
 
 
 def mint_three(prefix, run_queue, unique_suffix) -> list[HandleRequest]:
-    return [run_queue(services.handle_mint, prefix=prefix, suffix=unique_suffix("auth"),
+    return [run_queue(handle_services.handle_mint, prefix=prefix, suffix=unique_suffix("auth"),
                       target_url=f"https://example.org/auth/{i}") for i in range(3)]
 
 
@@ -49,8 +52,8 @@ def test_shutdown_401_pauses_the_prefix_and_the_probe_resumes_it(prefix, sim, ru
     probes = Schedule.objects.filter(func="handles.tasks.probe_prefix_auth", args=repr(prefix.pk))
     assert probes.count() == 1 and probes.get().next_run == prefix.auth_probe_at
     assert not HandleRequest.objects.due().filter(pk__in=[r.pk for r in mints]).exists()
-    assert services.request_claim(mints[0].pk) == "paused"
-    assert services.requests_claim_batch(10) == []
+    assert request_claim(mints[0].pk) == "paused"
+    assert requests_claim_batch(10) == []
     assert HandleRequest.objects.paused().filter(pk__in=[r.pk for r in mints]).count() == 3
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -73,7 +76,7 @@ def test_a_wrong_secret_then_corrected_ends_nothing_in_error(prefix, sim, run_qu
                                                              django_capture_on_commit_callbacks):
     monkeypatch.setenv(SECRET_ENV, "an-operator-typo")
     mints = mint_three(prefix, run_queue, unique_suffix)
-    redirect = run_queue(services.handle_redirect, handle=mints[0].handle, target_url="https://example.org/moved")
+    redirect = run_queue(handle_services.handle_redirect, handle=mints[0].handle, target_url="https://example.org/moved")
     assert {r.status for r in refreshed([*mints, redirect])} == {"queued"}
     # The minute sweep neither hands them out nor lets them end; it probes when the probe is due.
     Prefix.objects.filter(pk=prefix.pk).update(auth_probe_at=timezone.now() - timedelta(seconds=1))
@@ -94,16 +97,16 @@ def test_a_wrong_secret_then_corrected_ends_nothing_in_error(prefix, sim, run_qu
 def test_probes_back_off_up_to_the_maximum(prefix, settings):
     settings.HANDLES_AUTH_PROBE_BASE_SECONDS, settings.HANDLES_AUTH_PROBE_MAX_SECONDS = 5, 30
     now = timezone.now()
-    assert services.prefix_auth_failed(prefix_id=prefix.pk, error="refused", now=now) is True
-    assert services.prefix_auth_failed(prefix_id=prefix.pk, error="refused again", now=now) is False  # one pause
+    assert pause.prefix_auth_failed(prefix_id=prefix.pk, error="refused", now=now) is True
+    assert pause.prefix_auth_failed(prefix_id=prefix.pk, error="refused again", now=now) is False  # one pause
     delays = []
     for _ in range(5):
-        services.prefix_auth_probe_failed(prefix_id=prefix.pk, error="refused", now=now)
+        pause.prefix_auth_probe_failed(prefix_id=prefix.pk, error="refused", now=now)
         prefix.refresh_from_db()
         delays.append((prefix.auth_probe_at - now).total_seconds())
     assert delays == [10, 20, 30, 30, 30]
-    assert services.prefix_auth_recovered(prefix_id=prefix.pk) is True
-    assert services.prefix_auth_recovered(prefix_id=prefix.pk) is False
+    assert pause.prefix_auth_recovered(prefix_id=prefix.pk) is True
+    assert pause.prefix_auth_recovered(prefix_id=prefix.pk) is False
 
 
 def test_two_probes_at_once_make_one_probe_and_one_next_schedule(prefix, sim, settings, monkeypatch,
@@ -112,7 +115,7 @@ def test_two_probes_at_once_make_one_probe_and_one_next_schedule(prefix, sim, se
     settings.HANDLES_AUTH_PROBE_BASE_SECONDS = 5
     monkeypatch.setenv(SECRET_ENV, "wrong")
     with django_capture_on_commit_callbacks(execute=True):
-        services.prefix_auth_failed(prefix_id=prefix.pk, error="refused", now=timezone.now() - timedelta(seconds=10))
+        pause.prefix_auth_failed(prefix_id=prefix.pk, error="refused", now=timezone.now() - timedelta(seconds=10))
         assert tasks.probe_prefix_auth(prefix.pk).startswith("still failing")
         assert tasks.probe_prefix_auth(prefix.pk) == "not due"
         tasks.sweep_requests()  # the sweep probes only due prefixes

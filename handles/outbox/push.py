@@ -1,5 +1,5 @@
 """What a worker does with a claimed request: bring the server to the handle's current state, then read
-it back. Talks to the server through the client only; writes nothing to the database (services do).
+it back. Talks to the server through the client only; writes nothing to the database (`finish` records it).
 
 Every push sends the state the handle has *now*, so running a request twice, or an old request after a
 newer one, converges on the newest state instead of replaying history.
@@ -21,7 +21,8 @@ from handles.handle_server.client import (
     ServerAnswer,
 )
 from handles.models import HandleRequest, Prefix
-from handles.services import Claim, Outcome
+from handles.outbox.claims import Claim
+from handles.outbox.finish import Outcome
 
 logger = logging.getLogger(__name__)
 Op = HandleRequest.Op
