@@ -1,7 +1,8 @@
 """ArchivesSpace lookup throughput and latency, against a bare Django JSON view served the same way.
 
 N handles (default 1,000,000), each with its DAMS asset, live in PostgreSQL (database `handles_bench`,
-or `handles_bench_<N>` for other sizes), loaded once with COPY and reused by later runs. One gunicorn
+or `handles_bench_<N>` for other sizes, or the one --database or HANDLES_BENCH_DB names), loaded once
+with COPY and reused by later runs. One gunicorn
 (the README's production command: sync workers) serves both the API and, mounted only by
 bench/settings.py, a bare JSON view. A load generator on loopback (wrk if installed, else a threaded
 Python client) asks random handles by name, by asset and by URL with a read token, and the bare view;
@@ -303,9 +304,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="concurrent client connections (default 4)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4, as the README)")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if wrk exists")
+    parser.add_argument("--database", default=os.environ.get("HANDLES_BENCH_DB", ""),
+                        help="the benchmark's database (default: HANDLES_BENCH_DB, else handles_bench[_<N>]); "
+                             "people sharing a PostgreSQL server each name their own")
     args = parser.parse_args()
 
-    database = "handles_bench" if args.handles == 1_000_000 else f"handles_bench_{args.handles}"
+    database = args.database or ("handles_bench" if args.handles == 1_000_000 else f"handles_bench_{args.handles}")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "HANDLES_BENCH_DB": database,
            "HANDLES_DEV": "", "DJANGO_DEBUG": "0"}
     env.pop("DATABASE_URL", None)  # bench/settings.py names the benchmark's own database
