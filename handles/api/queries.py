@@ -8,14 +8,13 @@ import base64
 import binascii
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from handles.api import token_cache
@@ -73,18 +72,21 @@ def handles_of_asset(asset: Asset, prefix_ids: Collection[int] | None) -> list[H
 
 
 # --- ArchivesSpace lookups: the hot path -----------------------------------------------------------
-# Each lookup is one constant SQL statement run through Django's cursor (so it shows in
-# CaptureQueriesContext, the debug toolbar and database tracing like any query). On PostgreSQL it runs on
-# the "lookups" alias (handles_project/settings.py): the same database, with psycopg's server-side binding
-# and automatic prepared statements, so PostgreSQL plans each statement once per connection instead of on
-# every request, and Django builds no QuerySet per request. The QuerySets that say the same thing
-# (handles_of_asset, handle_named) are what the tests compare the answers with.
+# Each lookup is one constant SQL statement run through Django's cursor, so it shows in
+# CaptureQueriesContext, the debug toolbar and database tracing like any query, and Django builds no
+# QuerySet per request. On PostgreSQL it runs on the "lookups" alias (handles_project/settings.py): the same
+# database, with psycopg's server-side binding and automatic prepared statements, so PostgreSQL plans each
+# statement once per connection, not per request. The QuerySets that say the same (handles_of_asset,
+# handle_named) are what the tests compare the answers with, on PostgreSQL and on SQLite.
 LOOKUPS_DB = "lookups"
 MAX_URL_MATCHES = 1000
 
-_SELECT = """SELECT h.id, h.suffix, h.target_url, h.status, h.is_primary, h.created_at, h.updated_at, h.version,
- h.synced_version, h.prefix_id, p.prefix, h.asset_id, a.source_system, a.external_id, a.title, a.url, a.state,
- a.created_at, a.updated_at
+# Timestamps are read as text and parsed by datetime.fromisoformat, a few times cheaper than psycopg's
+# loader for them under Django (a Python subclass that sets the time zone). PostgreSQL writes them in ISO
+# form with their offset (the DateStyle that psycopg itself needs); SQLite keeps them as UTC text without one.
+_SELECT = """SELECT h.id, h.suffix, h.target_url, h.status, h.is_primary, CAST(h.created_at AS TEXT),
+ CAST(h.updated_at AS TEXT), h.version, h.synced_version, h.prefix_id, p.prefix, h.asset_id, a.source_system,
+ a.external_id, a.title, a.url, a.state, CAST(a.created_at AS TEXT), CAST(a.updated_at AS TEXT)
 FROM handles_handle h INNER JOIN handles_prefix p ON p.id = h.prefix_id"""
 # HandleQuerySet.by_name, with the suffix folded by the caller (ascii_upper), so the value is bound as given.
 BY_NAME_SQL = f"""{_SELECT} LEFT OUTER JOIN handles_asset a ON a.id = h.asset_id
@@ -93,24 +95,22 @@ OF_ASSET_SQL = f"""{_SELECT} INNER JOIN handles_asset a ON a.id = h.asset_id
 WHERE a.source_system = %s AND a.external_id = %s"""
 WITH_URL_SQL = f"""{_SELECT} LEFT OUTER JOIN handles_asset a ON a.id = h.asset_id
 WHERE h.target_url = %s ORDER BY h.id LIMIT {MAX_URL_MATCHES}"""
-_PREFIX_ID = 9  # the position of h.prefix_id in a row
-_TIMES = (5, 6, 17, 18)  # the positions of the timestamps
 
 
 def lookup_database() -> BaseDatabaseWrapper:
     """The connection a lookup runs on. Inside a transaction on the default connection (never so in the
-    API's views) the lookup reads within it, so it sees what the transaction wrote; elsewhere (SQLite in
-    development) there is only the default connection."""
+    API's views) the lookup reads within it, so it sees what the transaction wrote; without PostgreSQL
+    (SQLite in development) there is only the default connection."""
     default = connections[DEFAULT_DB_ALIAS]
     if default.in_atomic_block or LOOKUPS_DB not in settings.DATABASES:
         return default
     return connections[LOOKUPS_DB]
 
 
-def _rows(sql: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+def _lookup(sql: str, params: tuple[str, ...], prefix_ids: Collection[int] | None) -> list[LookupHandle]:
     db = lookup_database()
     try:
-        return _fetch(db, sql, params)
+        rows = _fetch(db, sql, params)
     except OperationalError:
         # A connection that died since the last request (the database restarted). Instead of Django's health
         # check (a SELECT 1 before every request; the lookups alias has it off), a read is tried again once,
@@ -118,19 +118,20 @@ def _rows(sql: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
         if db.in_atomic_block or (db.connection is not None and db.is_usable()):
             raise
         db.close()
-        return _fetch(db, sql, params)
+        rows = _fetch(db, sql, params)
+    # The caller's prefixes are applied here, not in SQL: each statement stays one text, prepared once.
+    return [_from_row(row, db.timezone) for row in rows if prefix_ids is None or row[9] in prefix_ids]
 
 
 def _fetch(db: BaseDatabaseWrapper, sql: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if db.vendor == "sqlite":
-        # SQLite keeps timestamps as text; Django's converters make them naive datetimes in the database's
-        # time zone (UTC), which the ORM would make aware.
-        rows = [tuple(timezone.make_aware(value, db.timezone) if i in _TIMES and value is not None
-                      and timezone.is_naive(value) else value for i, value in enumerate(row)) for row in rows]
-    return rows
+        return cursor.fetchall()
+
+
+def _timestamp(text: str, naive_zone: tzinfo) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=naive_zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,32 +182,30 @@ class LookupHandle:
         return self.asset.pk if self.asset else None
 
 
-def _from_row(row: tuple[Any, ...]) -> LookupHandle:
+def _from_row(row: tuple[Any, ...], zone: tzinfo) -> LookupHandle:
     (pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version, prefix_id,
-     prefix, asset_id, *asset_fields) = row
-    asset = LookupAsset(asset_id, *asset_fields) if asset_id is not None else None
-    return LookupHandle(pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version,
-                        LookupPrefix(prefix_id, prefix), asset)
-
-
-def _visible_rows(rows: list[tuple[Any, ...]], prefix_ids: Collection[int] | None) -> list[LookupHandle]:
-    # Filtered here, not in SQL: the statement stays one constant text, prepared once per connection.
-    return [_from_row(row) for row in rows if prefix_ids is None or row[_PREFIX_ID] in prefix_ids]
+     prefix, asset_id, source_system, external_id, title, url, state, asset_created_at, asset_updated_at) = row
+    asset = None
+    if asset_id is not None:
+        asset = LookupAsset(asset_id, source_system, external_id, title, url, state,
+                            _timestamp(asset_created_at, zone), _timestamp(asset_updated_at, zone))
+    return LookupHandle(pk, suffix, target_url, status, bool(is_primary), _timestamp(created_at, zone),
+                        _timestamp(updated_at, zone), version, synced_version, LookupPrefix(prefix_id, prefix), asset)
 
 
 def lookup_by_name(prefix: str, suffix: str) -> LookupHandle | None:
-    found = _visible_rows(_rows(BY_NAME_SQL, (prefix, ascii_upper(suffix))), None)
+    found = _lookup(BY_NAME_SQL, (prefix, ascii_upper(suffix)), None)
     return found[0] if found else None
 
 
 def lookup_of_asset(source_system: str, external_id: str,
                     prefix_ids: Collection[int] | None) -> list[LookupHandle]:
-    return citation_order(_visible_rows(_rows(OF_ASSET_SQL, (source_system, external_id)), prefix_ids))
+    return citation_order(_lookup(OF_ASSET_SQL, (source_system, external_id), prefix_ids))
 
 
 def lookup_with_url(url: str, prefix_ids: Collection[int] | None) -> list[LookupHandle]:
     """At most MAX_URL_MATCHES handles (the oldest), of those this caller may see."""
-    return citation_order(_visible_rows(_rows(WITH_URL_SQL, (url,)), prefix_ids))
+    return citation_order(_lookup(WITH_URL_SQL, (url,), prefix_ids))
 
 
 # --- Local listing (keyset paging) ----------------------------------------------------------------
