@@ -120,7 +120,8 @@ def _lookup(sql: str, params: tuple[str, ...], prefix_ids: Collection[int] | Non
         db.close()
         rows = _fetch(db, sql, params)
     # The caller's prefixes are applied here, not in SQL: each statement stays one text, prepared once.
-    return [_from_row(row, db.timezone) for row in rows if prefix_ids is None or row[9] in prefix_ids]
+    return [_from_row(row, db.timezone) for row in rows
+            if prefix_ids is None or row[9] in prefix_ids]  # row[9]: h.prefix_id
 
 
 def _fetch(db: BaseDatabaseWrapper, sql: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
