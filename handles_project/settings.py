@@ -215,6 +215,19 @@ HANDLES_API_MAX_BODY_BYTES = env.int("HANDLES_API_MAX_BODY_BYTES", default=64 * 
 HANDLES_API_TOKEN_CACHE_SECONDS = env.float("HANDLES_API_TOKEN_CACHE_SECONDS", default=10.0)
 # ArchivesSpace lookups use prepared statements; 0 behind PgBouncer < 1.21 in transaction pooling mode.
 HANDLES_API_PREPARED_LOOKUPS = env.bool("HANDLES_API_PREPARED_LOOKUPS", default=True)
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":  # PostgreSQL
+    # The lookups' own connection to the same database (handles.api.queries, docs/performance.md): psycopg binds
+    # their values server-side and prepares each statement at its first run on a connection, so PostgreSQL
+    # plans it once per connection, not per request. Only the lookups use it; the rest of the app keeps
+    # Django's client-side binding. A lookup reconnects once by itself after a lost connection, so this
+    # alias needs no per-request health check. Tests share the default test database (MIRROR).
+    DATABASES["lookups"] = {
+        **DATABASES["default"],
+        "OPTIONS": {**DATABASES["default"].get("OPTIONS", {}), "server_side_binding": True,
+                    "prepare_threshold": 0 if HANDLES_API_PREPARED_LOOKUPS else None},
+        "CONN_HEALTH_CHECKS": False,
+        "TEST": {"MIRROR": "default"},
+    }
 # The throttle counters live in this cache: per process by default; redis://127.0.0.1:6379/1 shares them.
 CACHES = {"default": env.cache_url("HANDLES_CACHE_URL", default="locmemcache://")}
 

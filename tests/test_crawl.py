@@ -35,7 +35,9 @@ print("RESULT " + json.dumps({"vendor": connection.vendor, "failures": failures,
 '''
 
 
-@pytest.mark.django_db(transaction=True)  # the seed runs the queue's tasks once each step commits
+# transaction: the seed runs the queue's tasks once each step commits. Outside a transaction the API's
+# lookups read on their own connection, the "lookups" alias (handles.api.queries), which a test must allow.
+@pytest.mark.django_db(transaction=True, databases=["default", "lookups"])
 def test_every_page_answers_on_postgresql(handle_server, monkeypatch):
     monkeypatch.setenv("HANDLE_SECRET_DEMO", SIM_SECRET)
     seeded, users = crawl.seed(server_url=handle_server.base_url, certificate_path=handle_server.cert_path)

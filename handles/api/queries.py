@@ -1,29 +1,21 @@
 """The API's reads: QuerySets over our database (the Handle server is asked only by resolve and the
 remote listing). Lists use keyset paging, so page 5,000 costs what page 1 does; the ArchivesSpace
-lookups are compiled once and prepared (CompiledLookup)."""
+lookups are one constant SQL statement each, prepared once per connection (see their section)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import itertools
-import re
-import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, TypeVar
 
-import psycopg
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
-from psycopg import pq
-from psycopg.adapt import Transformer
-from psycopg.errors import error_from_result
 
 from handles.api import token_cache
 from handles.api.errors import ApiError
@@ -79,139 +71,68 @@ def handles_of_asset(asset: Asset, prefix_ids: Collection[int] | None) -> list[H
     return citation_order(visible(handles().filter(asset=asset), prefix_ids))
 
 
-# --- ArchivesSpace lookups: the hot path, compiled once and prepared per connection ----------------------
-class _ConnectionState:
-    """What the lookups keep per PostgreSQL connection: the statements prepared on it, and the row loader
-    (its loaders follow the connection's time zone). Per thread, as Django's connections are."""
-
-    def __init__(self, raw: psycopg.Connection) -> None:
-        self.raw = raw
-        self.prepared: set[bytes] = set()
-        self.loader = Transformer(raw)
-
-
-_states = threading.local()
-
-
-def _state_of(raw: psycopg.Connection) -> _ConnectionState:
-    state = getattr(_states, "state", None)
-    if state is None or state.raw is not raw:  # a new connection: nothing is prepared on it yet
-        state = _states.state = _ConnectionState(raw)
-    return state
-
-
-def _result(pgconn: pq.abc.PGconn, result: pq.abc.PGresult, expected: pq.ExecStatus) -> pq.abc.PGresult:
-    if result.status == expected:
-        return result
-    if pgconn.status == pq.ConnStatus.BAD:  # lost (a database restart): rows() tries a new connection
-        raise psycopg.OperationalError(f"the connection was lost: {pq.error_message(pgconn)}")
-    raise error_from_result(result, encoding="utf-8")
-
-
-def _param(value: Any) -> bytes | None:
-    """A parameter in PostgreSQL's text form. NUL cannot be sent in text form (libpq would cut the value
-    there); the lookup forms refuse it, so meeting one here is a bug."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return b"true" if value else b"false"
-    text = str(value).encode("utf-8")
-    if b"\x00" in text:
-        raise ValueError("A lookup value contains NUL.")
-    return text
-
-
-_statement_numbers = itertools.count(1)
-
-
-class CompiledLookup:
-    """A QuerySet compiled to SQL once per process, prepared once per PostgreSQL connection, and run
-    through libpq directly.
-
-    Django builds a QuerySet's SQL on every call (about 0.5 ms of CPU) and PostgreSQL plans it on every
-    execution (about 0.25 ms): more than all the rest of an ArchivesSpace lookup, which the API must
-    answer at half the speed of a bare Django view. psycopg's cursor then adds some 20 us per execution
-    around one libpq call; the lookups make that call themselves (psycopg.pq, psycopg's public libpq
-    interface) and read the binary rows with psycopg's own loaders. The QuerySet stays the one
-    definition of the query; this only skips building, planning and wrapping it again.
-    HANDLES_API_PREPARED_LOOKUPS=0 keeps the compiling but not the preparing (PgBouncer before 1.21 in
-    transaction mode cannot keep prepared statements). Elsewhere (SQLite in development) the QuerySet
-    runs as usual.
-    """
-
-    def __init__(self, build: Callable[..., QuerySet]) -> None:
-        self.build = build  # called with the lookup's values; must pass them through unchanged
-        self.name = f"handles_lookup_{next(_statement_numbers)}".encode()
-        self._compiled: tuple[bytes, list[int | None], list[Any]] | None = None
-
-    def rows(self, *values: str) -> list[tuple[Any, ...]]:
-        db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a lookup in a context-local
-        if db.vendor != "postgresql":
-            return list(self.build(*values))
-        sql, params = self._sql_and_params(values)
-        with db.wrap_database_errors:
-            db.ensure_connection()
-            if not db.autocommit:
-                # In a transaction (never so in the API's views): psycopg must open it with its BEGIN, as
-                # for any statement, and the ORM's cursor does that.
-                return list(self.build(*values))
-            try:
-                return self._fetch(db, sql, params)
-            except psycopg.OperationalError:
-                # A connection that died since the last request (database restarted). Instead of Django's
-                # health check (a SELECT 1 before every request), a read is tried again once, on a new one.
-                db.close()
-                db.ensure_connection()
-                return self._fetch(db, sql, params)
-
-    def _fetch(self, db: BaseDatabaseWrapper, sql: bytes, params: list[bytes | None]) -> list[tuple[Any, ...]]:
-        raw = db.connection
-        pgconn = raw.pgconn
-        state = _state_of(raw)
-        if not settings.HANDLES_API_PREPARED_LOOKUPS:
-            result = pgconn.exec_params(sql, params, result_format=pq.Format.BINARY)
-        else:
-            if self.name not in state.prepared:
-                _result(pgconn, pgconn.prepare(self.name, sql), pq.ExecStatus.COMMAND_OK)
-                state.prepared.add(self.name)
-            result = pgconn.exec_prepared(self.name, params, result_format=pq.Format.BINARY)
-        _result(pgconn, result, pq.ExecStatus.TUPLES_OK)
-        # Binary rows: psycopg's C loaders read timestamps a few times faster than Django's text loader,
-        # in the session's time zone, which Django sets to the one its own loader uses.
-        state.loader.set_pgresult(result)
-        rows = state.loader.load_rows(0, result.ntuples, tuple)
-        db.health_check_done = True  # the connection just answered: Django need not check it again
-        return rows
-
-    def _sql_and_params(self, values: tuple[str, ...]) -> tuple[bytes, list[bytes | None]]:
-        if self._compiled is None:
-            # A lower-case letter in each marker: a QuerySet that folds or otherwise changes a value (so the
-            # SQL would get the raw value at run time) loses its marker and is refused below.
-            markers = [f"\x00m{i}\x00" for i in range(len(values))]
-            sql, template = self.build(*markers).query.sql_with_params()
-            slots = [markers.index(p) if isinstance(p, str) and p in markers else None for p in template]
-            if sorted(s for s in slots if s is not None) != list(range(len(values))):
-                raise ImproperlyConfigured("A compiled lookup's QuerySet must use each value once, unchanged.")
-            if any(slot is None and not isinstance(fixed, str | int | None)
-                   for slot, fixed in zip(slots, template, strict=True)):
-                raise ImproperlyConfigured("A compiled lookup's fixed parameters must be text, numbers or None.")
-            self._compiled = (_numbered(sql).encode("utf-8"), slots, list(template))
-        sql, slots, template = self._compiled
-        return sql, [_param(values[slot] if slot is not None else fixed)
-                     for slot, fixed in zip(slots, template, strict=True)]
-
-
-def _numbered(sql: str) -> str:
-    """Django's placeholders (%s, and %% for a literal %) as PostgreSQL's ($1, $2 ...)."""
-    numbers = itertools.count(1)
-    return re.sub(r"%[s%]", lambda m: "%" if m[0] == "%%" else f"${next(numbers)}", sql)
-
-
-LOOKUP_FIELDS = ("id", "suffix", "target_url", "status", "is_primary", "created_at", "updated_at", "version",
-                 "synced_version", "prefix_id", "prefix__prefix", "asset_id", "asset__source_system",
-                 "asset__external_id", "asset__title", "asset__url", "asset__state", "asset__created_at",
-                 "asset__updated_at")
+# --- ArchivesSpace lookups: the hot path -----------------------------------------------------------
+# Each lookup is one constant SQL statement run through Django's cursor, so it shows in
+# CaptureQueriesContext, the debug toolbar and database tracing like any query, and Django builds no
+# QuerySet per request. On PostgreSQL it runs on the "lookups" alias (handles_project/settings.py): the same
+# database, with psycopg's server-side binding and automatic prepared statements, so PostgreSQL plans each
+# statement once per connection, not per request. The QuerySets that say the same (handles_of_asset,
+# handle_named) are what the tests compare the answers with, on PostgreSQL and on SQLite.
+LOOKUPS_DB = "lookups"
 MAX_URL_MATCHES = 1000
+
+# Timestamps are read as text and parsed by datetime.fromisoformat, a few times cheaper than psycopg's
+# loader for them under Django (a Python subclass that sets the time zone). PostgreSQL writes them in ISO
+# form with their offset (the DateStyle that psycopg itself needs); SQLite keeps them as UTC text without one.
+_SELECT = """SELECT h.id, h.suffix, h.target_url, h.status, h.is_primary, CAST(h.created_at AS TEXT),
+ CAST(h.updated_at AS TEXT), h.version, h.synced_version, h.prefix_id, p.prefix, h.asset_id, a.source_system,
+ a.external_id, a.title, a.url, a.state, CAST(a.created_at AS TEXT), CAST(a.updated_at AS TEXT)
+FROM handles_handle h INNER JOIN handles_prefix p ON p.id = h.prefix_id"""
+# HandleQuerySet.by_name, with the suffix folded by the caller (ascii_upper), so the value is bound as given.
+BY_NAME_SQL = f"""{_SELECT} LEFT OUTER JOIN handles_asset a ON a.id = h.asset_id
+WHERE UPPER(p.prefix) = UPPER(%s) AND h.suffix_key = %s LIMIT 1"""
+OF_ASSET_SQL = f"""{_SELECT} INNER JOIN handles_asset a ON a.id = h.asset_id
+WHERE a.source_system = %s AND a.external_id = %s"""
+WITH_URL_SQL = f"""{_SELECT} LEFT OUTER JOIN handles_asset a ON a.id = h.asset_id
+WHERE h.target_url = %s ORDER BY h.id LIMIT {MAX_URL_MATCHES}"""
+
+
+def lookup_database() -> BaseDatabaseWrapper:
+    """The connection a lookup runs on. Inside a transaction on the default connection (never so in the
+    API's views) the lookup reads within it, so it sees what the transaction wrote; without PostgreSQL
+    (SQLite in development) there is only the default connection."""
+    default = connections[DEFAULT_DB_ALIAS]
+    if default.in_atomic_block or LOOKUPS_DB not in settings.DATABASES:
+        return default
+    return connections[LOOKUPS_DB]
+
+
+def _lookup(sql: str, params: tuple[str, ...], prefix_ids: Collection[int] | None) -> list[LookupHandle]:
+    db = lookup_database()
+    try:
+        rows = _fetch(db, sql, params)
+    except OperationalError:
+        # A connection that died since the last request (the database restarted). Instead of Django's health
+        # check (a SELECT 1 before every request; the lookups alias has it off), a read is tried again once,
+        # on a new connection. Any other failure is raised as it is.
+        if db.in_atomic_block or (db.connection is not None and db.is_usable()):
+            raise
+        db.close()
+        rows = _fetch(db, sql, params)
+    # The caller's prefixes are applied here, not in SQL: each statement stays one text, prepared once.
+    return [_from_row(row, db.timezone) for row in rows
+            if prefix_ids is None or row[9] in prefix_ids]  # row[9]: h.prefix_id
+
+
+def _fetch(db: BaseDatabaseWrapper, sql: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _timestamp(text: str, naive_zone: tzinfo) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=naive_zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +155,8 @@ class LookupAsset:
 
 @dataclass(frozen=True, slots=True)
 class LookupHandle:
-    """A lookup's row with the attributes of a Handle that the representations read: a fraction of the
-    cost of three model instances on the hot path. The tests compare both answers."""
+    """A lookup's row: the fields of a handle, its prefix and its asset that the representations read, in a
+    plain value instead of three model instances. The tests compare both answers."""
 
     pk: int
     suffix: str
@@ -262,40 +183,30 @@ class LookupHandle:
         return self.asset.pk if self.asset else None
 
 
-def _from_row(row: tuple[Any, ...]) -> LookupHandle:
+def _from_row(row: tuple[Any, ...], zone: tzinfo) -> LookupHandle:
     (pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version, prefix_id,
-     prefix, asset_id, *asset_fields) = row
-    asset = LookupAsset(asset_id, *asset_fields) if asset_id is not None else None
-    return LookupHandle(pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version,
-                        LookupPrefix(prefix_id, prefix), asset)
-
-
-def _visible_rows(rows: list[tuple[Any, ...]], prefix_ids: Collection[int] | None) -> list[LookupHandle]:
-    return [_from_row(row) for row in rows if prefix_ids is None or row[9] in prefix_ids]  # row[9]: prefix_id
-
-
-# HandleQuerySet.by_name, with the suffix folded by the caller (a compiled query cannot fold it).
-_BY_NAME = CompiledLookup(lambda prefix, suffix_key: Handle.objects.filter(
-    prefix__prefix__iexact=prefix, suffix_key=suffix_key).order_by().values_list(*LOOKUP_FIELDS)[:1])
-_OF_ASSET = CompiledLookup(lambda source_system, external_id: Handle.objects.filter(
-    asset__source_system=source_system, asset__external_id=external_id).order_by().values_list(*LOOKUP_FIELDS))
-_WITH_URL = CompiledLookup(lambda url: Handle.objects.filter(target_url=url).order_by("pk")
-                           .values_list(*LOOKUP_FIELDS)[:MAX_URL_MATCHES])
+     prefix, asset_id, source_system, external_id, title, url, state, asset_created_at, asset_updated_at) = row
+    asset = None
+    if asset_id is not None:
+        asset = LookupAsset(asset_id, source_system, external_id, title, url, state,
+                            _timestamp(asset_created_at, zone), _timestamp(asset_updated_at, zone))
+    return LookupHandle(pk, suffix, target_url, status, bool(is_primary), _timestamp(created_at, zone),
+                        _timestamp(updated_at, zone), version, synced_version, LookupPrefix(prefix_id, prefix), asset)
 
 
 def lookup_by_name(prefix: str, suffix: str) -> LookupHandle | None:
-    found = _visible_rows(_BY_NAME.rows(prefix, ascii_upper(suffix)), None)
+    found = _lookup(BY_NAME_SQL, (prefix, ascii_upper(suffix)), None)
     return found[0] if found else None
 
 
 def lookup_of_asset(source_system: str, external_id: str,
                     prefix_ids: Collection[int] | None) -> list[LookupHandle]:
-    return citation_order(_visible_rows(_OF_ASSET.rows(source_system, external_id), prefix_ids))
+    return citation_order(_lookup(OF_ASSET_SQL, (source_system, external_id), prefix_ids))
 
 
 def lookup_with_url(url: str, prefix_ids: Collection[int] | None) -> list[LookupHandle]:
     """At most MAX_URL_MATCHES handles (the oldest), of those this caller may see."""
-    return citation_order(_visible_rows(_WITH_URL.rows(url), prefix_ids))
+    return citation_order(_lookup(WITH_URL_SQL, (url,), prefix_ids))
 
 
 # --- Local listing (keyset paging) ----------------------------------------------------------------

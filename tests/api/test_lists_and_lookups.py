@@ -5,17 +5,11 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-import psycopg
-import pytest
-from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from handles.api import queries
-from handles.api.representations import handle_json
-from handles.models import Asset, Handle
+from handles.models import Handle
 from tests.api.conftest import Api
-from tests.factories import AssetFactory, HandleFactory, PrefixFactory
+from tests.factories import AssetFactory, HandleFactory
 
 
 def names(body: dict, key: str = "results") -> list[str]:
@@ -124,89 +118,3 @@ def test_iiif_lists_live_handles_only(reader: Api, home):
     assert [entry["value"]["none"][0] for entry in body["metadata"]] == [
         "https://hdl.handle.net/20.500.12345/a", "https://hdl.handle.net/20.500.12345/b"]
     assert all(entry["label"] == {"en": ["Handle"]} for entry in body["metadata"])
-
-
-@pytest.mark.parametrize("prepared", [True, False])
-def test_compiled_lookups_answer_what_their_querysets_answer(home, other_prefix, settings, prepared):
-    """The ArchivesSpace lookups run SQL compiled once (and prepared, unless turned off); the same
-    QuerySets through the ORM must give the same handles, for every value."""
-    settings.HANDLES_API_PREPARED_LOOKUPS = prepared
-    for n in range(3):
-        asset = AssetFactory(source_system="dams", external_id=f"n{n}", url=f"https://dams.example.edu/{n}")
-        HandleFactory(prefix=home, suffix=f"Mixed-{n}", target_url=asset.url, asset=asset)
-        HandleFactory(prefix=other_prefix, suffix=f"geo-{n}", target_url=asset.url, asset=asset, is_primary=True)
-    for n in range(3):
-        asset = Asset.objects.get(external_id=f"n{n}")
-        expected = [handle_json(h) for h in queries.handles_of_asset(asset, None)]
-        assert [handle_json(h) for h in queries.lookup_of_asset("dams", f"n{n}", None)] == expected
-        assert [handle_json(h) for h in queries.lookup_with_url(asset.url, None)] == expected
-        assert handle_json(queries.lookup_by_name("20.500.12345", f"MIXED-{n}")) == handle_json(
-            Handle.objects.select_related("prefix", "asset").get(suffix=f"Mixed-{n}"))
-    assert [h.full_handle for h in queries.lookup_of_asset("dams", "n1", {other_prefix.pk})] == ["20.500.99999/geo-1"]
-    assert queries.lookup_by_name("20.500.12345", "nope") is None
-
-
-def test_without_postgresql_the_lookups_run_their_querysets(home, monkeypatch):
-    """SQLite in development has no prepared statements: the same QuerySets run through the ORM."""
-    asset = AssetFactory(source_system="dams", external_id="9", url="https://dams.example.edu/9")
-    HandleFactory(prefix=home, suffix="Dev", target_url=asset.url, asset=asset)
-    monkeypatch.setattr(connection, "vendor", "sqlite")
-    assert queries.lookup_by_name("20.500.12345", "dev").full_handle == "20.500.12345/Dev"
-    assert [h.suffix for h in queries.lookup_of_asset("dams", "9", None)] == ["Dev"]
-    assert [h.suffix for h in queries.lookup_with_url(asset.url, None)] == ["Dev"]
-
-
-def test_a_compiled_lookup_refuses_a_queryset_that_changes_its_values(db):
-    folding = queries.CompiledLookup(lambda prefix, suffix: Handle.objects.by_name(prefix, suffix))
-    with pytest.raises(ImproperlyConfigured):
-        folding.rows("20.500.12345", "abc")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_lookup_survives_a_connection_that_died_between_requests():
-    """The compiled lookups skip Django's per-request health check: a read on a dead connection (the
-    database restarted) is tried again once, on a new connection."""
-    prefix = PrefixFactory(prefix="20.500.12345", server_url="https://127.0.0.1:9")
-    HandleFactory(prefix=prefix, suffix="alive")
-    assert queries.lookup_by_name("20.500.12345", "alive") is not None
-    connection.connection.close()  # behind Django's back, as a server restart would
-    assert queries.lookup_by_name("20.500.12345", "ALIVE").suffix == "alive"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_lookup_survives_a_backend_the_server_ended():
-    """As a database restart does: the server ends our backend; the next lookup reconnects once."""
-    prefix = PrefixFactory(prefix="20.500.12345", server_url="https://127.0.0.1:9")
-    HandleFactory(prefix=prefix, suffix="alive")
-    assert queries.lookup_by_name("20.500.12345", "alive") is not None
-    backend = connection.connection.info.backend_pid
-    with psycopg.connect(connection.connection.info.dsn, autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [backend])
-    assert queries.lookup_by_name("20.500.12345", "ALIVE").suffix == "alive"
-    assert connection.connection.info.backend_pid != backend
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_compiled_lookup_reports_sql_errors_as_django_errors():
-    """A failing statement is a Django DatabaseError (as through the ORM), not a lost connection."""
-    broken = queries.CompiledLookup(lambda value: Handle.objects.extra(where=["1/0 = 1"]).filter(suffix=value)
-                                    .values_list("pk"))
-    backend = connection.connection.info.backend_pid if connection.connection else None
-    with pytest.raises(DatabaseError, match="division by zero"):
-        broken.rows("x")
-    assert queries.lookup_by_name("20.500.12345", "nope") is None  # the same connection still answers
-    assert backend is None or connection.connection.info.backend_pid == backend
-
-
-def test_in_a_transaction_a_lookup_reads_within_it(home):
-    """Inside atomic() (here: the test's transaction) the lookup runs in that transaction, so it sees
-    what the transaction wrote and does not commit anything by itself."""
-    HandleFactory(prefix=home, suffix="uncommitted")
-    assert connection.in_atomic_block
-    assert queries.lookup_by_name("20.500.12345", "UNCOMMITTED").suffix == "uncommitted"
-    assert connection.connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-
-
-def test_a_lookup_value_with_nul_never_reaches_the_server(db):
-    with pytest.raises(ValueError, match="NUL"):
-        queries.lookup_by_name("20.500.12345", "a\x00b")

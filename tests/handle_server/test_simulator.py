@@ -390,9 +390,15 @@ def test_simulator_module_imports_no_django():
 def test_manage_py_handle_simulator_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", SECRET_ENV: SECRET}
-    process = subprocess.Popen([sys.executable, "-m", "django", "handle_simulator", "--port", str(port),
-                                "--data-dir", str(tmp_path), "--prefix", PREFIX], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A child inherits an ignored SIGINT, and this test process may have it ignored (a test before it on the
+    # same pytest worker can leave it so): start the command with Ctrl-C as a terminal gives it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "django", "handle_simulator", "--port", str(port),
+                                    "--data-dir", str(tmp_path), "--prefix", PREFIX], cwd=PROJECT_ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         lines = iter(process.stdout.readline, "")
         assert any(f"listening on 127.0.0.1:{port}" in line for line in lines)
