@@ -35,7 +35,7 @@ def request_json(request: HandleRequest) -> dict[str, Any]:
         "action": request.action,
         "created_at": _time(request.created_at),
         "finished_at": _time(request.finished_at),
-        "status_url": reverse("handles_api:request", kwargs={"request_id": request.pk}),
+        "status_url": reverse("handles_api:request", kwargs={"id": request.pk}),
     }
 
 
