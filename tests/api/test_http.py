@@ -6,13 +6,16 @@ The forms below are that first version's, kept here as the reference the schemas
 from __future__ import annotations
 
 import json
+import select
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from django import forms
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
+from django.db import close_old_connections, connection, connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ninja.errors import ValidationError as NinjaValidationError
@@ -20,9 +23,10 @@ from pydantic import ValidationError as PydanticValidationError
 
 from handles.api import schemas
 from handles.api.errors import validation_failed
+from handles.models import Handle
 from handles.validators import validate_new_suffix, validate_prefix, validate_target_url
-from tests.api.conftest import ROOT
-from tests.factories import HandleFactory
+from tests.api.conftest import ROOT, Api, issue_token
+from tests.factories import HandleFactory, PrefixFactory
 
 
 class JsonText(forms.CharField):
@@ -154,3 +158,34 @@ def test_a_query_error_lists_every_problem(reader, home):
     assert error["code"] == "unknown_field"
     assert {name: [p["code"] for p in found] for name, found in error["fields"].items()} == {
         "sort": ["unknown_field"], "status": ["invalid_choice"], "limit": ["min_value"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_survives_a_backend_the_server_ended(client):
+    """The API skips Django's SELECT 1 before each request for a look at the connection's socket: a backend
+    the server ended (a database restart) is noticed there, and the call runs on a new connection."""
+    PrefixFactory(prefix="20.500.12345", is_default=True, server_url="https://127.0.0.1:9")
+    writer = Api(client, issue_token("write"))
+    assert writer.post("/handles", {"url": "https://example.org/1"}).status_code == 202
+    assert connection.connection is not None and connection.health_check_enabled  # kept between requests
+    backend = connection.connection.info.backend_pid
+    with psycopg.connect(connection.connection.info.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    select.select([connection.connection.pgconn.socket], [], [], 5)  # the server's goodbye has arrived
+    close_old_connections()  # as a request's start does in a server (the test client skips it)
+    assert writer.post("/handles", {"url": "https://example.org/2"}).status_code == 202
+    assert connection.connection.info.backend_pid != backend
+    assert Handle.objects.filter(target_url__startswith="https://example.org/").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_healthy_connection_is_kept_without_a_query(client, monkeypatch):
+    monkeypatch.setattr("handles.tasks.async_task", lambda *args, **kwargs: None)  # the tests' queue runs inline
+    PrefixFactory(prefix="20.500.12345", is_default=True, server_url="https://127.0.0.1:9")
+    writer = Api(client, issue_token("write"))
+    assert writer.post("/handles", {"url": "https://example.org/1"}).status_code == 202
+    backend = connection.connection.info.backend_pid
+    monkeypatch.setattr(type(connections["default"]), "is_usable", lambda self: pytest.fail("a SELECT 1 ran"))
+    close_old_connections()  # as a request's start does in a server (the test client skips it)
+    assert writer.post("/handles", {"url": "https://example.org/2"}).status_code == 202
+    assert connection.connection.info.backend_pid == backend
