@@ -26,6 +26,7 @@ from django.core.validators import (
 )
 from ninja import Schema
 from pydantic import (
+    BaseModel,
     ConfigDict,
     PlainValidator,
     ValidationError,
@@ -79,6 +80,7 @@ def text(*, max_length: int, checks: Iterable[Callable[[Any], None]] = (), requi
     """A text field. In a JSON body (`json`) numbers, lists and objects are refused rather than turned into text,
     and null counts as left out. An empty value is "no value": a required field refuses it, an optional one
     refuses it too (`blank`: `?prefix=` must not mean every prefix) unless `allow_blank` (e.g. clear the title)."""
+    checks = list(checks)
     limits = [*checks, MaxLengthValidator(max_length), ProhibitNullCharactersValidator()]
 
     def clean(value: Any) -> str | None:
@@ -101,7 +103,9 @@ def text(*, max_length: int, checks: Iterable[Callable[[Any], None]] = (), requi
             if required:
                 raise refuse([REQUIRED])
             return value
-        problems = _problems(value, limits)
+        # The length and NUL checks in line for the usual value; Django's validators word the refusals.
+        fine = len(value) <= max_length and "\x00" not in value
+        problems = _problems(value, checks if fine else limits)
         if problems:
             raise refuse(problems)
         return value
@@ -328,20 +332,20 @@ class RemoteListQuery(Strict):
     page_size: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="Default 100.") = None  # type: ignore
 
 
-class AssetQuery(Schema):
+class AssetQuery(BaseModel):  # the lookups' inputs: plain pydantic (Ninja's Schema adds a wrap for ORM objects)
     source_system: text(max_length=64, checks=[SOURCE_SYSTEM_VALIDATOR], json=False, strip=True,  # type: ignore
                         schema={**SOURCE_SYSTEM_SCHEMA, "description": "The asset's source system."})
     external_id: text(max_length=255, json=False,  # type: ignore[valid-type]
                       schema={"example": "node-4711", "description": "The asset's id there (e.g. the DAMS node id)."})
 
 
-class HandleQuery(Schema):
+class HandleQuery(BaseModel):
     handle: text(max_length=400, json=False, strip=True,  # type: ignore[valid-type]
                  schema={"example": "hdl:20.500.12345/X7KQ2M", "description": "The handle in any cited form: "
                          "PREFIX/SUFFIX, hdl:PREFIX/SUFFIX or a resolver URL."})
 
 
-class UrlQuery(Schema):
+class UrlQuery(BaseModel):
     url: text(max_length=settings.HANDLES_MAX_URL_LENGTH, checks=[validate_target_url],  # type: ignore[valid-type]
               json=False, schema={**URL_SCHEMA, "description": "The exact target URL."})
 

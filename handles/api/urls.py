@@ -72,10 +72,14 @@ def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
 
 
 def _routes() -> list[URLPattern]:
+    """Ninja's patterns, one per path (it makes one per operation, all with the path's one view), the
+    ArchivesSpace lookups first: Django tries the patterns in turn, and the lookups are the busiest calls."""
     patterns, _app, _namespace = api.urls
-    for pattern in patterns:
+    unique = {(str(pattern.pattern), pattern.name): pattern for pattern in reversed(patterns)}
+    ordered = sorted(reversed(unique.values()), key=lambda pattern: not str(pattern.pattern).startswith("lookup/"))
+    for pattern in ordered:
         pattern.callback = api_route(pattern.callback)
-    return patterns
+    return ordered
 
 
 app_name = "handles_api"
