@@ -225,8 +225,11 @@ IdempotencyKey = Annotated[str | None, PlainValidator(_idempotency_key), WithJso
 
 
 # --- Inputs ---------------------------------------------------------------------------------------
-class Strict(Schema):
-    """Refuses the keys it does not know (typos such as "URL"), beside the other problems it finds."""
+class Strict(BaseModel):
+    """Refuses the keys it does not know (typos such as "URL"), beside the other problems it finds.
+
+    Inputs are plain pydantic models: Ninja's Schema wraps every validation to read ORM objects, which a
+    request never is."""
 
     model_config = ConfigDict(extra="forbid")
     from_query: ClassVar[bool] = False  # query models see only their own keys: ask the request for the rest
@@ -332,7 +335,7 @@ class RemoteListQuery(Strict):
     page_size: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="Default 100.") = None  # type: ignore
 
 
-class AssetQuery(BaseModel):  # the lookups' inputs: plain pydantic (Ninja's Schema adds a wrap for ORM objects)
+class AssetQuery(BaseModel):
     source_system: text(max_length=64, checks=[SOURCE_SYSTEM_VALIDATOR], json=False, strip=True,  # type: ignore
                         schema={**SOURCE_SYSTEM_SCHEMA, "description": "The asset's source system."})
     external_id: text(max_length=255, json=False,  # type: ignore[valid-type]
