@@ -53,14 +53,12 @@ def docs_context(request: HttpRequest, document: dict[str, Any], openapi_url: st
     root = document["servers"][0]["url"]
     here = request.build_absolute_uri(root)  # the examples name this server
     sections: dict[str, list[dict[str, Any]]] = {}
-    bodies = set()
     for path, methods in document["paths"].items():
         for method in (m for m in METHODS if m in methods):
             operation = methods[method]
             body = None
             if "requestBody" in operation:
                 name = _name(operation["requestBody"]["content"]["application/json"]["schema"])
-                bodies.add(name)
                 schema = schemas[name]
                 body = {"fields": [{"name": field, "required": field in schema.get("required", []),
                                     **_describe(prop)} for field, prop in schema["properties"].items()],
@@ -74,14 +72,26 @@ def docs_context(request: HttpRequest, document: dict[str, Any], openapi_url: st
                 "body": body,
                 "responses": [{"status": status, "description": answer["description"],
                                "schema": _name(answer["content"]["application/json"]["schema"])}
-                              for status, answer in operation["responses"].items()],
+                              for status, answer in sorted(operation["responses"].items())],
             })
+    answers = _referenced(schemas, {r["schema"] for ops in sections.values() for op in ops for r in op["responses"]})
     listed = [{"name": name, "fields": [{"name": field, **_describe(prop)}
                                         for field, prop in schema.get("properties", {}).items()]}
-              for name, schema in schemas.items() if name not in bodies]
+              for name, schema in schemas.items() if name in answers]
     return {"title": document["info"]["title"], "description": _html(document["info"]["description"]),
             "sections": sections, "schemas": listed, "openapi_url": openapi_url,
             "version": document["info"]["version"]}
+
+
+def _referenced(schemas: dict[str, Any], names: set[str]) -> set[str]:
+    """The schemas of answers, and those they refer to: the page lists these (bodies are shown in place)."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(schemas[name]))
+    return found
 
 
 def _name(schema: dict[str, Any]) -> str:
@@ -120,7 +130,8 @@ def _describe(schema: dict[str, Any]) -> dict[str, str]:
             if "enum" in option:
                 kind += " (" + " | ".join(option["enum"]) + ")"
             kinds.append(kind)
-    return {"type": " or ".join(kinds), "about": schema.get("description", "")}
+    about = schema.get("description") or next((o["description"] for o in options if "description" in o), "")
+    return {"type": " or ".join(kinds), "about": about}
 
 
 def _html(text: str) -> SafeString:
