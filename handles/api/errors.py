@@ -113,20 +113,26 @@ def validation_failed(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
         return error_response(400, code, message)
     fields: FieldErrors = {}
     for error in errors:
-        if error["loc"][0] not in ("query", "body"):
-            continue
-        # ("body", <parameter>, field) or ("query", field); a check across fields has no field: "_body"
-        name = str(error["loc"][2] if error["loc"][0] == "body" else error["loc"][-1]) if len(error["loc"]) > (
-            2 if error["loc"][0] == "body" else 1) else "_body"
-        if error["loc"][0] == "query" and name in _QUERY_PARAMETERS:
-            name = "_body"
-        fields.setdefault(name, []).extend({"code": code, "message": message} for code, message in _problems_of(error))
+        if error["loc"][0] in ("query", "body"):
+            fields.setdefault(_field_of(error["loc"]), []).extend(
+                {"code": code, "message": message} for code, message in _problems_of(error))
     first = next(iter(fields.values()))[0]
     summary = "; ".join(f"{name}: {problems[0]['message']}" for name, problems in fields.items())
     return error_response(400, first["code"], summary, fields=fields)
 
 
 _QUERY_PARAMETERS = {"filters", "query"}  # the views' names of their query schemas: an error on one is cross-field
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    """The field a problem is about: ("body", <the body parameter>, field) or ("query", field); a check
+    across fields names the schema itself, and is reported as "_body", as the first version did."""
+    where, *rest = loc
+    if where == "body":
+        rest = rest[1:]
+    elif rest and rest[-1] in _QUERY_PARAMETERS:
+        rest = []
+    return str(rest[-1]) if rest else "_body"
 
 
 # --- Installing -----------------------------------------------------------------------------------
