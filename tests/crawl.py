@@ -48,7 +48,7 @@ PARAMS: dict[str, Callable[[Seeded], list[dict]]] = {
     "handles:resolve": lambda s: [_name(s.handle), _name(s.tombstoned)],
     "handles_api:handle": lambda s: [_name(s.handle), _name(s.tombstoned)],
     "handles_api:resolve": lambda s: [_name(s.handle)],
-    "handles_api:request": lambda s: [{"request_id": s.request.pk}],
+    "handles_api:request": lambda s: [{"id": s.request.pk}],
     "handles_api:remote_handles": lambda s: [{"prefix": s.handle.prefix.prefix}],
     r"^(?P<path>[\s\S]*)$": lambda s: [{"path": "no-such-resource"}],  # the API's JSON 404
 }

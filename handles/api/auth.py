@@ -1,8 +1,8 @@
 """Who is calling, what they may do, and how often.
 
-Two ways in: `Authorization: Bearer <token>` (scripts, the DAMS, ArchivesSpace), or a staff session
-(the browser, e.g. the docs page): staff with handles.view_handle read, and those with
-handles.change_handle also write, with Django's CSRF check. A read token never writes; a token
+Two ways in, the Ninja auth classes of READ and WRITE, asked in turn: `Authorization: Bearer <token>`
+(scripts, the DAMS, ArchivesSpace), or a staff session (the browser, e.g. the docs page): staff with
+handles.view_handle read, and those with handles.change_handle also write, with Django's CSRF check. A read token never writes; a token
 restricted to some prefixes cannot read or change handles under others.
 
 Throttling counts calls per token (or staff user) and, for calls without valid credentials, per client
@@ -58,19 +58,51 @@ class Caller:
             raise ApiError(403, "prefix_forbidden", f"This token is not allowed to use prefix {prefix.prefix}.")
 
 
-def authenticate(request: HttpRequest) -> Caller:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header:
-        return _token_caller(request, header)
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        _refuse(request, "authentication_required",
-                "Send 'Authorization: Bearer <token>' (tokens are created by an administrator), or log in as staff.")
-    caller = Caller(token=None, user=user, can_write=user.has_perm("handles.change_handle"), prefix_ids=None)
-    throttle(caller.key, settings.HANDLES_API_RATE)
-    if not (user.is_active and user.is_staff and user.has_perm("handles.view_handle")):
-        raise ApiError(403, "permission_denied", "Your account may not use the handle API.")
-    return caller
+class BearerToken:
+    """Ninja auth: `Authorization: Bearer <token>`. Without that header it passes (None), so StaffSession,
+    the next in the list, is asked. `write`: the operation changes handles."""
+
+    openapi_security_schema = {"type": "http", "scheme": "bearer", "bearerFormat": "hdl_<lookup>_<secret>"}
+
+    def __init__(self, *, write: bool) -> None:
+        self.write = write
+
+    def __call__(self, request: HttpRequest) -> Caller | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        caller = _token_caller(request, header)
+        if self.write:
+            require_write(request, caller)
+        return caller
+
+
+class StaffSession:
+    """Ninja auth: a logged-in staff user (the browser, e.g. the docs page); writes are CSRF-checked."""
+
+    def __init__(self, *, write: bool) -> None:
+        self.write = write
+
+    @property
+    def openapi_security_schema(self) -> dict[str, str]:
+        return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}
+
+    def __call__(self, request: HttpRequest) -> Caller:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            _refuse(request, "authentication_required", "Send 'Authorization: Bearer <token>' (tokens are created "
+                    "by an administrator), or log in as staff.")
+        caller = Caller(token=None, user=user, can_write=user.has_perm("handles.change_handle"), prefix_ids=None)
+        throttle(caller.key, settings.HANDLES_API_RATE)
+        if not (user.is_active and user.is_staff and user.has_perm("handles.view_handle")):
+            raise ApiError(403, "permission_denied", "Your account may not use the handle API.")
+        if self.write:
+            require_write(request, caller)
+        return caller
+
+
+READ = [BearerToken(write=False), StaffSession(write=False)]
+WRITE = [BearerToken(write=True), StaffSession(write=True)]
 
 
 def _token_caller(request: HttpRequest, header: str) -> Caller:

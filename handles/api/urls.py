@@ -1,10 +1,18 @@
-"""/api/v1/: one route per resource, one view per method (see handles.api.http.route)."""
+"""/api/v1/: the Ninja API's routes (handles.api.views), plus the root's redirect to the docs and JSON answers
+where Ninja would answer in text: a method an endpoint does not take (405) and a path it does not know (404)."""
 
-from django.urls import path, re_path, register_converter
+import select
+from collections.abc import Callable
+from functools import wraps
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import URLPattern, path, re_path, register_converter
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
 
-from handles.api import views
-from handles.api.http import route
+from handles.api.errors import error_response
+from handles.api.views import api
 
 
 class SuffixConverter:
@@ -21,27 +29,63 @@ class SuffixConverter:
 
 register_converter(SuffixConverter, "suffix")
 
+
+def check_connection() -> None:
+    """Django's health check of a kept database connection, without its round trip.
+
+    With CONN_HEALTH_CHECKS, Django sends `SELECT 1` before the first query of every request: a sixth
+    statement beside a create's five. A connection the server closed (restart, idle timeout, terminated
+    backend) has something to read on its socket (the server's goodbye, or the end of the stream), while a
+    healthy idle one has nothing; looking costs one system call. Such a connection is closed here and Django
+    opens a new one, as after a failed health check."""
+    db = connections[DEFAULT_DB_ALIAS]
+    raw = db.connection
+    if raw is None or db.health_check_done or not db.health_check_enabled or db.vendor != "postgresql":
+        return
+    try:
+        readable, _, _ = select.select([raw.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, AttributeError):  # no socket any more
+        readable = True
+    if readable:
+        db.close()
+    db.health_check_done = True
+
+
+def api_route(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)  # keeps Ninja's csrf_exempt: session writes are CSRF-checked by handles.api.auth
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        check_connection()
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = ", ".join(sorted(method.strip() for method in response["Allow"].split(",")))
+            return error_response(405, "method_not_allowed", f"{request.method} is not allowed here; use {allowed}.",
+                                  headers={"Allow": allowed})
+        return response
+
+    return wrapped
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    return error_response(404, "not_found", f"There is no API endpoint at {request.path}; see the docs at "
+                          "/api/v1/docs.")
+
+
+def _routes() -> list[URLPattern]:
+    """Ninja's patterns, one per path (it makes one per operation, all with the path's one view), the
+    ArchivesSpace lookups first: Django tries the patterns in turn, and the lookups are the busiest calls."""
+    patterns, _app, _namespace = api.urls
+    unique = {(str(pattern.pattern), pattern.name): pattern for pattern in reversed(patterns)}
+    ordered = sorted(reversed(unique.values()), key=lambda pattern: not str(pattern.pattern).startswith("lookup/"))
+    for pattern in ordered:
+        pattern.callback = api_route(pattern.callback)
+    return ordered
+
+
 app_name = "handles_api"
 
 urlpatterns = [
-    # First: Django tries the patterns in turn, and the ArchivesSpace lookups are the busiest calls.
-    path("lookup/asset", route(GET=views.lookup_asset), name="lookup_asset"),
-    path("lookup/handle", route(GET=views.lookup_handle), name="lookup_handle"),
-    path("lookup/url", route(GET=views.lookup_url), name="lookup_url"),
-    path("", RedirectView.as_view(pattern_name="handles_api:docs", permanent=False), name="root"),
-    path("handles", route(GET=views.list_handles, POST=views.create_handle), name="handles"),
-    path("handles/<str:prefix>/<suffix:suffix>",
-         route(GET=views.get_handle, POST=views.update_handle, PATCH=views.update_handle, DELETE=views.delete_handle),
-         name="handle"),
-    path("requests/<int:request_id>", route(GET=views.get_request), name="request"),
-    path("resolve/<str:prefix>/<suffix:suffix>", route(GET=views.resolve_handle), name="resolve"),
-    path("prefixes/<str:prefix>/remote-handles", route(GET=views.remote_handles), name="remote_handles"),
-    path("assets/publish", route(POST=views.publish_asset), name="asset_publish"),
-    path("assets/unpublish", route(POST=views.unpublish_asset), name="asset_unpublish"),
-    path("assets/change-url", route(POST=views.change_asset_url), name="asset_change_url"),
-    path("assets/delete", route(POST=views.delete_asset), name="asset_delete"),
-    path("iiif/metadata", route(GET=views.iiif_metadata), name="iiif_metadata"),
-    path("openapi.json", route(GET=views.openapi_document), name="openapi"),
-    path("docs", route(GET=views.docs), name="docs"),
-    re_path(r"^(?P<path>[\s\S]*)$", views.not_found),  # JSON 404s, never the HTML page
+    path("", RedirectView.as_view(pattern_name="handles_api:openapi-view", permanent=False), name="root"),
+    *_routes(),
+    re_path(r"^(?P<path>[\s\S]*)$", not_found),  # JSON 404s, never the HTML page
 ]

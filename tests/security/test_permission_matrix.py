@@ -125,7 +125,7 @@ EXPECTED: dict[str, tuple[frozenset, frozenset | None]] = {
     "api/v1/": (EVERYONE, None),
     "api/v1/handles": (API_READERS | {OTHER_TOKEN}, API_WRITERS),  # the other token lists only its own prefix
     "api/v1/handles/<str:prefix>/<suffix:suffix>": (API_READERS, API_WRITERS),
-    "api/v1/requests/<int:request_id>": (API_READERS, None),
+    "api/v1/requests/<int:id>": (API_READERS, None),
     "api/v1/resolve/<str:prefix>/<suffix:suffix>": (API_READERS, None),
     "api/v1/prefixes/<str:prefix>/remote-handles": (API_READERS, None),
     "api/v1/assets/publish": (NOBODY, API_WRITERS),
@@ -228,10 +228,12 @@ def concrete(route: str, world: dict) -> str:
         assert obj is not None or "<" not in route, f"the world has no {model.__name__} for {route}"
     handle = world["stone"] if route.startswith("tombstone/") else world["handle"]
     values = {
-        "prefix": HOME, "suffix": handle.suffix, "request_id": world["request"].pk,
+        "prefix": HOME, "suffix": handle.suffix,
         "content_type_id": world["handle_type"].pk, "id": world["user"].pk,
         "object_id": obj.pk if obj is not None else world["handle"].pk,
     }
+    if route.startswith("api/v1/requests/"):
+        values["id"] = world["request"].pk
     if route.startswith("browse/"):
         values["pk"] = world["handle"].pk
     elif route.startswith("admin/handles/handle/<int:pk>"):
