@@ -1,11 +1,9 @@
 """/api/v1/: the Ninja API's routes (handles.api.views), plus the root's redirect to the docs and JSON answers
 where Ninja would answer in text: a method an endpoint does not take (405) and a path it does not know (404)."""
 
-import select
 from collections.abc import Callable
 from functools import wraps
 
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import URLPattern, path, re_path, register_converter
 from django.views.decorators.csrf import csrf_exempt
@@ -30,31 +28,9 @@ class SuffixConverter:
 register_converter(SuffixConverter, "suffix")
 
 
-def check_connection() -> None:
-    """Django's health check of a kept database connection, without its round trip.
-
-    With CONN_HEALTH_CHECKS, Django sends `SELECT 1` before the first query of every request: a sixth
-    statement beside a create's five. A connection the server closed (restart, idle timeout, terminated
-    backend) has something to read on its socket (the server's goodbye, or the end of the stream), while a
-    healthy idle one has nothing; looking costs one system call. Such a connection is closed here and Django
-    opens a new one, as after a failed health check."""
-    db = connections[DEFAULT_DB_ALIAS]
-    raw = db.connection
-    if raw is None or db.health_check_done or not db.health_check_enabled or db.vendor != "postgresql":
-        return
-    try:
-        readable, _, _ = select.select([raw.pgconn.socket], [], [], 0)
-    except (OSError, ValueError, AttributeError):  # no socket any more
-        readable = True
-    if readable:
-        db.close()
-    db.health_check_done = True
-
-
 def api_route(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @wraps(view)  # keeps Ninja's csrf_exempt: session writes are CSRF-checked by handles.api.auth
     def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        check_connection()
         response = view(request, *args, **kwargs)
         if isinstance(response, HttpResponseNotAllowed):
             allowed = ", ".join(sorted(method.strip() for method in response["Allow"].split(",")))
