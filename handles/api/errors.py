@@ -18,6 +18,7 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.parser import Parser
+from pydantic import ValidationError as PydanticValidationError
 
 from handles.exceptions import HandleServiceError
 
@@ -116,9 +117,25 @@ def validation_failed(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
         if error["loc"][0] in ("query", "body"):
             fields.setdefault(_field_of(error["loc"]), []).extend(
                 {"code": code, "message": message} for code, message in _problems_of(error))
+    return invalid_input(fields).response()
+
+
+def invalid_input(fields: FieldErrors) -> ApiError:
+    """Bad input, every problem by field (unknown fields first): the first problem's code, and a summary
+    naming each field."""
+    fields = dict(sorted(fields.items(), key=lambda item: item[1][0]["code"] != "unknown_field"))
     first = next(iter(fields.values()))[0]
     summary = "; ".join(f"{name}: {problems[0]['message']}" for name, problems in fields.items())
-    return error_response(400, first["code"], summary, fields=fields)
+    return ApiError(400, first["code"], summary, fields=fields)
+
+
+def fields_of(exc: PydanticValidationError) -> FieldErrors:
+    """A pydantic model's refusal of a flat mapping (a query string), by field."""
+    fields: FieldErrors = {}
+    for error in exc.errors():
+        fields.setdefault(str(error["loc"][0]), []).extend(
+            {"code": code, "message": message} for code, message in _problems_of(dict(error)))
+    return fields
 
 
 _QUERY_PARAMETERS = {"filters", "query"}  # the views' names of their query schemas: an error on one is cross-field

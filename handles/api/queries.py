@@ -1,11 +1,11 @@
 """The API's reads: QuerySets over our database (the Handle server is asked only by resolve and the
 remote listing). Lists use keyset paging, so page 5,000 costs what page 1 does; the ArchivesSpace
-lookups are one constant SQL statement each, prepared once per connection (see their section)."""
+lookups are one constant SQL statement each, prepared once per connection (see their section). The list of
+handles selects with the one handle filter (handles.desk.filters) and pages with the one keyset codec
+(handles.keyset)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -14,11 +14,10 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Q, QuerySet
-from django.utils.dateparse import parse_datetime
+from django.db.models import QuerySet
 
 from handles.api import token_cache
-from handles.api.errors import ApiError
+from handles.desk.filters import ApiSelection
 from handles.models import Asset, Handle, Prefix
 from handles.validators import ascii_upper
 
@@ -210,56 +209,14 @@ def lookup_with_url(url: str, prefix_ids: Collection[int] | None) -> list[Lookup
 
 
 # --- Local listing (keyset paging) ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Position:
-    """Where a page ended: the last row's id, and its updated_at when listing by change time."""
-
-    id: int
-    updated_at: datetime | None = None
-
-    def encode(self) -> str:
-        text = f"{self.id}" if self.updated_at is None else f"{self.id}@{self.updated_at.isoformat()}"
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, cursor: str, *, by_change: bool) -> Position:
-        try:
-            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-            ident, _, when = text.partition("@")
-            position = cls(int(ident), parse_datetime(when) if when else None)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            position = None
-        if position is None or not 0 <= position.id < 2**63 or (position.updated_at is None) == by_change:
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this list gave out; start again without it.")
-        return position
-
-
-def handles_page(*, prefix: Prefix | None, status: str, asset_source: str, external_id: str,
-                 changed_since: datetime | None, prefix_ids: Collection[int] | None, after: Position | None,
-                 limit: int) -> tuple[list[Handle], Position | None]:
-    """One page of our handles in a stable order: by id, or by (updated_at, id) with changed_since, so a
-    client that syncs changes sees each change once per page walk. Returns the rows and the next position."""
-    queryset = visible(handles(), prefix_ids)
-    if prefix is not None:
-        queryset = queryset.filter(prefix=prefix)
-    if status:
-        queryset = queryset.filter(status=status)
-    if asset_source:
-        queryset = queryset.filter(asset__source_system=asset_source)
-    if external_id:
-        queryset = queryset.filter(asset__external_id=external_id)
-    if changed_since is not None:
-        queryset = queryset.filter(updated_at__gte=changed_since).order_by("updated_at", "pk")
-        if after is not None:
-            queryset = queryset.filter(Q(updated_at__gt=after.updated_at) | Q(updated_at=after.updated_at,
-                                                                               pk__gt=after.id))
-    else:
-        queryset = queryset.order_by("pk")
-        if after is not None:
-            queryset = queryset.filter(pk__gt=after.id)
-    rows = list(queryset[: limit + 1])
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    last = rows[-1]
-    return rows, Position(last.pk, last.updated_at if changed_since is not None else None)
+def handles_page(selection: ApiSelection, *, prefix_ids: Collection[int] | None, cursor: str | None,
+                 limit: int) -> tuple[list[Handle], str | None]:
+    """One page of the handles the one filter selected, in its stable order (by id; by change time and id with
+    changed_since, so a client that syncs changes sees each change once per page walk), after `cursor`; and
+    the cursor of the next page, if there is one. An unreadable cursor raises InvalidCursor."""
+    rows = visible(selection.handles.select_related("prefix", "asset"), prefix_ids)
+    if cursor:
+        rows = rows.filter(selection.keyset.after(selection.keyset.decode(cursor)))
+    page = list(rows[: limit + 1])
+    following = selection.keyset.encode_row(page[limit - 1]) if len(page) > limit else None
+    return page[:limit], following

@@ -46,6 +46,7 @@ from handles.validators import (
 )
 
 MAX_PAGE_SIZE = 1000
+MAX_CURSOR = 200  # characters: more than any cursor the list gives out
 SOURCE_SYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 SOURCE_SYSTEM_VALIDATOR = RegexValidator(SOURCE_SYSTEM_PATTERN, "Lower-case letters, digits, '.', '_' and '-'.",
                                          code="invalid_source_system")
@@ -143,30 +144,6 @@ def whole_number(*, minimum: int, maximum: int, about: str) -> Any:
 
     return Annotated[int | None, PlainValidator(_optional_null(clean)),
                      WithJsonSchema({"type": "integer", "minimum": minimum, "maximum": maximum, "description": about})]
-
-
-def choice(values: list[str], *, about: str) -> Any:
-    def clean(value: str) -> str:
-        if value not in values:
-            raise refuse([("invalid_choice", f"Select a valid choice. {value} is not one of the available choices.")])
-        return value
-
-    return Annotated[str | None, PlainValidator(_optional_null(clean)),
-                     WithJsonSchema({"type": "string", "enum": values, "description": about})]
-
-
-_DATETIME = forms.DateTimeField()  # the formats the list has always taken (ISO 8601 and Django's input formats)
-
-
-def moment(*, about: str) -> Any:
-    def clean(value: str) -> datetime:
-        try:
-            return _DATETIME.clean(value)
-        except DjangoValidationError as exc:
-            raise refuse([(error.code or "invalid", " ".join(error.messages)) for error in exc.error_list]) from None
-
-    return Annotated[datetime | None, PlainValidator(_optional_null(clean)),
-                     WithJsonSchema({"type": "string", "format": "date-time", "description": about})]
 
 
 def path_part(check: Callable[[str], None], schema: dict[str, Any]) -> Any:
@@ -303,30 +280,39 @@ class AssetDeleteIn(AssetRefIn):
         "source_system": "dams", "external_id": "4711", "reason": "Withdrawn at the donor's request"}})
 
 
-class HandleListQuery(Strict):
-    """The list's filters, in one place (a shared handle filter may replace them)."""
+def documented(schema: dict[str, Any]) -> Any:
+    """A query parameter Ninja passes on as sent: described in the OpenAPI document, checked by the view."""
+    return Annotated[str | None, WithJsonSchema(schema)]
 
-    from_query = True
-    prefix: text(max_length=64, checks=[validate_prefix], required=False, json=False, strip=True,  # type: ignore
-                 schema={**PREFIX_SCHEMA, "description": "Only this prefix."}) = None
-    status: choice(list(Handle.Status.values), about="Only this status.") = None  # type: ignore[valid-type]
-    source_system: text(max_length=64, checks=[SOURCE_SYSTEM_VALIDATOR], required=False,  # type: ignore
-                        json=False, strip=True, schema={**SOURCE_SYSTEM_SCHEMA,
-                                                        "description": "Only handles of assets from this "
-                                                                      "source system."}) = None
-    external_id: text(max_length=255, required=False, json=False,  # type: ignore[valid-type]
-                      schema={"example": "node-4711", "description": "Only handles of this asset (with "
-                              "source_system)."}) = None
-    changed_since: moment(about="Only handles changed at or after this time (ISO 8601).") = None  # type: ignore
-    cursor: text(max_length=200, required=False, json=False, strip=True,  # type: ignore[valid-type]
-                 schema={"description": "From the previous page's next_cursor."}) = None
-    limit: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="Page size (default 100).") = None  # type: ignore
 
-    @model_validator(mode="after")
-    def _asset_needs_its_source(self) -> HandleListQuery:
-        if self.external_id and not self.source_system:
-            raise refuse([("source_system_required", "Filtering by external_id needs source_system too.")])
-        return self
+class HandleListQuery(BaseModel):
+    """The list's parameters, for the OpenAPI document only: the view hands the raw query string to the one
+    handle filter (handles.desk.filters.api_handles), which checks the filters and refuses unknown parameters,
+    and checks its paging with HandlePaging."""
+
+    prefix: documented({"type": "string", "minLength": 1, "maxLength": 64, **PREFIX_SCHEMA,  # type: ignore[valid-type]
+                        "description": "Only this prefix."}) = None
+    status: documented({"type": "string", "enum": list(Handle.Status.values),  # type: ignore[valid-type]
+                        "description": "Only this status."}) = None
+    source_system: documented({"type": "string", "minLength": 1, "maxLength": 64,  # type: ignore[valid-type]
+                               **SOURCE_SYSTEM_SCHEMA,
+                               "description": "Only handles of assets from this source system."}) = None
+    external_id: documented({"type": "string", "minLength": 1, "maxLength": 255,  # type: ignore[valid-type]
+                             "example": "node-4711",
+                             "description": "Only handles of this asset (with source_system)."}) = None
+    changed_since: documented({"type": "string", "format": "date-time",  # type: ignore[valid-type]
+                               "description": "Only handles changed at or after this time (ISO 8601)."}) = None
+    cursor: documented({"type": "string", "minLength": 1, "maxLength": MAX_CURSOR,  # type: ignore[valid-type]
+                        "description": "From the previous page's next_cursor."}) = None
+    limit: documented({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,  # type: ignore[valid-type]
+                       "description": "Page size (default 100)."}) = None
+
+
+class HandlePaging(BaseModel):
+    """The list's own parameters; the filter accepts them and leaves them alone."""
+
+    cursor: text(max_length=MAX_CURSOR, required=False, json=False, strip=True, schema={}) = None  # type: ignore
+    limit: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="") = None  # type: ignore[valid-type]
 
 
 class RemoteListQuery(Strict):

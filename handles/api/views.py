@@ -13,21 +13,33 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from ninja import Header, NinjaAPI, Query
 from ninja.openapi.schema import OpenAPISchema
+from pydantic import ValidationError as PydanticValidationError
 
 from handles import services
 from handles.api import openapi, queries
 from handles.api import schemas as s
 from handles.api.auth import READ, WRITE, Caller
-from handles.api.errors import ApiError, JsonObjectParser, install, json_response
+from handles.api.errors import (
+    ApiError,
+    FieldErrors,
+    JsonObjectParser,
+    fields_of,
+    install,
+    invalid_input,
+    json_response,
+)
 from handles.api.representations import asset_json, handle_json, iiif_metadata_entry, request_json
+from handles.desk.filters import ApiSelection, InvalidFilter, api_handles
 from handles.handle_server.client import HandleNotFound, HandleServerError, client_for, url_of
+from handles.keyset import InvalidCursor
 from handles.models import Asset, Handle, HandleRequest, Prefix
 from handles.validators import ascii_upper, split_handle
 
 DEFAULT_PAGE_SIZE = 100
+PAGING = ("cursor", "limit")  # the list's own parameters; the one handle filter reads the others
 Op = HandleRequest.Op
 HANDLES, ASSETS, LOOKUPS, IIIF = "Handles", "Assets (DAMS)", "ArchivesSpace lookups", "IIIF"
 
@@ -141,26 +153,38 @@ def list_handles(request: HttpRequest, filters: Query[s.HandleListQuery]) -> Htt
     """Our own records, in a stable order (by id; by change time and id when changed_since is given), paged with
     an opaque cursor: pass `next_cursor` back as `cursor`, or follow `next`. Fast at any depth."""
     caller: Caller = request.auth
-    prefix = None
-    if filters.prefix:
-        prefix = queries.prefix_named(filters.prefix)
-        if prefix is None:
-            raise ApiError(400, "unknown_prefix", f"No prefix {filters.prefix} is configured here.")
-        caller.require_prefix(prefix)
-    changed_since = filters.changed_since
-    after = queries.Position.decode(filters.cursor, by_change=changed_since is not None) if filters.cursor else None
-    rows, following = queries.handles_page(
-        prefix=prefix, status=filters.status or "", asset_source=filters.source_system or "",
-        external_id=filters.external_id or "", changed_since=changed_since, prefix_ids=caller.prefix_ids,
-        after=after, limit=filters.limit or DEFAULT_PAGE_SIZE,
-    )
-    next_cursor = following.encode() if following else None
+    paging, selection = _list_parameters(request.GET)
+    if selection.prefix is not None:
+        caller.require_prefix(selection.prefix)
+    try:
+        rows, next_cursor = queries.handles_page(selection, prefix_ids=caller.prefix_ids, cursor=paging.cursor,
+                                                 limit=paging.limit or DEFAULT_PAGE_SIZE)
+    except InvalidCursor as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
     next_url = None
     if next_cursor:
         query = request.GET.copy()
         query["cursor"] = next_cursor
         next_url = f"{request.path}?{query.urlencode()}"
     return json_response({"results": [handle_json(h) for h in rows], "next_cursor": next_cursor, "next": next_url})
+
+
+def _list_parameters(params: QueryDict) -> tuple[s.HandlePaging, ApiSelection]:
+    """The list's query string, all of it: the paging the list reads, the rest for the one handle filter
+    (which refuses what it does not know). Every problem of either is reported at once."""
+    fields: FieldErrors = {}
+    paging = s.HandlePaging()
+    try:
+        paging = s.HandlePaging.model_validate({name: params[name] for name in PAGING if name in params})
+    except PydanticValidationError as exc:
+        fields = fields_of(exc)
+    try:
+        selection = api_handles(params, paging=PAGING)
+    except InvalidFilter as exc:
+        raise invalid_input({**fields, **exc.api_fields()}) from None
+    if fields:
+        raise invalid_input(fields)
+    return paging, selection
 
 
 @api.post("/handles", url_name="handles", operation_id="createHandle", tags=[HANDLES],
