@@ -181,7 +181,7 @@ def _list_parameters(params: QueryDict) -> tuple[s.HandlePaging, ApiSelection]:
     try:
         selection = api_handles(params, paging=PAGING)
     except InvalidFilter as exc:
-        raise invalid_input({**fields, **exc.api_fields()}) from None
+        raise invalid_input({**exc.api_fields(), **fields}) from None  # the filters first, as documented
     if fields:
         raise invalid_input(fields)
     return paging, selection

@@ -42,6 +42,7 @@ from handles.selectors import handle_search, source_systems
 from handles.validators import validate_prefix
 
 MAX_SEARCH = 500
+MAX_NAME = 64  # characters of a prefix or a source system, as the models keep them
 SOURCE_SYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 ROW_ID = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only: int() also reads other scripts' digits
 
@@ -92,6 +93,7 @@ class Filter:
     apply: Callable[[QuerySet, Any], QuerySet] | None = None  # None: read by the caller (sort)
     describe: Callable[[Any], str] = str
     choices: Callable[[], list[tuple[str, str]]] | None = None  # what a menu of this filter offers
+    strip: bool = True  # False: the value is matched exactly as given (an asset's id)
 
 
 def _one_of(kind: str, choices: Callable[[], list[tuple[str, str]]]) -> Callable[[str], str]:
@@ -119,6 +121,8 @@ def _by_id(model: type[Model], noun: str, code: str) -> Callable[[str], Model]:
 
 
 def _prefix_by_name(value: str) -> Prefix:
+    if len(value) > MAX_NAME:
+        raise Refused("max_length", f"A prefix is at most {MAX_NAME} characters.")
     try:
         validate_prefix(value)
     except ValidationError as exc:
@@ -137,6 +141,8 @@ def _known_source(value: str) -> str:
 
 def _source_name(value: str) -> str:
     """Any well-formed source system (the API: a DAMS may ask before its first asset exists)."""
+    if len(value) > MAX_NAME:
+        raise Refused("max_length", f"A source system is at most {MAX_NAME} characters.")
     try:
         forms.RegexField(SOURCE_SYSTEM_PATTERN, max_length=64).clean(value)
     except ValidationError:
@@ -213,7 +219,7 @@ API_PREFIX = Filter("prefix", "Prefix", clean=_prefix_by_name, apply=lambda qs, 
                     describe=lambda p: f"of prefix {p.prefix}")
 SOURCE_SYSTEM = Filter("source_system", "Source system", clean=_source_name,
                        apply=lambda qs, v: qs.filter(asset__source_system=v), describe=lambda v: f"from {v}")
-EXTERNAL_ID = Filter("external_id", "External id", clean=_external_id,
+EXTERNAL_ID = Filter("external_id", "External id", clean=_external_id, strip=False,
                      apply=lambda qs, v: qs.filter(asset__external_id=v), describe=lambda v: f"with asset id {v}")
 CHANGED_SINCE = Filter("changed_since", "Changed since", clean=_moment,
                        apply=lambda qs, v: qs.filter(updated_at__gte=v),
@@ -275,8 +281,8 @@ class HandleFilterSet:
             if name in also:
                 continue
             if name not in self.filters:
-                problems[name] = Problem("unknown_field", f"Unknown parameter {name!r} (the filters are: "
-                                                          f"{', '.join(self.filters)}).")
+                problems[name] = Problem("unknown_field", f"Unknown parameter {name!r} (the parameters are: "
+                                                          f"{', '.join([*self.filters, *sorted(also)])}).")
                 continue
             text = _last(params, name)
             if text.strip() == "":
@@ -286,7 +292,8 @@ class HandleFilterSet:
             if "\x00" in text:
                 problems[name] = Problem("null_characters_not_allowed", "Contains a NUL character.")
                 continue
-            text = text.strip()
+            if self.filters[name].strip:
+                text = text.strip()
             try:
                 values[name] = self.filters[name].clean(text)
             except Refused as exc:

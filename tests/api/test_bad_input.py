@@ -104,9 +104,12 @@ def test_state_conflicts(writer: Api, home):
     ("/handles?changed_since=yesterday", (400, "invalid")),
     ("/handles?cursor=!!!", (400, "invalid_cursor")),
     ("/handles?cursor=MTI", (400, "invalid_cursor")),  # a valid id cursor, but not for a changed_since list
+    ("/handles?cursor=MTIz", (400, "invalid_cursor")),  # a cursor of the API's first codec: refused once
     ("/handles?prefix=20.500.404", (400, "unknown_prefix")),
     ("/handles?external_id=4711", (400, "source_system_required")),
     ("/handles?source_system=DAMS!", (400, "invalid_source_system")),
+    ("/handles?source_system=" + "a" * 65, (400, "max_length")),
+    ("/handles?prefix=" + "9" * 65, (400, "max_length")),
     # A parameter the list does not know is refused: ignoring it would list more than was asked for.
     ("/handles?sort=bogus", (400, "unknown_field")),
     ("/handles?collection=999", (400, "unknown_field")),

@@ -157,6 +157,8 @@ def test_a_query_error_lists_every_problem(reader, home):
     assert error["code"] == "unknown_field"
     assert {name: [p["code"] for p in found] for name, found in error["fields"].items()} == {
         "sort": ["unknown_field"], "status": ["invalid_choice"], "limit": ["min_value"]}
+    assert error["fields"]["sort"][0]["message"].endswith("(the parameters are: prefix, status, source_system, "
+                                                          "external_id, changed_since, cursor, limit).")
 
 
 @pytest.mark.django_db(transaction=True)

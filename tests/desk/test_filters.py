@@ -42,6 +42,8 @@ def listed():
     ({"external_id": "4711"}, "external_id", "source_system_required"),
     ({"external_id": "x" * 256, "source_system": "dams"}, "external_id", "max_length"),
     ({"source_system": "da\x00ms"}, "source_system", "null_characters_not_allowed"),
+    ({"source_system": "a" * 65}, "source_system", "max_length"),
+    ({"prefix": "9" * 65}, "prefix", "max_length"),
 ])
 def test_the_api_vocabulary_refuses_with_the_apis_codes(listed, params, field, code):
     with pytest.raises(InvalidFilter) as refused:
@@ -64,6 +66,7 @@ def test_the_api_selection_filters_orders_and_names_its_keyset(listed):
     assert everything.prefix is None and everything.keyset.order == ("pk",)
     asset = api_handles({"source_system": "dams", "external_id": "4711", "prefix": "20.500.12345"})
     assert list(asset.handles) == [listed["dams"]] and asset.prefix.prefix == "20.500.12345"
+    assert list(api_handles({"source_system": " dams ", "external_id": " 4711"}).handles) == []  # ids exactly
     assert list(api_handles({"source_system": "newdams"}).handles) == []  # well formed, no asset yet: none
     assert list(api_handles({"status": "tombstoned", "prefix": "11084"}).handles) == [listed["other"]]
     since = (timezone.now() - timedelta(minutes=5)).isoformat()
