@@ -29,6 +29,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
@@ -341,8 +342,8 @@ def main() -> None:
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
         for _ in range(args.rounds):
             for name, listing in paths.items():
-                rounds[name].append(measure_cpu(server.pid, lambda listing=listing: generator(
-                    port, listing, token, args.seconds / args.rounds, args.connections)))
+                rounds[name].append(measure_cpu(server.pid, partial(
+                    generator, port, listing, token, args.seconds / args.rounds, args.connections)))
         results = {name: combine(measured) for name, measured in rounds.items()}
     finally:
         server.terminate()

@@ -18,14 +18,14 @@ from django.db.models import QuerySet
 
 from handles.api import token_cache
 from handles.desk.filters import ApiSelection
-from handles.models import Asset, Handle, Prefix
+from handles.models import Asset, Handle, HandleQuerySet, Prefix
 from handles.validators import ascii_upper
 
 LIVE = (Handle.Status.PENDING, Handle.Status.ACTIVE)
-HandleLike = TypeVar("HandleLike")
+HandleLike = TypeVar("HandleLike", bound="Handle | LookupHandle")
 
 
-def handles() -> QuerySet[Handle]:
+def handles() -> HandleQuerySet:
     return Handle.objects.select_related("prefix", "asset")
 
 
@@ -129,7 +129,7 @@ def _fetch(db: BaseDatabaseWrapper, sql: str, params: tuple[str, ...]) -> list[t
         return cursor.fetchall()
 
 
-def _timestamp(text: str, naive_zone: tzinfo) -> datetime:
+def _timestamp(text: str, naive_zone: tzinfo | None) -> datetime:
     value = datetime.fromisoformat(text)
     return value if value.tzinfo is not None else value.replace(tzinfo=naive_zone)
 
@@ -182,7 +182,7 @@ class LookupHandle:
         return self.asset.pk if self.asset else None
 
 
-def _from_row(row: tuple[Any, ...], zone: tzinfo) -> LookupHandle:
+def _from_row(row: tuple[Any, ...], zone: tzinfo | None) -> LookupHandle:
     (pk, suffix, target_url, status, is_primary, created_at, updated_at, version, synced_version, prefix_id,
      prefix, asset_id, source_system, external_id, title, url, state, asset_created_at, asset_updated_at) = row
     asset = None

@@ -61,7 +61,7 @@ def handle_json(handle: Handle | LookupHandle) -> dict[str, Any]:
         "status": handle.status,
         "in_sync": handle.in_sync,
         "is_primary": handle.is_primary,
-        "asset": asset_ref_json(handle.asset) if handle.asset_id else None,
+        "asset": asset_ref_json(handle.asset) if handle.asset is not None else None,  # no query when null
         "created_at": _time(handle.created_at),
         "updated_at": _time(handle.updated_at),
     }

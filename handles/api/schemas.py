@@ -82,7 +82,7 @@ def text(*, max_length: int, checks: Iterable[Callable[[Any], None]] = (), requi
     and null counts as left out. An empty value is "no value": a required field refuses it, an optional one
     refuses it too (`blank`: `?prefix=` must not mean every prefix) unless `allow_blank` (e.g. clear the title)."""
     checks = list(checks)
-    limits = [*checks, MaxLengthValidator(max_length), ProhibitNullCharactersValidator()]
+    limits: list[Callable[[Any], None]] = [*checks, MaxLengthValidator(max_length), ProhibitNullCharactersValidator()]
 
     def clean(value: Any) -> str | None:
         if value is None:  # JSON null: as if left out
@@ -231,31 +231,31 @@ class Strict(BaseModel):
 
 
 class CreateHandleIn(Strict):
-    handle: NewSuffix = None
-    url: Url
-    prefix: OptionalPrefix = None
+    handle: NewSuffix = None  # type: ignore[valid-type]
+    url: Url  # type: ignore[valid-type]
+    prefix: OptionalPrefix = None  # type: ignore[valid-type]
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "handle": "x7kq2m", "url": "https://collections.example.edu/node/4711", "prefix": "20.500.12345"}})
 
 
 class UpdateHandleIn(Strict):
-    url: Url
+    url: Url  # type: ignore[valid-type]
 
     model_config = ConfigDict(json_schema_extra={"example": {"url": "https://collections.example.edu/node/4711/v2"}})
 
 
 class AssetRefIn(Strict):
-    source_system: SourceSystem
-    external_id: ExternalId
+    source_system: SourceSystem  # type: ignore[valid-type]
+    external_id: ExternalId  # type: ignore[valid-type]
 
     model_config = ConfigDict(json_schema_extra={"example": {"source_system": "dams", "external_id": "4711"}})
 
 
 class PublishIn(AssetRefIn):
-    url: Url
+    url: Url  # type: ignore[valid-type]
     title: text(max_length=1000, required=False, allow_blank=True, schema={}) = None  # type: ignore[valid-type]
-    prefix: OptionalPrefix = None
+    prefix: OptionalPrefix = None  # type: ignore[valid-type]
     handle: text(max_length=255, checks=[validate_new_suffix], required=False,  # type: ignore[valid-type]
                  schema={**SUFFIX_SCHEMA, "description": "Suffix for a new handle, only where the prefix's "
                          "policy is 'given'."}) = None
@@ -266,7 +266,7 @@ class PublishIn(AssetRefIn):
 
 
 class ChangeUrlIn(AssetRefIn):
-    url: Url
+    url: Url  # type: ignore[valid-type]
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "source_system": "dams", "external_id": "4711", "url": "https://collections.example.edu/items/4711"}})
@@ -311,18 +311,18 @@ class HandleListQuery(BaseModel):
 class HandlePaging(BaseModel):
     """The list's own parameters; the filter accepts them and leaves them alone."""
 
-    cursor: text(max_length=MAX_CURSOR, required=False, json=False, strip=True, schema={}) = None  # type: ignore
+    cursor: text(max_length=MAX_CURSOR, required=False, json=False, strip=True, schema={}) = None  # type: ignore[valid-type]
     limit: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="") = None  # type: ignore[valid-type]
 
 
 class RemoteListQuery(Strict):
     from_query = True
     page: whole_number(minimum=0, maximum=10_000_000, about="From 0.") = None  # type: ignore[valid-type]
-    page_size: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="Default 100.") = None  # type: ignore
+    page_size: whole_number(minimum=1, maximum=MAX_PAGE_SIZE, about="Default 100.") = None  # type: ignore[valid-type]
 
 
 class AssetQuery(BaseModel):
-    source_system: text(max_length=64, checks=[SOURCE_SYSTEM_VALIDATOR], json=False, strip=True,  # type: ignore
+    source_system: text(max_length=64, checks=[SOURCE_SYSTEM_VALIDATOR], json=False, strip=True,  # type: ignore[valid-type]
                         schema={**SOURCE_SYSTEM_SCHEMA, "description": "The asset's source system."})
     external_id: text(max_length=255, json=False,  # type: ignore[valid-type]
                       schema={"example": "node-4711", "description": "The asset's id there (e.g. the DAMS node id)."})

@@ -7,7 +7,7 @@ import string
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,7 +22,7 @@ _TOUCH_EVERY = timedelta(seconds=60)
 
 
 @transaction.atomic
-def token_create(*, token: ApiToken, prefixes: Iterable[Prefix] = (), created_by: AbstractBaseUser | None) -> str:
+def token_create(*, token: ApiToken, prefixes: Iterable[Prefix] = (), created_by: User | None) -> str:
     """Save a new token and return its plain text, which is never stored and cannot be shown again."""
     secret = secrets.token_urlsafe(32)
     for _ in range(10):  # 36^10 lookups: a collision is rare; retry rather than fail

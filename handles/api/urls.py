@@ -3,6 +3,7 @@ where Ninja would answer in text: a method an endpoint does not take (405) and a
 
 from collections.abc import Callable
 from functools import wraps
+from typing import cast
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import URLPattern, path, re_path, register_converter
@@ -51,10 +52,11 @@ def _routes() -> list[URLPattern]:
     """Ninja's patterns, one per path (it makes one per operation, all with the path's one view), the
     ArchivesSpace lookups first: Django tries the patterns in turn, and the lookups are the busiest calls."""
     patterns, _app, _namespace = api.urls
-    unique = {(str(pattern.pattern), pattern.name): pattern for pattern in reversed(patterns)}
+    unique = {(str(pattern.pattern), pattern.name): pattern for pattern in reversed(patterns)
+              if isinstance(pattern, URLPattern)}  # Ninja makes no resolvers
     ordered = sorted(reversed(unique.values()), key=lambda pattern: not str(pattern.pattern).startswith("lookup/"))
     for pattern in ordered:
-        pattern.callback = api_route(pattern.callback)
+        pattern.callback = api_route(cast("Callable[..., HttpResponse]", pattern.callback))  # never None
     return ordered
 
 

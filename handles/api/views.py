@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http import HttpResponse, JsonResponse, QueryDict
 from ninja import Header, NinjaAPI, Query
 from ninja.openapi.schema import OpenAPISchema
 from pydantic import ValidationError as PydanticValidationError
@@ -21,7 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 from handles import services
 from handles.api import openapi, queries
 from handles.api import schemas as s
-from handles.api.auth import READ, WRITE, Caller
+from handles.api.auth import READ, WRITE, ApiRequest, Caller
 from handles.api.errors import (
     ApiError,
     FieldErrors,
@@ -57,7 +57,7 @@ api = HandlesApi(title="Handles API", version="1.0.0", description=openapi.DESCR
 install(api)
 
 
-def errors(*statuses: int) -> dict[frozenset[int], type[s.ErrorOut]]:
+def errors(*statuses: int) -> dict[int | frozenset[int], type[s.Out]]:
     """The error answers of an operation, beside those of every one (authentication, scope, throttling)."""
     return {frozenset({401, 403, 429, *statuses}): s.ErrorOut}
 
@@ -149,7 +149,7 @@ IdempotencyKey = Header(None, alias="Idempotency-Key")
 # --- Handles --------------------------------------------------------------------------------------
 @api.get("/handles", url_name="handles", operation_id="listHandles", tags=[HANDLES], summary="List our handles",
          response={200: s.HandlePage, **errors(400)})
-def list_handles(request: HttpRequest, filters: Query[s.HandleListQuery]) -> HttpResponse:
+def list_handles(request: ApiRequest, filters: Query[s.HandleListQuery]) -> HttpResponse:
     """Our own records, in a stable order (by id; by change time and id when changed_since is given), paged with
     an opaque cursor: pass `next_cursor` back as `cursor`, or follow `next`. Fast at any depth."""
     caller: Caller = request.auth
@@ -189,7 +189,7 @@ def _list_parameters(params: QueryDict) -> tuple[s.HandlePaging, ApiSelection]:
 
 @api.post("/handles", url_name="handles", operation_id="createHandle", tags=[HANDLES],
           response={202: s.RequestOut, **errors(400, 409, 413, 415, 422)}, **writes("Create a handle", queued=True))
-def create_handle(request: HttpRequest, payload: s.CreateHandleIn,
+def create_handle(request: ApiRequest, payload: s.CreateHandleIn,
                   idempotency_key: s.IdempotencyKey = IdempotencyKey) -> HttpResponse:
     """Records the handle (status pending) and queues its creation on the Handle server; answers the request
     record (202). Fails with 409 if the handle exists, or existed and was deleted: a handle is never reused.
@@ -214,17 +214,17 @@ HANDLE_PATH = "/handles/{str:prefix}/{suffix:suffix}"
 
 @api.get(HANDLE_PATH, url_name="handle", operation_id="getHandle", tags=[HANDLES], summary="Our record of a handle",
          response={200: s.HandleOut, **errors(400, 404)})
-def get_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath) -> HttpResponse:
+def get_handle(request: ApiRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath) -> HttpResponse:
     """Our database's record (case-insensitive name). For what the Handle server holds, use resolve."""
     return json_response(handle_json(_handle_at(request.auth, prefix, suffix)))
 
 
-UPDATE_ANSWERS = {202: s.RequestOut, **errors(400, 404, 409, 413, 415, 422)}
+UPDATE_ANSWERS: dict[int | frozenset[int], type[s.Out]] = {202: s.RequestOut, **errors(400, 404, 409, 413, 415, 422)}
 
 
 @api.post(HANDLE_PATH, url_name="handle", operation_id="updateHandle", tags=[HANDLES], response=UPDATE_ANSWERS,
           **writes("Update a handle's URL", queued=True))
-def update_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath, payload: s.UpdateHandleIn,
+def update_handle(request: ApiRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath, payload: s.UpdateHandleIn,
                   idempotency_key: s.IdempotencyKey = IdempotencyKey) -> HttpResponse:
     """Queues the new URL for the Handle server. Fails if the handle is missing (404) or deleted,
     tombstoned or already at that URL (409)."""
@@ -240,7 +240,7 @@ def update_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.Suffix
 
 @api.patch(HANDLE_PATH, url_name="handle", operation_id="patchHandle", tags=[HANDLES], response=UPDATE_ANSWERS,
            **writes("Update a handle's URL (PATCH)", queued=True))
-def patch_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath, payload: s.UpdateHandleIn,
+def patch_handle(request: ApiRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath, payload: s.UpdateHandleIn,
                  idempotency_key: s.IdempotencyKey = IdempotencyKey) -> HttpResponse:
     """The same as POST to this URL, for clients that prefer PATCH."""
     return update_handle(request, prefix, suffix, payload, idempotency_key)
@@ -248,7 +248,7 @@ def patch_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.SuffixI
 
 @api.delete(HANDLE_PATH, url_name="handle", operation_id="deleteHandle", tags=[HANDLES],
             response={202: s.RequestOut, **errors(400, 404, 409, 422)}, **writes("Delete a handle", queued=True))
-def delete_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath,
+def delete_handle(request: ApiRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath,
                   idempotency_key: s.IdempotencyKey = IdempotencyKey) -> HttpResponse:
     """Queues the handle's removal from the Handle server. Our record stays (status deleted), so the suffix is
     never minted again. Fails if the handle is missing (404) or already deleted (409)."""
@@ -263,7 +263,7 @@ def delete_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.Suffix
 
 @api.get("/requests/{int:id}", url_name="request", operation_id="getRequest", tags=[HANDLES],
          summary="A request's status", response={200: s.RequestOut, **errors(404)})
-def get_request(request: HttpRequest, id: int) -> HttpResponse:  # noqa: A002 (the documented parameter's name)
+def get_request(request: ApiRequest, id: int) -> HttpResponse:  # noqa: A002 (the documented parameter's name)
     """queued, running, success or error, with the server's output (javastdout), its error answer (java_stderr)
     and our error message."""
     caller: Caller = request.auth
@@ -279,7 +279,7 @@ def get_request(request: HttpRequest, id: int) -> HttpResponse:  # noqa: A002 (t
 
 @api.get("/resolve/{str:prefix}/{suffix:suffix}", url_name="resolve", operation_id="resolveHandle", tags=[HANDLES],
          summary="Resolve on the Handle server", response={200: s.Resolution, **errors(400, 404, 502, 503)})
-def resolve_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath) -> HttpResponse:
+def resolve_handle(request: ApiRequest, prefix: s.PrefixInPath, suffix: s.SuffixInPath) -> HttpResponse:
     """Asks the prefix's Handle server now: its URL and values, beside our record and whether the two agree. 503
     when the server does not answer, 502 when it refuses."""
     served = _known_prefix(request.auth, prefix)
@@ -305,7 +305,7 @@ def resolve_handle(request: HttpRequest, prefix: s.PrefixInPath, suffix: s.Suffi
 
 @api.get("/prefixes/{str:prefix}/remote-handles", url_name="remote_handles", operation_id="listRemoteHandles",
          tags=[HANDLES], summary="The Handle server's listing", response={200: s.RemotePage, **errors(400, 404, 502, 503)})
-def remote_handles(request: HttpRequest, prefix: s.PrefixInPath, query: Query[s.RemoteListQuery]) -> HttpResponse:
+def remote_handles(request: ApiRequest, prefix: s.PrefixInPath, query: Query[s.RemoteListQuery]) -> HttpResponse:
     """The server's own list of handles under the prefix (upper-cased, the admin handle included), paged as the
     server pages: page numbers from 0. Each page costs the server a walk of the whole prefix."""
     served = _known_prefix(request.auth, prefix)
@@ -348,7 +348,7 @@ def asset_call(path: str, name: str, operation_id: str, summary: str, descriptio
     "the suffix by the prefix's policy (e.g. the node id). Publishing twice gives one handle; a changed URL makes "
     "the handles that pointed at the old one follow; publishing a deleted asset again restores the handles its "
     "deletion tombstoned."))
-def publish_asset(request: HttpRequest, payload: s.PublishIn) -> HttpResponse:
+def publish_asset(request: ApiRequest, payload: s.PublishIn) -> HttpResponse:
     caller: Caller = request.auth
     change = services.asset_publish(
         source_system=payload.source_system, external_id=payload.external_id, url=payload.url,
@@ -360,37 +360,38 @@ def publish_asset(request: HttpRequest, payload: s.PublishIn) -> HttpResponse:
 
 @asset_call("/assets/unpublish", "asset_unpublish", "unpublishAsset", "Unpublish an asset", queues=False,
             description="Marks the asset unpublished. Its handles stay exactly as they are.")
-def unpublish_asset(request: HttpRequest, payload: s.AssetRefIn) -> HttpResponse:
+def unpublish_asset(request: ApiRequest, payload: s.AssetRefIn) -> HttpResponse:
     return _change_asset(request.auth, services.asset_unpublish, payload)
 
 
 @asset_call("/assets/change-url", "asset_change_url", "changeAssetUrl", "Change an asset's URL", description=(
     "Records the new URL; the asset's live handles that pointed at the old URL follow (a handle that points "
     "elsewhere, e.g. another site's, stays)."))
-def change_asset_url(request: HttpRequest, payload: s.ChangeUrlIn) -> HttpResponse:
+def change_asset_url(request: ApiRequest, payload: s.ChangeUrlIn) -> HttpResponse:
     return _change_asset(request.auth, services.asset_change_url, payload, url=payload.url)
 
 
 @asset_call("/assets/delete", "asset_delete", "deleteAsset", "Delete an asset", description=(
     "Marks the asset deleted; each handle is tombstoned or deleted on the server as its prefix's 'asset delete "
     "action' says. The records stay. Deleting twice changes nothing more."))
-def delete_asset(request: HttpRequest, payload: s.AssetDeleteIn) -> HttpResponse:
+def delete_asset(request: ApiRequest, payload: s.AssetDeleteIn) -> HttpResponse:
     return _change_asset(request.auth, services.asset_delete, payload, reason=payload.reason or "")
 
 
 # --- ArchivesSpace lookups and IIIF (our database only) -------------------------------------------
 @api.get("/lookup/asset", url_name="lookup_asset", operation_id="lookupAsset", tags=[LOOKUPS],
          summary="Handles of an asset", response={200: s.AssetHandles, **errors(400, 404)})
-def lookup_asset(request: HttpRequest, query: Query[s.AssetQuery]) -> HttpResponse:
+def lookup_asset(request: ApiRequest, query: Query[s.AssetQuery]) -> HttpResponse:
     """By source system and external id; the handle to cite first (primary, then live). Our database only."""
     handles = queries.lookup_of_asset(query.source_system, query.external_id, request.auth.prefix_ids)
-    asset = handles[0].asset if handles else _asset(query.source_system, query.external_id)  # one query if it has some
+    # No query for the asset when it has handles (the lookup joins it); its handles always have it.
+    asset = (handles[0].asset if handles else None) or _asset(query.source_system, query.external_id)
     return json_response({"asset": asset_json(asset), "handles": [handle_json(h) for h in handles]})
 
 
 @api.get("/lookup/handle", url_name="lookup_handle", operation_id="lookupHandle", tags=[LOOKUPS],
          summary="A handle by name", response={200: s.HandleOut, **errors(400, 404)})
-def lookup_handle(request: HttpRequest, query: Query[s.HandleQuery]) -> HttpResponse:
+def lookup_handle(request: ApiRequest, query: Query[s.HandleQuery]) -> HttpResponse:
     """Case-insensitive; accepts PREFIX/SUFFIX, hdl:PREFIX/SUFFIX and https://hdl.handle.net/PREFIX/SUFFIX. Our
     database only."""
     try:
@@ -406,7 +407,7 @@ def lookup_handle(request: HttpRequest, query: Query[s.HandleQuery]) -> HttpResp
 
 @api.get("/lookup/url", url_name="lookup_url", operation_id="lookupUrl", tags=[LOOKUPS],
          summary="Handles by target URL", response={200: s.UrlHandles, **errors(400)})
-def lookup_url(request: HttpRequest, query: Query[s.UrlQuery]) -> HttpResponse:
+def lookup_url(request: ApiRequest, query: Query[s.UrlQuery]) -> HttpResponse:
     """Reverse lookup: the handles whose target is exactly this URL (at most 1000). Our database only."""
     handles = [handle_json(h) for h in queries.lookup_with_url(query.url, request.auth.prefix_ids)]
     return json_response({"url": query.url, "handles": handles})
@@ -414,7 +415,7 @@ def lookup_url(request: HttpRequest, query: Query[s.UrlQuery]) -> HttpResponse:
 
 @api.get("/iiif/metadata", url_name="iiif_metadata", operation_id="iiifMetadata", tags=[IIIF],
          summary="IIIF manifest metadata entries", response={200: s.IiifMetadata, **errors(400, 404)})
-def iiif_metadata(request: HttpRequest, query: Query[s.AssetQuery]) -> HttpResponse:
+def iiif_metadata(request: ApiRequest, query: Query[s.AssetQuery]) -> HttpResponse:
     """The entries a IIIF Presentation 3 manifest's `metadata` should carry for the asset: one per live handle,
     {"label": {"en": ["Handle"]}, "value": {"none": ["<resolver URL>"]}}."""
     handles = queries.lookup_of_asset(query.source_system, query.external_id, request.auth.prefix_ids)
