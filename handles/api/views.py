@@ -153,6 +153,7 @@ def list_handles(request: ApiRequest, filters: Query[s.HandleListQuery]) -> Http
     """Our own records, in a stable order (by id; by change time and id when changed_since is given), paged with
     an opaque cursor: pass `next_cursor` back as `cursor`, or follow `next`. Fast at any depth."""
     caller: Caller = request.auth
+    # `filters` is there for the OpenAPI document; the raw query string is what the one filter checks.
     paging, selection = _list_parameters(request.GET)
     if selection.prefix is not None:
         caller.require_prefix(selection.prefix)
@@ -181,7 +182,7 @@ def _list_parameters(params: QueryDict) -> tuple[s.HandlePaging, ApiSelection]:
     try:
         selection = api_handles(params, paging=PAGING)
     except InvalidFilter as exc:
-        raise invalid_input({**exc.api_fields(), **fields}) from None  # the filters first, as documented
+        raise invalid_input({**exc.api_fields(), **fields}) from None  # the filters first, as the parameters are listed
     if fields:
         raise invalid_input(fields)
     return paging, selection
