@@ -22,7 +22,6 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
@@ -38,16 +37,12 @@ from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError, HandleStateError
 from handles.models import Handle, HandleRequest
 from handles.selectors import failed_requests, open_failures_of, with_signature
+from handles.services.common import User, user_of
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = BulkJob.Kind
 Outcome = BulkJobItem.Outcome
 JState = jobs.JobState
-
-
-def _user(actor: User) -> AbstractBaseUser | None:
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 # --- Collections ----------------------------------------------------------------------------------
@@ -214,7 +209,7 @@ def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[st
         except InvalidFilter as exc:  # never a job over more handles than were asked for
             raise HandleServiceError(str(exc), code="invalid_selection") from None
     job = BulkJob(kind=kind, selection=selection, parameters=parameters, description=description[:500],
-                  created_by=_user(actor))
+                  created_by=user_of(actor))
     try:
         job.full_clean()
     except ValidationError as exc:

@@ -6,7 +6,6 @@ import logging
 from itertools import islice
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Model
 
 from handles import jobs
@@ -17,19 +16,15 @@ from handles.repair.models import (
     ReconciliationRow,
     RepairJob,
 )
+from handles.services.common import User
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
 
 
 CHUNK = 2000
-
-
-def _user(actor: User) -> AbstractBaseUser | None:
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 def chunked(iterable, size: int = CHUNK):

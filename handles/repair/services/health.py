@@ -6,7 +6,6 @@ import logging
 from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,10 +22,10 @@ from handles.repair.models import (
     JobState,
     ReconciliationRow,
 )
-from handles.repair.services.common import CHUNK, _user
+from handles.repair.services.common import CHUNK
+from handles.services.common import User, user_of
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
@@ -42,7 +41,7 @@ def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "adm
     unknown = set(filters) - set(HEALTH_FILTERS)
     if unknown:
         raise HandleServiceError(f"Unknown health check filter {sorted(unknown)[0]!r}.", code="invalid_filter")
-    run = HealthRun.objects.create(filters=filters, created_by=_user(actor), requested_via=via,
+    run = HealthRun.objects.create(filters=filters, created_by=user_of(actor), requested_via=via,
                                    message="Waiting for a worker" if enqueue else "Starting",
                                    enqueued_at=timezone.now())
     if enqueue:

@@ -7,7 +7,6 @@ import logging
 from functools import partial
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -36,14 +35,13 @@ from handles.repair.services.common import (
     _internal_error,
     _record_verification,
     _retry,
-    _user,
     chunked,
     job_progress,
 )
+from handles.services.common import User, user_of
 from handles.validators import ascii_upper
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
@@ -56,7 +54,7 @@ def preset_save(*, preset: ImportPreset, actor: User = None) -> ImportPreset:
         raise HandleServiceError(problem, code="invalid_template")
     preset.source_system = preset.source_system.strip().lower()
     if preset.created_by_id is None:
-        preset.created_by = _user(actor)
+        preset.created_by = user_of(actor)
     preset.full_clean()
     preset.save()
     return preset
@@ -91,7 +89,7 @@ def import_batch_create(*, file_name: str, content: bytes, encoding: str = "utf-
         mapping={k: v for k, v in mapping.items() if v in csv_layout.header},
         prefix=preset.prefix if preset else None, source_system=preset.source_system if preset else "",
         url_template=preset.url_template if preset else "", mode=preset.mode if preset else ImportMode.ADOPT,
-        preset=preset, created_by=_user(actor), requested_via=via,
+        preset=preset, created_by=user_of(actor), requested_via=via,
     )
 
 
@@ -228,7 +226,7 @@ def import_batch_start_apply(*, batch: ImportBatch, actor: User = None) -> Impor
                                  "finished dry run.", code="invalid_state")
     batch.step, batch.state, batch.error, batch.message = Step.APPLY, JobState.QUEUED, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0  # one transaction: no steps to count until it commits
-    batch.created_by = batch.created_by or _user(actor)
+    batch.created_by = batch.created_by or user_of(actor)
     batch.finished_at = None
     for field, value in jobs.FRESH.items():
         setattr(batch, field, value)

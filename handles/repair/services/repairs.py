@@ -7,7 +7,6 @@ from collections import Counter
 from functools import partial
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import Value
 from django.utils import timezone
@@ -30,13 +29,12 @@ from handles.repair.services.common import (
     VERIFYING_MESSAGE,
     _record_verification,
     _retry,
-    _user,
 )
 from handles.repair.services.imports import import_batch_settle
+from handles.services.common import User, user_of
 from handles.validators import ascii_upper
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
@@ -48,7 +46,7 @@ def reconciliation_start(*, prefix: Prefix, actor: User = None, via: str = "admi
                          enqueue: bool = True) -> ReconciliationRun:
     """Record a reconciliation and hand it to the task queue (enqueue=False: the caller runs it itself)."""
     # enqueued_at: a job run in the caller's process is not "lost" to the sweep while it starts.
-    run = ReconciliationRun.objects.create(prefix=prefix, created_by=_user(actor), requested_via=via,
+    run = ReconciliationRun.objects.create(prefix=prefix, created_by=user_of(actor), requested_via=via,
                                            message="Waiting for a worker" if enqueue else "Starting",
                                            enqueued_at=timezone.now())
     if enqueue:
@@ -96,7 +94,7 @@ def repair_start(*, run: ReconciliationRun, kinds: list[str] | None = None, row_
         raise HandleServiceError(f"Unknown class {sorted(unknown)[0]!r}.", code="invalid_kind")
     if not run.finished or run.state != JobState.DONE:
         raise HandleServiceError("Repairs follow a finished reconciliation.", code="invalid_state")
-    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, created_by=_user(actor),
+    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, created_by=user_of(actor),
                                    requested_via=via, message="Waiting for a worker", enqueued_at=timezone.now())
     if enqueue:
         transaction.on_commit(partial(tasks.enqueue_job, "repair", job.pk))
