@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.forms.utils import ErrorDict, ErrorList
 
@@ -21,8 +23,9 @@ class RedirectRuleForm(forms.Form):
             raise forms.ValidationError("Give the text to find.")
         return find
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("find") is not None and cleaned.get("find") == cleaned.get("replace"):
             raise forms.ValidationError("Find and replace are the same: nothing would change.")
         return cleaned
@@ -35,7 +38,7 @@ class BrowseForm(forms.Form):
     q = forms.CharField(required=False, label="Search",
                         widget=forms.TextInput(attrs={"placeholder": "Handle, suffix, URL, title or asset id",
                                                       "size": 40, "type": "search"}))
-    prefix = forms.ChoiceField(required=False)
+    prefix = forms.ChoiceField(required=False)  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
     collection = forms.ChoiceField(required=False)
     source = forms.ChoiceField(required=False, label="Source system")
     status = forms.ChoiceField(required=False)

@@ -74,7 +74,7 @@ def browse(request: HttpRequest) -> HttpResponse:
 
 
 @_reader
-def export(request: HttpRequest) -> StreamingHttpResponse:
+def export(request: HttpRequest) -> HttpResponseBadRequest | StreamingHttpResponse:
     """The browse list's current filter as CSV, streamed: a million rows in bounded memory."""
     try:
         selection = BROWSE.parse(request.GET)  # the whole selection: a page position would be ignored

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 
@@ -58,7 +60,7 @@ class ImportPresetForm(forms.ModelForm):
 class MappingForm(forms.Form):
     """Which column of this file is which of our fields; choices are the file's own column names."""
 
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), required=False,
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), required=False,  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
                                     help_text="For lines that give only a suffix. Its URL template is used "
                                     "when no column gives the target URL.")
     source_system = forms.CharField(max_length=64, required=False,
@@ -89,7 +91,7 @@ class MappingForm(forms.Form):
 
 
 class ReconcileForm(forms.Form):
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
 
 
 class RepairForm(forms.Form):
@@ -99,8 +101,9 @@ class RepairForm(forms.Form):
                                       widget=forms.CheckboxSelectMultiple)
     rows = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         try:
             data["row_ids"] = [int(pk) for pk in (data.get("rows") or "").split(",") if pk.strip()]
         except ValueError:
@@ -139,7 +142,7 @@ class HealthResultsFilter(forms.Form):
 
     run = forms.IntegerField(required=False, min_value=1, label="Health check #")
     outcome = forms.ChoiceField(required=False, choices=[("", "Not correct (all)"), *HealthOutcome.choices])
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.order_by("prefix"), required=False,
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.order_by("prefix"), required=False,  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
                                     empty_label="Any prefix")
     source = forms.CharField(required=False, max_length=64, label="Source system")
     origin = forms.ChoiceField(required=False, choices=ORIGINS, label="Vendor or legacy")
@@ -181,8 +184,9 @@ class HealthRepairForm(forms.Form):
     handles = IdsField(required=False)
     all_matching = forms.BooleanField(required=False)
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if not cleaned.get("handles") and not cleaned.get("all_matching"):
             raise forms.ValidationError("Choose the handles to act on (or all that match the filters).")
         return cleaned

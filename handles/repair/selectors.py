@@ -219,7 +219,7 @@ def reconcile_schedule():
 
 
 # --- Reconciliation and repair -------------------------------------------------------------------------
-REPAIR_ACTIONS = {
+REPAIR_ACTIONS: dict[str, str] = {
     Kind.MISSING: "Create it on the server with our URL",
     Kind.URL_DIFFERS: "Update the server's URL to ours",
     Kind.TOMBSTONE_DRIFT: "Point it at its tombstone page",

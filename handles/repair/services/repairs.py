@@ -80,7 +80,7 @@ def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "
 # --- Repairs ---------------------------------------------------------------------------------------
 # What a repair asks of the server for each class of drift. Orphans are adopted: recorded here with the
 # server's URL (and the asset that URL belongs to), then verified.
-REPAIR_OPS = {Kind.MISSING: Op.CREATE, Kind.URL_DIFFERS: Op.UPDATE, Kind.TOMBSTONE_DRIFT: Op.UPDATE,
+REPAIR_OPS: dict[str, str] = {Kind.MISSING: Op.CREATE, Kind.URL_DIFFERS: Op.UPDATE, Kind.TOMBSTONE_DRIFT: Op.UPDATE,
               Kind.DELETED_ON_SERVER: Op.DELETE, Kind.UNREADABLE: Op.VERIFY, Kind.ORPHAN: "adopt"}
 
 
