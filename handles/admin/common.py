@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import NoReturn
 
 from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -19,7 +20,7 @@ def badge(state: str, label: str, title: str = "") -> str:
     return format_html('<span class="hd-badge hd-{}" title="{}">{}</span>', state, title, label)
 
 
-def refuse(request: HttpRequest, reason: str) -> None:
+def refuse(request: HttpRequest, reason: str) -> NoReturn:
     """An invalid value of a list filter: the admin's convention (the list redirects to ?e=1), with why.
     The list never shows more rows than were asked for."""
     messages.error(request, f"The list's filter was refused: {reason}")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db.models import Expression
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
@@ -43,9 +44,9 @@ def register_handle_page_section(section: Callable[[Handle], dict]) -> None:
 class HandleChangeList(ChangeList):
     def get_ordering(self, request, queryset):
         """Sorting by handle uses the (prefix, suffix_key) unique index instead of sorting every row."""
-        expanded = []
+        expanded: list[Expression | str] = []
         for field in super().get_ordering(request, queryset):
-            if field in ("suffix_key", "-suffix_key"):
+            if isinstance(field, str) and field in ("suffix_key", "-suffix_key"):
                 expanded += [field.replace("suffix_key", "prefix_id"), field]
             else:
                 expanded.append(field)

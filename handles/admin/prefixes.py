@@ -126,7 +126,7 @@ class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     @admin.display(description="Handles")
     def handle_count(self, obj: Asset) -> str:
         url = reverse("admin:handles_handle_changelist") + f"?q={obj.source_system}:{obj.external_id}"
-        return format_html('<a href="{}">{}</a>', url, obj.n_handles or 0)
+        return format_html('<a href="{}">{}</a>', url, getattr(obj, "n_handles", None) or 0)  # get_queryset's annotation
 
     def save_model(self, request, obj, form, change):
         services.asset_save(asset=obj)

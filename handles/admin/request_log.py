@@ -52,8 +52,8 @@ class ErrorGroupFilter(admin.SimpleListFilter):
         return [(value, value[:80])] if value else []
 
     def queryset(self, request, queryset):
-        return with_signature(queryset.filter(status=HandleRequest.Status.ERROR), self.value()) if self.value() \
-            else queryset
+        signature = self.value()
+        return with_signature(queryset.filter(status=HandleRequest.Status.ERROR), signature) if signature else queryset
 
 
 class RequestViaFilter(admin.SimpleListFilter):
@@ -135,7 +135,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                        "to_status", "reason", "status_badge", "attempts", "max_attempts", "next_attempt_at",
                        "handle_version", "pushed_version", "requested_by", "requested_via", "idempotency_key",
                        "created_at", "started_at", "finished_at", "server_output", "server_error", "error"]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     @admin.display(description="Error")
     def short_error(self, obj: HandleRequest) -> str:

@@ -86,7 +86,11 @@ def _apply(kind: str, obj: Handle | HandleRequest, parameters: dict[str, Any], a
     """Run one service for one object. A refusal (the handle's state does not allow it) is `skipped`;
     invalid input (e.g. the rewritten URL is not a valid URL) is `failed`. Either leaves it unchanged."""
     if kind == Kind.RETRY:
+        if not isinstance(obj, HandleRequest):
+            raise HandleServiceError("Only a request can be retried.", code="invalid_kind")
         return ItemResult(Outcome.OK, request=handle_services.request_retry(request=obj, actor=actor))
+    if not isinstance(obj, Handle):
+        raise HandleServiceError(f"A {kind} job acts on handles, not requests.", code="invalid_kind")
     if kind == Kind.REDIRECT_RULE:
         # Read the URL under the row lock the service is about to take, so the rule rewrites what is there now.
         current = Handle.objects.select_for_update().get(pk=obj.pk).target_url
@@ -156,6 +160,7 @@ def selection_queryset(*, kind: str, selection: dict[str, Any], parameters: dict
     """The objects a job works on, re-read chunk by chunk as the job goes (keyset on the primary key)."""
     if kind == Kind.RETRY:
         return _request_selection(selection)
+    handles: QuerySet[Handle]
     if "ids" in selection:
         handles = Handle.objects.filter(pk__in=selection["ids"])
     else:

@@ -361,6 +361,7 @@ def classify(handle: Handle, found: Probe, *, title_check: bool = False) -> Verd
         return Verdict(HealthOutcome.TIMEOUT, "The resolver did not answer in time, after retries.")
     if found.problem:
         return Verdict(HealthOutcome.BROKEN, found.problem)
+    assert found.fetch is not None, "a probe without a problem has fetched the target (probe())"
     verdict = _classify(handle, found.server_url, found.fetch, title_check)
     verdict.server_url, verdict.fetch = found.server_url, found.fetch
     return verdict

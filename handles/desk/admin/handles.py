@@ -53,6 +53,8 @@ class DeskListFilter(admin.SimpleListFilter):
     """A list filter that is one filter of DESK, so the admin list, the browse pages, CSV exports and bulk
     jobs select exactly the same handles for the same query string."""
 
+    parameter_name: str  # every subclass names its parameter
+
     def has_output(self) -> bool:
         # With a value given, the filter must run even when it offers no choice (no collection yet):
         # the admin would otherwise drop the parameter and list every handle.

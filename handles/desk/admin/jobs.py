@@ -59,7 +59,7 @@ class BulkJobAdmin(admin.ModelAdmin):
     readonly_fields = ["kind", "description", "parameters", "state", "progress_total", "progress_done", "succeeded",
                        "skipped", "failed", "verification", "error", "created_by", "created_at", "started_at",
                        "finished_at"]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     @admin.display(description="Progress")
     def progress(self, obj: BulkJob) -> str:

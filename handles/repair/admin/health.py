@@ -94,7 +94,7 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         if results is None or not form.is_valid():
             for error in form.errors.get("__all__", []) or (["There are no health results to act on."]
                                                             if results is None else ["Choose an action."]):
-                self.message_user(request, error, messages.ERROR)
+                self.message_user(request, str(error), messages.ERROR)
             return back
         chosen = results if form.cleaned_data["all_matching"] else results.filter(
             handle_id__in=form.cleaned_data["handles"])

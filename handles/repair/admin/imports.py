@@ -194,7 +194,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             elif not form.is_valid():
                 for errors in form.errors.values():
                     for error in errors:
-                        self.message_user(request, error, messages.ERROR)
+                        self.message_user(request, str(error), messages.ERROR)
             else:
                 try:
                     services.import_conflict_resolve(batch=batch, keep_row_id=form.cleaned_data["keep"],

@@ -116,7 +116,7 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         form = RepairForm(request.POST or None)
         if request.method != "POST" or not form.is_valid():
             for error in form.errors.get("__all__", []):
-                self.message_user(request, error, messages.ERROR)
+                self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[pk]))
         kinds, row_ids = form.cleaned_data["kinds"], form.cleaned_data["row_ids"]
         if "confirm" in request.POST:

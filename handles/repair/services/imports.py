@@ -393,7 +393,7 @@ def import_conflicts_record_server(batch_id: int, found: dict[tuple[int, str], t
 @transaction.atomic
 def import_conflict_start_read(*, batch: ImportBatch) -> None:
     """Read the conflicting handles from the server again, in the background."""
-    transaction.on_commit(partial(tasks.enqueue_job, "read_import_conflicts", batch.pk, "import conflicts"))
+    transaction.on_commit(partial(tasks.enqueue_conflict_read, batch.pk))
 
 
 @transaction.atomic
@@ -422,7 +422,7 @@ def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str
     if Handle.objects.filter(prefix=prefix, suffix_key=keep.suffix_key).exists():
         raise HandleServiceError(f"{keep.handle_text} has been recorded here since the dry run; run the dry run "
                                  "again (or reconcile) to see where it stands.", code="stale_dry_run")
-    assets = {}
+    assets: dict[tuple[str, str], int] = {}
     wanted = [r for r in rows if r.external_id and (r.pk == keep.pk or others == "new_handle")]
     if wanted:
         assets, _ = core.assets_get_or_create_bulk([core.AssetSpec(r.source_system, r.external_id, r.title,
@@ -438,6 +438,7 @@ def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str
     if not resolves_there:
         op = Op.CREATE if keep.server_note == conflicts.NOT_ON_SERVER else Op.UPDATE
         request_id = core.handles_queue_bulk(ops=[(handle_id, op)], actor=actor, via=via, reason=reason)[handle_id]
+    assert request_id is not None, "adopted (a verify request is recorded) or queued just above"
     request_ids = [request_id]
     now_note = {True: "verified where the server already resolves", False: "pushed to the server"}[resolves_there]
     ImportRow.objects.filter(pk=keep.pk).update(resolution=ConflictResolution.KEPT, handle_id=handle_id,
