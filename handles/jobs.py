@@ -25,14 +25,15 @@ from typing import Any, Generic, TypeVar
 from django.conf import settings
 from django.contrib.admin.decorators import display as admin_display
 from django.db import models, transaction
-from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from handles.exceptions import HandleStateError
 from handles.labels import counted
-from handles.models import ErrorSignature, HandleRequest
+from handles.models import HandleRequest
 from handles.notify import hooks as notify_hooks
+from handles.selectors import commonest_error
 
 logger = logging.getLogger(__name__)
 
@@ -94,18 +95,6 @@ class Tally:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None:
-    """The most frequent error among the failed ones of these requests (compared with the handle's name,
-    quoted values and URLs taken out, so one outage is one error): one request's own words for it, and
-    how many requests it hit."""
-    failed = requests.filter(status=RStatus.ERROR).annotate(signature=ErrorSignature()).order_by()
-    top = failed.values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first()
-    if top is None:
-        return None
-    example = failed.filter(signature=top["signature"]).order_by("pk").values_list("error", flat=True).first()
-    return example or top["signature"], top["n"]
 
 
 def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: str = "change",

@@ -182,6 +182,18 @@ def failure_groups(requests: QuerySet, limit: int = 100) -> list[dict]:
     ).order_by("-count", "signature")[:limit])
 
 
+def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None:
+    """The most frequent error among the failed ones of these requests (compared with the handle's name,
+    quoted values and URLs taken out, so one outage is one error): one request's own words for it, and
+    how many requests it hit."""
+    failed = requests.filter(status=HandleRequest.Status.ERROR).annotate(signature=ErrorSignature()).order_by()
+    top = failed.values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first()
+    if top is None:
+        return None
+    example = failed.filter(signature=top["signature"]).order_by("pk").values_list("error", flat=True).first()
+    return example or top["signature"], top["n"]
+
+
 def with_signature(requests: QuerySet, signature: str) -> QuerySet:
     return requests.annotate(signature=ErrorSignature()).filter(signature=signature)
 

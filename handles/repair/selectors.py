@@ -74,6 +74,11 @@ class HealthSummary:
         return self.share_correct - before if before is not None and self.share_correct is not None else None
 
 
+def previous_health_run(run: HealthRun) -> HealthRun | None:
+    """The last finished health check over the same selection before this one: what it is compared with."""
+    return HealthRun.objects.filter(state=JobState.DONE, filters=run.filters, pk__lt=run.pk).order_by("-pk").first()
+
+
 def whole_runs() -> QuerySet[HealthRun]:
     """Finished runs over whole prefixes (not re-checks of a few handles), latest first."""
     return (HealthRun.objects.filter(state=JobState.DONE, progress_total__gt=0).order_by("-pk")

@@ -13,10 +13,11 @@ from handles import services as core
 from handles.exceptions import HandleServiceError
 from handles.models import Handle, HandleRequest
 from handles.notify import hooks as notify_hooks
-from handles.repair import tasks
+from handles.repair import selectors, tasks
 from handles.repair.models import (
     NOT_ON_SERVER,
     HandleCheck,
+    HealthOutcome,
     HealthRun,
     ImportBatch,
     JobState,
@@ -107,5 +108,8 @@ def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> He
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts, error=error,
         message="" if error else "Done")
     run = HealthRun.objects.get(pk=run_id)
-    notify_hooks.health_run_finished(run)
+    # The outcomes whose growth staff hear of, in the words of the notification.
+    watched = {outcome.value: outcome.label.lower() for outcome in (HealthOutcome.BROKEN, HealthOutcome.WRONG_OBJECT)}
+    notify_hooks.health_run_finished(run, previous=None if error else selectors.previous_health_run(run),
+                                     watched=watched)
     return run

@@ -73,7 +73,8 @@ def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts,
         error=error, message="" if error else "Done")
     run = ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
-    notify_hooks.reconciliation_finished(run)
+    drift = {str(label): run.counts[value] for value, label in ReconciliationRow.Kind.choices if run.counts.get(value)}
+    notify_hooks.reconciliation_finished(run, drift=drift)
     return run
 
 
