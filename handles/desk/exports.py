@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -69,7 +70,7 @@ HANDLE_COLUMNS = ["handle", "resolver_url", "target_url", "status", "sync", "syn
                   "successor_url", "tombstoned_at", "created_at", "updated_at", "synced_at"]
 
 
-def _when(value) -> str:
+def _when(value: datetime | None) -> str:
     return timezone.localtime(value).isoformat(timespec="seconds") if value else ""
 
 

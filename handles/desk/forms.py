@@ -49,7 +49,7 @@ class BrowseForm(forms.Form):
     ANY = {"prefix": "Any prefix", "collection": "Any collection", "source": "Any source", "status": "Any status",
            "sync": "Any sync state", "health": "Any health"}
 
-    def __init__(self, *args, problems: dict[str, str] | None = None, **kwargs):
+    def __init__(self, *args: Any, problems: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.problems = problems or {}
         for name, field in self.fields.items():

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 
 from handles.models import Handle, Prefix
 from handles.repair.models import (
@@ -36,7 +37,7 @@ class UploadForm(forms.Form):
     encoding = forms.ChoiceField(choices=ImportPreset.Encoding.choices, initial=ImportPreset.Encoding.UTF8)
     delimiter = forms.ChoiceField(choices=ImportPreset.Delimiter.choices, initial=ImportPreset.Delimiter.AUTO)
 
-    def clean_file(self):
+    def clean_file(self) -> UploadedFile:
         upload = self.cleaned_data["file"]
         if upload.size > settings.HANDLES_IMPORT_MAX_BYTES:
             raise forms.ValidationError(f"The file is {upload.size:,} bytes; at most "
@@ -73,7 +74,7 @@ class MappingForm(forms.Form):
     save_preset_as = forms.CharField(max_length=100, required=False,
                                      help_text="Optional: save this mapping as a preset under this name.")
 
-    def __init__(self, *args, header: list[str], **kwargs) -> None:
+    def __init__(self, *args: Any, header: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         choices = [("", "(not in this file)")] + [(name, name) for name in header if name]
         for name in reversed(MAPPING_FIELDS):
@@ -151,7 +152,7 @@ class HealthResultsFilter(forms.Form):
     def clean_source(self) -> str:
         return self.cleaned_data["source"].strip().lower()
 
-    def clean_run(self):
+    def clean_run(self) -> int | None:
         run_id = self.cleaned_data["run"]
         if run_id and not HealthRun.objects.filter(pk=run_id).exists():
             raise forms.ValidationError(f"There is no health check #{run_id}.")
@@ -167,10 +168,10 @@ class HealthResultsFilter(forms.Form):
 class IdsField(forms.MultipleChoiceField):
     """Row ids ticked in a list: any positive integers (the service decides what each may be)."""
 
-    def valid_value(self, value) -> bool:
+    def valid_value(self, value: Any) -> bool:
         return str(value).isdigit() and len(str(value)) < 19
 
-    def clean(self, value) -> list[int]:
+    def clean(self, value: Any) -> list[int]:
         return [int(v) for v in super().clean(value)]
 
 

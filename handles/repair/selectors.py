@@ -7,6 +7,7 @@ counts) and `latest_health()` (the last finished health check and the current sh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
@@ -216,7 +217,7 @@ def import_requests(batch_id: int) -> QuerySet[HandleRequest]:
                                         .values("request_id"))
 
 
-def reconcile_schedule():
+def reconcile_schedule() -> Any:  # a django_q Schedule or None (django-q2 has no types)
     """The django-q2 schedule that reconciles every prefix nightly (made by migration), if still there."""
     from django_q.models import Schedule
 

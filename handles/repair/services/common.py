@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from handles import jobs
 from handles import services as core
@@ -23,9 +24,10 @@ Step = ImportBatch.Step
 
 
 CHUNK = 2000
+T = TypeVar("T")
 
 
-def chunked(iterable, size: int = CHUNK):
+def chunked(iterable: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
     iterator = iter(iterable)
     while chunk := list(islice(iterator, size)):
         yield chunk

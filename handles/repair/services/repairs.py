@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Value
+from django.db.models import QuerySet, Value
 from django.utils import timezone
 
 from handles import jobs
@@ -102,7 +103,7 @@ def repair_start(*, run: ReconciliationRun, kinds: list[str] | None = None, row_
     return job
 
 
-def repair_rows(job: RepairJob):
+def repair_rows(job: RepairJob) -> QuerySet[ReconciliationRow]:
     return ReconciliationRow.objects.filter(run_id=job.run_id).to_repair(kinds=job.kinds, row_ids=job.row_ids)
 
 
@@ -203,7 +204,7 @@ def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str
     return counts
 
 
-def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str], now) -> list[int]:
+def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str], now: datetime) -> list[int]:
     """Record orphans here with the URL the server gives, linked to the asset that URL belongs to. The
     asset's primary handle is left as it is: a vendor handle becomes primary only of an asset without one."""
     if not orphans:
