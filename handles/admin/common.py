@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.forms import BaseForm
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -27,8 +28,8 @@ def refuse(request: HttpRequest, reason: str) -> NoReturn:
     raise IncorrectLookupParameters(reason)
 
 
-def form_problems(form) -> str:
-    return " ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+def form_problems(form: BaseForm) -> str:
+    return " ".join(f"{name}: {' '.join(str(error) for error in errors)}" for name, errors in form.errors.items())
 
 
 def day_range(cleaned: dict) -> tuple:
