@@ -247,7 +247,8 @@ class Job(models.Model):
     class Meta:
         abstract = True
 
-    def _get_FIELD_display(self, field: models.Field[Any, Any]) -> str:  # noqa: N802 (Django's name): get_state_display() says state_label
+    # Django's name (noqa: N802): get_state_display(), which Django adds to each model, says state_label.
+    def _get_FIELD_display(self, field: models.Field[Any, Any]) -> str:  # noqa: N802
         if field.name == "state":
             return self.state_label
         # django-stubs does not declare this private hook of Model, which every get_FOO_display() calls.
@@ -373,7 +374,8 @@ def release(runner: Runner[Any], job_id: int, token: uuid.UUID | None, **changes
         **_touch(runner, {"lease_token": None, "lease_until": None, **changes}, now)))
 
 
-def _end(runner: Runner[Any], job_id: int, token: uuid.UUID | None, state: str, error: str = "", message: str = "") -> None:
+def _end(runner: Runner[Any], job_id: int, token: uuid.UUID | None, state: str, error: str = "",
+         message: str = "") -> None:
     changes: dict[str, Any] = {"state": state, "error": error, "finished_at": timezone.now(), "message": message}
     release(runner, job_id, token, **changes)
 
@@ -460,7 +462,8 @@ def cancel(runner: Runner[J], job_id: int) -> J:
 
 
 # A job (re)started for new work: no lease, no checkpoint, no cancel request left from before.
-FRESH: dict[str, Any] = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0, "cancel_requested": False}
+FRESH: dict[str, Any] = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0,
+                         "cancel_requested": False}
 
 
 def wait(runner: Runner[J], job_id: int, *, timeout: float, poll: float = 1.0,

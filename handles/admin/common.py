@@ -29,7 +29,7 @@ def refuse(request: HttpRequest, reason: str) -> NoReturn:
 
 
 def form_problems(form: BaseForm) -> str:
-    return " ".join(f"{name}: {' '.join(str(error) for error in errors)}" for name, errors in form.errors.items())
+    return " ".join(f"{name}: {' '.join(map(str, errors))}" for name, errors in form.errors.items())
 
 
 def day_range(cleaned: dict) -> tuple:

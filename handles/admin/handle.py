@@ -178,7 +178,8 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "title": title, "opts": self.model._meta, **context}
         return render(request, template, context)
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Minting, in two steps: the preview names the exact handle (for a random suffix too), then the
         same suffix is minted. A taken or deleted suffix is refused with the service's message."""
         if not self.has_add_permission(request):
@@ -206,8 +207,8 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                                else None, exc.message)
         return self._page(request, "admin/handles/handle/mint.html", "Mint a handle", form=form, preview=preview)
 
-    def _handle_action(self, request: HttpRequest, pk: int, title: str, form_class: type[forms.Form], submit: str,
-                       run: Callable[[Handle, dict], HandleRequest], danger: bool = False,
+    def _handle_action(self, request: HttpRequest, pk: int, title: str, form_class: type[forms.Form],
+                       submit: str, run: Callable[[Handle, dict], HandleRequest], danger: bool = False,
                        note: str = "", initial: dict | None = None) -> HttpResponse:
         if not may_change_handles(request):
             raise PermissionDenied

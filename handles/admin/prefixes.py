@@ -129,7 +129,8 @@ class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     @admin.display(description="Handles")
     def handle_count(self, obj: Asset) -> str:
         url = reverse("admin:handles_handle_changelist") + f"?q={obj.source_system}:{obj.external_id}"
-        return format_html('<a href="{}">{}</a>', url, getattr(obj, "n_handles", None) or 0)  # get_queryset's annotation
+        handles = getattr(obj, "n_handles", None) or 0  # get_queryset() adds it
+        return format_html('<a href="{}">{}</a>', url, handles)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.asset_save(asset=obj)

@@ -62,7 +62,9 @@ class ErrorGroupFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         signature = self.value()
-        return with_signature(queryset.filter(status=HandleRequest.Status.ERROR), signature) if signature else queryset
+        if not signature:
+            return queryset
+        return with_signature(queryset.filter(status=HandleRequest.Status.ERROR), signature)
 
 
 class RequestViaFilter(admin.SimpleListFilter):
@@ -86,7 +88,8 @@ class RequestDateFilter(admin.ListFilter):
     template = "admin/desk/date_filter.html"
     parameters = ("since", "until")
 
-    def __init__(self, request: HttpRequest, params: dict[str, Any], model: type[Model], model_admin: ModelAdmin[Any]) -> None:
+    def __init__(self, request: HttpRequest, params: dict[str, Any], model: type[Model],
+                 model_admin: ModelAdmin[Any]) -> None:
         super().__init__(request, params, model, model_admin)
         for name in self.parameters:
             if name in params:

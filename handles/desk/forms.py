@@ -38,7 +38,8 @@ class BrowseForm(forms.Form):
     q = forms.CharField(required=False, label="Search",
                         widget=forms.TextInput(attrs={"placeholder": "Handle, suffix, URL, title or asset id",
                                                       "size": 40, "type": "search"}))
-    prefix = forms.ChoiceField(required=False)  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ChoiceField(required=False)  # type: ignore[assignment]
     collection = forms.ChoiceField(required=False)
     source = forms.ChoiceField(required=False, label="Source system")
     status = forms.ChoiceField(required=False)

@@ -122,7 +122,8 @@ class SubscriptionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             notification = services.test_send(actor=user, endpoints=endpoints)
             count = notification.deliveries.count()
             level = messages.SUCCESS if count else messages.WARNING
-            self.message_user(request, f"Test sent: {counted(count, 'delivery', 'deliveries')}; their outcome is in the delivery log."
+            self.message_user(request, f"Test sent: {counted(count, 'delivery', 'deliveries')}; their outcome is in "
+                              "the delivery log."
                               if count else "Nothing to send to: give yourself an email address or a subscription.",
                               level)
             return HttpResponseRedirect(reverse("admin:handles_notify_notification_change", args=[notification.pk]))

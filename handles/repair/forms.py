@@ -61,7 +61,8 @@ class ImportPresetForm(forms.ModelForm):
 class MappingForm(forms.Form):
     """Which column of this file is which of our fields; choices are the file's own column names."""
 
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), required=False,  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), required=False,  # type: ignore[assignment]
                                     help_text="For lines that give only a suffix. Its URL template is used "
                                     "when no column gives the target URL.")
     source_system = forms.CharField(max_length=64, required=False,
@@ -92,7 +93,8 @@ class MappingForm(forms.Form):
 
 
 class ReconcileForm(forms.Form):
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)  # type: ignore[assignment]
 
 
 class RepairForm(forms.Form):
@@ -143,8 +145,9 @@ class HealthResultsFilter(forms.Form):
 
     run = forms.IntegerField(required=False, min_value=1, label="Health check #")
     outcome = forms.ChoiceField(required=False, choices=[("", "Not correct (all)"), *HealthOutcome.choices])
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.order_by("prefix"), required=False,  # type: ignore[assignment]  # a field: the form's metaclass takes it off the class, so BaseForm.prefix stays the form's prefix
-                                    empty_label="Any prefix")
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ModelChoiceField(  # type: ignore[assignment]
+        queryset=Prefix.objects.order_by("prefix"), required=False, empty_label="Any prefix")
     source = forms.CharField(required=False, max_length=64, label="Source system")
     origin = forms.ChoiceField(required=False, choices=ORIGINS, label="Vendor or legacy")
     page = forms.IntegerField(required=False, min_value=1)

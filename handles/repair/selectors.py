@@ -77,7 +77,8 @@ class HealthSummary:
 
 def previous_health_run(run: HealthRun) -> HealthRun | None:
     """The last finished health check over the same selection before this one: what it is compared with."""
-    return HealthRun.objects.filter(state=JobState.DONE, filters=run.filters, pk__lt=run.pk).order_by("-pk").first()
+    earlier = HealthRun.objects.filter(state=JobState.DONE, filters=run.filters, pk__lt=run.pk)
+    return earlier.order_by("-pk").first()
 
 
 def whole_runs() -> QuerySet[HealthRun]:

@@ -14,7 +14,7 @@ from handles.exceptions import HandleServiceError
 from handles.models import Handle, HandleRequest
 from handles.outbox import handover
 
-# Who acts on a service: a request's user (the project's User, or AnonymousUser), or nobody (a command, the sweep).
+# Who acts on a service: a request's user (the project's User, or AnonymousUser), or nobody (a command).
 User = AuthUser | AnonymousUser | None
 Op = HandleRequest.Op
 Action = HandleRequest.Action

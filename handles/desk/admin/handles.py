@@ -94,7 +94,8 @@ class DeskHandleAdmin(HandleAdmin):
     actions = ["verify_selected", "retry_selected", "redirect_rule_selected", "tombstone_selected",
                "restore_selected", "delete_selected_handles"]
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # The export and browse links carry the list's filters only: /browse/ refuses the admin's own
         # parameters (sorting, page), as it refuses any parameter it does not know.
         try:
@@ -192,8 +193,9 @@ class DeskHandleAdmin(HandleAdmin):
         if len(refused) > 10:
             self.message_user(request, f"… and {len(refused) - 10} more.", messages.WARNING)
 
-    def _confirm(self, request: HttpRequest, queryset: QuerySet[Handle], action: str, verb: str, form: forms.Form,
-                 template: str = "admin/handles/handle/confirm_selection.html", **context: Any) -> HttpResponse:
+    def _confirm(self, request: HttpRequest, queryset: QuerySet[Handle], action: str, verb: str,
+                 form: forms.Form, template: str = "admin/handles/handle/confirm_selection.html",
+                 **context: Any) -> HttpResponse:
         ids = selection_ids(queryset)
         count = len(ids)
         return self._page(

@@ -66,7 +66,7 @@ def retry_failed_requests(model_admin: admin.ModelAdmin[Any], request: HttpReque
 
 def bad_filter(form: BaseForm) -> HttpResponse:
     """A filter value that is not one of its choices: 400 with the reason, never a wider list."""
-    problems = "; ".join(f"{name}: {' '.join(str(error) for error in errors)}" for name, errors in form.errors.items())
+    problems = "; ".join(f"{name}: {' '.join(map(str, errors))}" for name, errors in form.errors.items())
     return HttpResponseBadRequest(f"Bad filter: {problems}", content_type="text/plain; charset=utf-8")
 
 

@@ -63,7 +63,8 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._cancel(request, "health", pk, "admin:handles_repair_healthrun_change")
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """The health page: a run's results filtered (by outcome, prefix, source system, vendor or legacy),
         with the handles chosen there repaired or verified through the queue."""
         self._require_view(request)
@@ -114,7 +115,8 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
                                        "server (see each handle's history).", messages.SUCCESS)
         return back
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_changelist"))
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",

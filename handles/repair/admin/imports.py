@@ -93,7 +93,8 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._cancel(request, "import", pk, "admin:handles_repair_importbatch_change")
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Step 1: upload. A file whose header cannot be read is refused here, with the reason."""
         require_write(request)
         form = UploadForm(request.POST or None, request.FILES or None)

@@ -76,7 +76,8 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         job = get_object_or_404(RepairJob, pk=pk)
         return self._cancel(request, "repair", pk, "admin:handles_repair_reconciliationrun_change", job.run_id)
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         require_write(request)
         form = ReconcileForm(request.POST or None)
         if request.method == "POST" and form.is_valid():

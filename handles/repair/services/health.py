@@ -109,7 +109,8 @@ def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> He
         message="" if error else "Done")
     run = HealthRun.objects.get(pk=run_id)
     # The outcomes whose growth staff hear of, in the words of the notification.
-    watched = {outcome.value: outcome.label.lower() for outcome in (HealthOutcome.BROKEN, HealthOutcome.WRONG_OBJECT)}
+    watched = {outcome.value: outcome.label.lower()
+               for outcome in (HealthOutcome.BROKEN, HealthOutcome.WRONG_OBJECT)}
     notify_hooks.health_run_finished(run, previous=None if error else selectors.previous_health_run(run),
                                      watched=watched)
     return run

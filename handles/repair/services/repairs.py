@@ -74,7 +74,8 @@ def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts,
         error=error, message="" if error else "Done")
     run = ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
-    drift = {str(label): run.counts[value] for value, label in ReconciliationRow.Kind.choices if run.counts.get(value)}
+    drift = {str(label): run.counts[value] for value, label in ReconciliationRow.Kind.choices
+             if run.counts.get(value)}
     notify_hooks.reconciliation_finished(run, drift=drift)
     return run
 
@@ -204,7 +205,8 @@ def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str
     return counts
 
 
-def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str], now: datetime) -> list[int]:
+def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str],
+                   now: datetime) -> list[int]:
     """Record orphans here with the URL the server gives, linked to the asset that URL belongs to. The
     asset's primary handle is left as it is: a vendor handle becomes primary only of an asset without one."""
     if not orphans:
