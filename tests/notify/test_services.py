@@ -239,7 +239,7 @@ def test_a_reconciliation_that_found_drift_notifies_each_kind_by_its_label(commi
     run = repair_services.reconciliation_start(prefix=prefix, enqueue=False)
     commit(repair_services.reconciliation_finish, run.pk, counts={"missing": 2, "url_differs": 1, "in_sync": 7})
     notification = Notification.objects.get()
-    assert (notification.kind, notification.count) == (Kind.DRIFT, 3)
+    assert (notification.kind, notification.occurrences) == (Kind.DRIFT, 3)
     assert notification.subject == f"Reconciliation found 3 drifting handles under {prefix.prefix}"
     assert notification.details.splitlines()[:2] == ["2 × Missing on the server", "1 × URL differs"]
 
