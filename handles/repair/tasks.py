@@ -14,6 +14,15 @@ def enqueue_job(kind: str, job_id: int) -> None:
     tasks.enqueue_job_slice(kind, job_id)
 
 
+def enqueue_conflict_read(batch_id: int) -> None:
+    """Hand the reading of an import's conflicting handles from the server to the task queue (one short
+    task, not a job); called after the transaction that asked for it commits."""
+    from django_q.tasks import async_task
+
+    async_task("handles.repair.tasks.read_import_conflicts", batch_id, group="handles-repair",
+               task_name=f"import conflicts {batch_id}")
+
+
 def enqueue_request_ids(request_ids: list[int]) -> None:
     """Hand thousands of new requests to the queue in background chunks (handles.tasks)."""
     from handles import tasks
