@@ -208,7 +208,7 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
         fetcher.close()
     flush()
     if abandoned:
-        logger.warning("health check %s: %d check(s) abandoned at the end of a slice; the next slice "
+        logger.warning("health check %s: %d unfinished checks abandoned at the end of a slice; the next slice "
                        "checks them again", run.pk, abandoned)
     return recorded
 

@@ -54,7 +54,7 @@ def read_import_conflicts(batch_id: int) -> str:
 
     found = conflicts.read_server(batch_id)
     services.import_conflicts_record_server(batch_id, found)
-    return f"{len(found)} conflicting handle(s) read from the server"
+    return f"{counted(len(found), 'conflicting handle')} read from the server"
 
 
 def apply_import(batch_id: int) -> str:
@@ -92,4 +92,4 @@ def check_health_everywhere() -> str:
 
     pruned = health.prune_old_runs()
     run = services.health_start(filters={}, via="schedule")
-    return f"started health check #{run.pk}" + (f"; pruned the results of {pruned} old run(s)" if pruned else "")
+    return f"started health check #{run.pk}" + (f"; pruned the results of {counted(pruned, 'old run')}" if pruned else "")
