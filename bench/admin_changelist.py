@@ -14,6 +14,13 @@ primary-key lookup. Target: every search under 300 ms.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db.models import Model
+    from django.test import Client
+
 import argparse
 import importlib
 import os
@@ -66,7 +73,7 @@ def suffix_of(n: int) -> str:
     return "".join(chars)
 
 
-def _rows_for(model, rows):
+def _rows_for(model: type[Model], rows: Iterable[dict[str, Any]]) -> Iterator[tuple[list[str], list[Any]]]:
     """Complete rows in the model's column order: fields the generator does not set take their default."""
     from django.db.models import NOT_PROVIDED
 
@@ -85,7 +92,7 @@ def _rows_for(model, rows):
         yield columns, [row[a] if a in row else defaults[a] for a in attnames]
 
 
-def copy(model, rows) -> int:
+def copy(model: type[Model], rows: Iterable[dict[str, Any]]) -> int:
     from django.db import connection
 
     count = 0
@@ -127,7 +134,7 @@ def load(size: int) -> None:
     base = datetime(2021, 1, 1, tzinfo=UTC)
     span = 5 * 365 * 24 * 3600
 
-    def source_of(n: int):
+    def source_of(n: int) -> tuple[str, float, str]:
         x = (n * 7919) % 100
         return SOURCES[0] if x < 70 else SOURCES[1] if x < 90 else SOURCES[2]
 
@@ -162,7 +169,7 @@ def load(size: int) -> None:
         copy(Handle, (handle(n) for n in range(1, size + 1)))
         prefix_of = {p.pk: p.prefix for p in prefixes}
 
-        def requests():
+        def requests() -> Iterator[dict[str, Any]]:
             rid = 0
             for n in range(1, size + 1):
                 full = f"{prefix_of[prefixes[0 if n % 10 else 1].pk]}/{suffix_of(n)}"
@@ -204,7 +211,7 @@ def load(size: int) -> None:
     print(f"  built the search indexes and analysed in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def measure(client, url: str, repeat: int) -> dict:
+def measure(client: Client, url: str, repeat: int) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -225,15 +232,19 @@ def measure(client, url: str, repeat: int) -> dict:
             "rows": rows}
 
 
-def export_all(client) -> None:
+def export_all(client: Client) -> None:
     """The browse page's CSV export of all handles, streamed to nowhere: rows, seconds, peak memory."""
     import resource
+
+    from django.http import StreamingHttpResponse
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     first_byte = None
     lines = 0
-    for chunk in client.get("/browse/export.csv").streaming_content:
+    response = client.get("/browse/export.csv")
+    assert isinstance(response, StreamingHttpResponse), "the export is streamed"
+    for chunk in response.streaming_content:
         if first_byte is None:
             first_byte = time.perf_counter() - started
         lines += chunk.count(b"\n")

@@ -17,6 +17,12 @@ the machine allows at that moment (a busy 2-core machine cannot always reach the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.loopback_sites import LoopbackSites
+    from tests.simulator_process import SimulatorProcess
+
 import argparse
 import json
 import os
@@ -92,7 +98,7 @@ def child() -> None:
                       "error": run.error}))
 
 
-def setup(sites, hosts: int, per_host: int, data_dir: Path, sim) -> int:
+def setup(sites: LoopbackSites, hosts: int, per_host: int, data_dir: Path, sim: SimulatorProcess) -> int:
     import django
 
     django.setup()
@@ -114,7 +120,7 @@ def setup(sites, hosts: int, per_host: int, data_dir: Path, sim) -> int:
     return len(ours)
 
 
-def run_child(mode: str, args, env: dict) -> dict:
+def run_child(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     output = subprocess.run([sys.executable, "-m", "bench.health", "--child", mode, "--interval", str(args.interval)],
                             cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def simulator_server(tmp: Path):
+def simulator_server(tmp: Path) -> Iterator[Server]:
     from tests.simulator_process import SimulatorProcess
 
     with SimulatorProcess(tmp / "sim", prefixes=[PREFIX], secret=SECRET) as sim:
@@ -88,7 +89,7 @@ def simulator_server(tmp: Path):
 
 
 @contextmanager
-def real_server(dist: Path, tmp: Path):
+def real_server(dist: Path, tmp: Path) -> Iterator[Server]:
     folder = tmp / "real-handle-server"
     started = subprocess.run([str(dist / "start"), str(folder), *map(str, free_ports(2))], capture_output=True,
                              text=True, timeout=180)
@@ -102,7 +103,7 @@ def real_server(dist: Path, tmp: Path):
         subprocess.run([str(dist / "stop"), str(folder)], capture_output=True, timeout=120)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

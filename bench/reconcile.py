@@ -13,6 +13,12 @@ memory (VmHWM) is its own. Target: peak memory under 300 MB.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.simulator_process import SimulatorProcess
+
 import argparse
 import json
 import os
@@ -45,7 +51,7 @@ def url(i: int) -> str:
     return f"https://collections.example.edu/objects/{i}"
 
 
-def layout(n: int):
+def layout(n: int) -> tuple[Iterator[tuple[str, str]], list[tuple[str, str]]]:
     """The drift: 1% orphans (server only), 1% other URL on the server, 1% missing on the server."""
     server = ((f"{PREFIX}/H{i}", url(i) if i % 100 != 2 else url(i) + "?old") for i in range(n))
     ours = [(f"H{i}", url(i)) for i in range(n) if i % 100 != 1]
@@ -101,7 +107,7 @@ def run_child(mode: str, env: dict, sample: int = 0) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def setup(n: int, data_dir: Path, sim) -> None:
+def setup(n: int, data_dir: Path, sim: SimulatorProcess) -> None:
     import django
 
     django.setup()

@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from django.db import connection, transaction
-from django.db.models import Model, Value
-from django.db.models.expressions import RawSQL
+from django.db.models import Field, Model, Value
+from django.db.models.expressions import Expression, RawSQL
 from django.utils import timezone
 
 BULK_BATCH_SIZE = 2000
@@ -45,7 +45,7 @@ def insert_rows(model: type[Model], columns: list[str], rows: list[tuple]) -> li
     db = transaction.get_connection()
     if db.vendor != "postgresql":
         objects = [model(**dict(zip(names, (*row, *defaults), strict=True))) for row in rows]
-        model.objects.bulk_create(objects, batch_size=BULK_BATCH_SIZE)
+        model._default_manager.bulk_create(objects, batch_size=BULK_BATCH_SIZE)
         return [obj.pk for obj in objects]
     fields = {f.attname: f for f in meta.concrete_fields}
     column_list = ", ".join(db.ops.quote_name(fields[name].column) for name in [meta.pk.attname, *names])
@@ -70,9 +70,11 @@ def update_rows(objs: Sequence[Model], fields: list[str]) -> None:
 
 def _update_chunk(objs: Sequence[Model], fields: list[str]) -> None:
     model = type(objs[0])
-    values = {}
+    values: dict[str, Expression] = {}
     for name in fields:
         field = model._meta.get_field(name)
+        if not isinstance(field, Field):  # a reverse relation or a generic foreign key has no column
+            raise ValueError(f"{model.__name__}.{name} is not a column: update_rows saves columns only.")
         by_pk = {obj.pk: getattr(obj, field.attname) for obj in objs}
         if len(set(by_pk.values())) == 1:
             values[name] = Value(next(iter(by_pk.values())), output_field=field)

@@ -19,20 +19,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.contrib.admin.decorators import display as admin_display
 from django.db import models, transaction
-from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from handles.exceptions import HandleStateError
 from handles.labels import counted
-from handles.models import ErrorSignature, HandleRequest
+from handles.models import HandleRequest
 from handles.notify import hooks as notify_hooks
+from handles.selectors import commonest_error
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +97,6 @@ class Tally:
         return asdict(self)
 
 
-def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None:
-    """The most frequent error among the failed ones of these requests (compared with the handle's name,
-    quoted values and URLs taken out, so one outage is one error): one request's own words for it, and
-    how many requests it hit."""
-    failed = requests.filter(status=RStatus.ERROR).annotate(signature=ErrorSignature()).order_by()
-    top = failed.values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first()
-    if top is None:
-        return None
-    example = failed.filter(signature=top["signature"]).order_by("pk").values_list("error", flat=True).first()
-    return example or top["signature"], top["n"]
-
-
 def failure_summary(tally: Tally, requests: QuerySet[HandleRequest], *, noun: str = "change",
                     unpushed_note: str = "") -> str:
     """Why a settled job is incomplete, in words: how many of its changes failed and the commonest error."""
@@ -144,20 +133,24 @@ WAITING = (JobState.QUEUED, JobState.RUNNING)  # a runner may claim the job: it 
 VERIFYING, INCOMPLETE, DONE = JobState.VERIFYING, JobState.INCOMPLETE, JobState.DONE
 
 
+# The job model a kind of job or a runner works on (ImportBatch, RepairJob, BulkJob...).
+J = TypeVar("J", bound="Job")
+
+
 @dataclass(frozen=True)
-class JobKind:
+class JobKind(Generic[J]):
     """How one kind of job is verified: its rows, where its requests are, and what it records besides the
     tally (`record(job, tally)` sets fields and returns their names)."""
 
-    jobs: QuerySet
+    jobs: QuerySet[J]
     tally: Callable[[int], Tally]
     requests: Callable[[int], QuerySet[HandleRequest]]
     noun: str = "change"
     unpushed_note: str = ""
-    record: Callable[[models.Model, Tally], list[str]] = lambda job, tally: []
+    record: Callable[[J, Tally], list[str]] = lambda job, tally: []
 
 
-def settle_job(kind: JobKind, job_id: int) -> models.Model:
+def settle_job(kind: JobKind[J], job_id: int) -> J:
     """Count the job's requests by status (one GROUP BY) under the job's row lock, so two settles of one job
     run one after the other and the later one sees every finished request. Still under way: the tally
     moves the progress bar (verified of all). All finished: done, or incomplete with the reason."""
@@ -180,7 +173,7 @@ def settle_job(kind: JobKind, job_id: int) -> models.Model:
     return job
 
 
-def retry_failed(kind: JobKind, job_id: int, *, retry: Callable[[list[int]], int]) -> int:
+def retry_failed(kind: JobKind[Any], job_id: int, *, retry: Callable[[list[int]], int]) -> int:
     """Give a job's failed requests fresh attempts (`retry`, handles.services.requests_retry_bulk) and put the
     job back to verifying, in one transaction under its row lock: a settle in between cannot find it
     finished with nothing under way. Returns how many were retried."""
@@ -254,10 +247,12 @@ class Job(models.Model):
     class Meta:
         abstract = True
 
-    def _get_FIELD_display(self, field):  # noqa: N802 (Django's name): get_state_display() says state_label
+    # Django's name (noqa: N802): get_state_display(), which Django adds to each model, says state_label.
+    def _get_FIELD_display(self, field: models.Field[Any, Any]) -> str:  # noqa: N802
         if field.name == "state":
             return self.state_label
-        return super()._get_FIELD_display(field)
+        # django-stubs does not declare this private hook of Model, which every get_FOO_display() calls.
+        return super()._get_FIELD_display(field)  # type: ignore[misc]
 
     @property
     @admin_display(description="State", ordering="state")
@@ -278,43 +273,43 @@ class Job(models.Model):
 
 
 @dataclass(frozen=True)
-class Runner:
+class Runner(Generic[J]):
     """One kind of long work. `work(job, slice)` does one slice: it returns CONTINUE while work remains
     (checking slice.over() between units, after at least one), or, once the work is done, the job's new
     state (which it has saved itself, e.g. verifying or done)."""
 
     name: str
     label: str
-    model: type[models.Model]
-    work: Callable[[models.Model, Slice], str]
+    model: type[J]
+    work: Callable[[J, Slice], str]
     claimable: Q = Q(state__in=WAITING)  # the job waits for, or is in the middle of, its work
     budget: Callable[[], float] = lambda: settings.HANDLES_JOB_SLICE_SECONDS
     defer: tuple[str, ...] = ()  # fields a slice never needs (an import's file)
 
     @property
-    def jobs(self) -> QuerySet:
+    def jobs(self) -> QuerySet[J]:
         return self.model._default_manager.defer(*self.defer)
 
-    def state_of(self, job: models.Model) -> str:
+    def state_of(self, job: J) -> str:
         return job.state
 
 
-_runners: dict[str, Runner] = {}
+_runners: dict[str, Runner[Any]] = {}
 
 
-def register_runner(runner: Runner) -> None:
+def register_runner(runner: Runner[Any]) -> None:
     """Called from an app's ready(): the task, the sweep and `cancel_job` find the kind by its name."""
     _runners[runner.name] = runner
 
 
-def runner(name: str) -> Runner:
+def runner(name: str) -> Runner[Any]:
     try:
         return _runners[name]
     except KeyError:
         raise HandleStateError(f"Unknown kind of job {name!r}; known: {', '.join(sorted(_runners))}.") from None
 
 
-def runners() -> list[Runner]:
+def runners() -> list[Runner[Any]]:
     return list(_runners.values())
 
 
@@ -328,7 +323,7 @@ def lease_seconds() -> float:
 class Slice:
     """The running slice, as its work sees it."""
 
-    runner: Runner
+    runner: Runner[Any]
     job_id: int
     token: uuid.UUID
     deadline: float
@@ -353,13 +348,13 @@ class Slice:
         return self.runner.jobs.filter(pk=self.job_id, cancel_requested=True).exists()
 
 
-def _touch(runner: Runner, changes: dict[str, Any], now) -> dict[str, Any]:
+def _touch(runner: Runner[Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
     if any(f.name == "updated_at" for f in runner.model._meta.concrete_fields):
         changes["updated_at"] = now
     return changes
 
 
-def claim(runner: Runner, job_id: int, *, now=None) -> uuid.UUID | None:
+def claim(runner: Runner[Any], job_id: int, *, now: datetime | None = None) -> uuid.UUID | None:
     """Take the job's lease (a conditional UPDATE): only one task works on a job at a time, and a lease
     that ran out (a dead worker, a task killed at its timeout) can be taken by the next."""
     now = now or timezone.now()
@@ -372,19 +367,20 @@ def claim(runner: Runner, job_id: int, *, now=None) -> uuid.UUID | None:
     return token if taken else None
 
 
-def release(runner: Runner, job_id: int, token: uuid.UUID | None, **changes: Any) -> bool:
+def release(runner: Runner[Any], job_id: int, token: uuid.UUID | None, **changes: Any) -> bool:
     """Give up the lease, with whatever else changes (a final state)."""
     now = timezone.now()
     return bool(runner.jobs.filter(pk=job_id, lease_token=token).update(
         **_touch(runner, {"lease_token": None, "lease_until": None, **changes}, now)))
 
 
-def _end(runner: Runner, job_id: int, token: uuid.UUID | None, state: str, error: str = "", message: str = "") -> None:
+def _end(runner: Runner[Any], job_id: int, token: uuid.UUID | None, state: str, error: str = "",
+         message: str = "") -> None:
     changes: dict[str, Any] = {"state": state, "error": error, "finished_at": timezone.now(), "message": message}
     release(runner, job_id, token, **changes)
 
 
-def run_slice(runner: Runner, job_id: int, *, now=None) -> str:
+def run_slice(runner: Runner[Any], job_id: int, *, now: datetime | None = None) -> str:
     """One slice of a job: CONTINUE (the caller hands the rest to a new task), the job's state once its
     work is done (or cancelled, or failed), or BUSY (another task holds it, or it waits for nothing)."""
     token = claim(runner, job_id, now=now)
@@ -415,8 +411,8 @@ def run_slice(runner: Runner, job_id: int, *, now=None) -> str:
     return outcome
 
 
-def run_inline(runner: Runner, job_id: int, *, on_slice: Callable[[models.Model], None] | None = None,
-               poll: float = 1.0) -> models.Model:
+def run_inline(runner: Runner[J], job_id: int, *, on_slice: Callable[[J], None] | None = None,
+               poll: float = 1.0) -> J:
     """Every slice in this process (a command without --background, the tests), one after another. If a
     worker holds the job (the sweep handed it out), wait for that worker instead."""
     while True:
@@ -431,7 +427,7 @@ def run_inline(runner: Runner, job_id: int, *, on_slice: Callable[[models.Model]
         time.sleep(poll)
 
 
-def stalled(runner: Runner, *, now=None) -> list[int]:
+def stalled(runner: Runner[Any], *, now: datetime | None = None) -> list[int]:
     """Jobs to hand to a task again: a lease ran out (the worker died, or the task was killed at its
     timeout), or a job's task seems lost. A duplicate hand-over is harmless: one task holds the lease."""
     now = now or timezone.now()
@@ -441,11 +437,11 @@ def stalled(runner: Runner, *, now=None) -> list[int]:
     ).order_by("pk").values_list("pk", flat=True)[:100])
 
 
-def mark_enqueued(runner: Runner, job_ids: list[int]) -> None:
+def mark_enqueued(runner: Runner[Any], job_ids: list[int]) -> None:
     runner.jobs.filter(pk__in=job_ids).update(enqueued_at=timezone.now())
 
 
-def cancel(runner: Runner, job_id: int) -> models.Model:
+def cancel(runner: Runner[J], job_id: int) -> J:
     """Staff ask a job to stop: it stops at its next slice boundary (a job no task has started stops at
     once). What it already did stays done, and its page says so."""
     with transaction.atomic():
@@ -466,11 +462,12 @@ def cancel(runner: Runner, job_id: int) -> models.Model:
 
 
 # A job (re)started for new work: no lease, no checkpoint, no cancel request left from before.
-FRESH = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0, "cancel_requested": False}
+FRESH: dict[str, Any] = {"lease_token": None, "lease_until": None, "checkpoint": {}, "slice_attempts": 0,
+                         "cancel_requested": False}
 
 
-def wait(runner: Runner, job_id: int, *, timeout: float, poll: float = 1.0,
-         on_change: Callable[[models.Model], None] | None = None) -> models.Model:
+def wait(runner: Runner[J], job_id: int, *, timeout: float, poll: float = 1.0,
+         on_change: Callable[[J], None] | None = None) -> J:
     """Poll until the job's work ends (verifying is settled on the way: settling is idempotent)."""
     deadline = time.monotonic() + timeout
     shown = None

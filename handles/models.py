@@ -124,6 +124,9 @@ class Prefix(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not a column: set by the pages that show a failing prefix (how many queued requests wait for it).
+    waiting: int
+
     class Meta:
         ordering = ["prefix"]
         verbose_name_plural = "prefixes"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.paginator import EmptyPage, Paginator
+from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import connection
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
 from django.utils.functional import cached_property
@@ -44,7 +45,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def _capped(self) -> tuple[int, bool]:
-        return capped_count(self.object_list)
+        # Every list it pages is a queryset (the desk's and the admin's changelists).
+        return capped_count(cast(QuerySet[Any], self.object_list))
 
     @cached_property
     def count(self) -> int:
@@ -59,7 +61,7 @@ class CappedCountPaginator(Paginator):
     def count_limit(self) -> int:
         return self._capped[0]
 
-    def validate_number(self, number):
+    def validate_number(self, number: int | float | str) -> int:
         try:
             return super().validate_number(number)
         except EmptyPage:
@@ -67,12 +69,12 @@ class CappedCountPaginator(Paginator):
                 return int(number)
             raise
 
-    def page(self, number):
+    def page(self, number: int | str) -> Page[Any]:
         number = self.validate_number(number)
         if not self.count_capped:
             return super().page(number)
         bottom = (number - 1) * self.per_page
-        return self._get_page(self.object_list[bottom:bottom + self.per_page], number, self)
+        return Page(self.object_list[bottom:bottom + self.per_page], number, self)
 
 
 # --- Search ---------------------------------------------------------------------------------------
@@ -178,6 +180,18 @@ def failure_groups(requests: QuerySet, limit: int = 100) -> list[dict]:
         count=Count("pk"), handles=Count("handle_id", distinct=True), first=Min("finished_at"),
         last=Max("finished_at"), latest_id=Max("pk"),
     ).order_by("-count", "signature")[:limit])
+
+
+def commonest_error(requests: QuerySet[HandleRequest]) -> tuple[str, int] | None:
+    """The most frequent error among the failed ones of these requests (compared with the handle's name,
+    quoted values and URLs taken out, so one outage is one error): one request's own words for it, and
+    how many requests it hit."""
+    failed = requests.filter(status=HandleRequest.Status.ERROR).annotate(signature=ErrorSignature()).order_by()
+    top = failed.values("signature").annotate(n=Count("pk")).order_by("-n", "signature").first()
+    if top is None:
+        return None
+    example = failed.filter(signature=top["signature"]).order_by("pk").values_list("error", flat=True).first()
+    return example or top["signature"], top["n"]
 
 
 def with_signature(requests: QuerySet, signature: str) -> QuerySet:

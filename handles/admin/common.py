@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+from typing import NoReturn
 
 from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.forms import BaseForm
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -19,15 +21,15 @@ def badge(state: str, label: str, title: str = "") -> str:
     return format_html('<span class="hd-badge hd-{}" title="{}">{}</span>', state, title, label)
 
 
-def refuse(request: HttpRequest, reason: str) -> None:
+def refuse(request: HttpRequest, reason: str) -> NoReturn:
     """An invalid value of a list filter: the admin's convention (the list redirects to ?e=1), with why.
     The list never shows more rows than were asked for."""
     messages.error(request, f"The list's filter was refused: {reason}")
     raise IncorrectLookupParameters(reason)
 
 
-def form_problems(form) -> str:
-    return " ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+def form_problems(form: BaseForm) -> str:
+    return " ".join(f"{name}: {' '.join(map(str, errors))}" for name, errors in form.errors.items())
 
 
 def day_range(cleaned: dict) -> tuple:

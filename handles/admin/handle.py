@@ -9,13 +9,17 @@ register_handle_page_section: the core imports neither.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db.models import Expression, Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from handles import services
@@ -41,11 +45,11 @@ def register_handle_page_section(section: Callable[[Handle], dict]) -> None:
 
 
 class HandleChangeList(ChangeList):
-    def get_ordering(self, request, queryset):
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Expression | str]:
         """Sorting by handle uses the (prefix, suffix_key) unique index instead of sorting every row."""
-        expanded = []
+        expanded: list[Expression | str] = []
         for field in super().get_ordering(request, queryset):
-            if field in ("suffix_key", "-suffix_key"):
+            if isinstance(field, str) and field in ("suffix_key", "-suffix_key"):
                 expanded += [field.replace("suffix_key", "prefix_id"), field]
             else:
                 expanded.append(field)
@@ -79,13 +83,14 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                        "synced_version", "synced_at", "is_primary", "created_by", "created_at", "updated_at"]
     change_form_template = "admin/handles/handle/change_form.html"
 
-    def get_changelist(self, request, **kwargs):
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return HandleChangeList
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Handle]:
         return super().get_queryset(request).prefetch_related("asset")
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+                           ) -> tuple[QuerySet[Any], bool]:
         return handle_search(queryset, search_term), False
 
     # --- Columns ------------------------------------------------------------------------------------
@@ -122,16 +127,17 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("handles.add_handle")
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # rows are kept forever; "delete" removes the handle from the server
 
-    def get_actions(self, request):
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         if not may_change_handles(request):
             return {}
         return super().get_actions(request)
 
     # --- The handle page: fields, object tools, history ------------------------------------------------
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         handle = self.get_object(request, object_id)
         context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                    "show_delete": False, **(extra_context or {})}
@@ -156,7 +162,7 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         return context
 
     # --- Custom pages ---------------------------------------------------------------------------------
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         own = [
             path("<int:pk>/redirect/", wrap(self.redirect_view), name="handles_handle_redirect"),
@@ -168,11 +174,12 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         ]
         return own + super().get_urls()
 
-    def _page(self, request, template: str, title: str, **context) -> HttpResponse:
+    def _page(self, request: HttpRequest, template: str, title: str, **context: Any) -> HttpResponse:
         context = {**self.admin_site.each_context(request), "title": title, "opts": self.model._meta, **context}
         return render(request, template, context)
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Minting, in two steps: the preview names the exact handle (for a random suffix too), then the
         same suffix is minted. A taken or deleted suffix is refused with the service's message."""
         if not self.has_add_permission(request):
@@ -200,8 +207,8 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                                else None, exc.message)
         return self._page(request, "admin/handles/handle/mint.html", "Mint a handle", form=form, preview=preview)
 
-    def _handle_action(self, request: HttpRequest, pk: int, title: str, form_class, submit: str,
-                       run: Callable[[Handle, dict], HandleRequest], danger: bool = False,
+    def _handle_action(self, request: HttpRequest, pk: int, title: str, form_class: type[forms.Form],
+                       submit: str, run: Callable[[Handle, dict], HandleRequest], danger: bool = False,
                        note: str = "", initial: dict | None = None) -> HttpResponse:
         if not may_change_handles(request):
             raise PermissionDenied
@@ -220,33 +227,33 @@ class HandleAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         return self._page(request, "admin/handles/handle/action_form.html", f"{title} {handle}", form=form,
                           handle=handle, submit_label=submit, danger=danger, note=note)
 
-    def redirect_view(self, request, pk):
+    def redirect_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         # "Restore this earlier URL" on the history links here with ?target_url=...
         initial = {"target_url": request.GET.get("target_url", "")}
         return self._handle_action(request, pk, "Redirect", RedirectForm, "Redirect", lambda h, d: services.handle_redirect(
             handle=h, target_url=d["target_url"], actor=request.user), initial=initial,
             note="The handle will resolve to the new URL once the worker has pushed and read it back.")
 
-    def tombstone_view(self, request, pk):
+    def tombstone_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._handle_action(request, pk, "Tombstone", TombstoneForm, "Tombstone", lambda h, d: services.handle_tombstone(
             handle=h, reason=d["reason"], successor_url=d["successor_url"], actor=request.user), danger=True,
             note="The handle will keep resolving, to a public page that says it was withdrawn and why.")
 
-    def restore_view(self, request, pk):
+    def restore_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._handle_action(request, pk, "Restore", ConfirmForm, "Restore", lambda h, d: services.handle_restore(
             handle=h, actor=request.user), note="The handle will resolve to its target URL again.")
 
-    def delete_handle_view(self, request, pk):
+    def delete_handle_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._handle_action(request, pk, "Delete", ConfirmForm, "Delete from the Handle server",
                                    lambda h, d: services.handle_delete(handle=h, reason=d["reason"], actor=request.user),
                                    danger=True, note="The handle will stop resolving. Our record stays, and the "
                                    "suffix can never be minted again.")
 
-    def verify_view(self, request, pk):
+    def verify_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._handle_action(request, pk, "Verify", ConfirmForm, "Verify now", lambda h, d: services.handle_verify(
             handle=h, actor=request.user), note="Reads the Handle server's record and compares it with ours.")
 
-    def retry_view(self, request, pk):
+    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         def retry(handle: Handle, data: dict) -> HandleRequest:
             failures = list(open_failures_of(Handle.objects.filter(pk=handle.pk)))
             if not failures:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.admin import ModelAdmin
 from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -27,10 +30,10 @@ class SuperuserOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_superuser
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # a prefix with handles must never disappear
 
 
@@ -73,12 +76,12 @@ class PrefixAdmin(LabelledFieldsAdmin, SuperuserOnlyAdmin):
             return badge("in_sync", f"ok {when}")
         return badge("error", f"failed {when}", obj.last_contact_error)
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.prefix_save(prefix=obj)
 
     change_form_template = "admin/handles/prefix/change_form.html"
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         own = [path("<int:pk>/check-connection/", self.admin_site.admin_view(self.check_connection_view),
                     name="handles_prefix_check_connection")]
         return own + super().get_urls()
@@ -99,10 +102,10 @@ class SourceSystemFilter(admin.SimpleListFilter):
     title = "source system"
     parameter_name = "source_system"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[Any, str]]:
         return [(s, s) for s in source_systems()]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(source_system=self.value()) if self.value() else queryset
 
 
@@ -118,7 +121,7 @@ class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     ordering = ["-pk"]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Asset]:
         # A count per row shown, not a GROUP BY over every handle.
         handles = Handle.objects.filter(asset=OuterRef("pk")).order_by().values("asset").annotate(n=Count("pk"))
         return super().get_queryset(request).annotate(n_handles=Subquery(handles.values("n")))
@@ -126,11 +129,12 @@ class AssetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     @admin.display(description="Handles")
     def handle_count(self, obj: Asset) -> str:
         url = reverse("admin:handles_handle_changelist") + f"?q={obj.source_system}:{obj.external_id}"
-        return format_html('<a href="{}">{}</a>', url, obj.n_handles or 0)
+        handles = getattr(obj, "n_handles", None) or 0  # get_queryset() adds it
+        return format_html('<a href="{}">{}</a>', url, handles)
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.asset_save(asset=obj)
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # assets are marked deleted, never removed: their handles must keep their history
 

@@ -5,9 +5,15 @@ desk's (handles.desk.admin.request_log)."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import ModelAdmin
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -17,6 +23,9 @@ from handles.admin.common import badge, day_range, form_problems, may_change_han
 from handles.forms import DateRangeForm
 from handles.labels import LabelledFieldsAdmin, counted
 from handles.models import HandleRequest, Prefix
+
+if TYPE_CHECKING:
+    from django.contrib.admin.filters import _ListFilterChoices  # a TypedDict of the stubs only
 from handles.selectors import CappedCountPaginator, request_search, with_signature
 
 
@@ -24,13 +33,13 @@ class RequestPrefixFilter(admin.SimpleListFilter):
     title = "prefix"
     parameter_name = "prefix"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[Any, str]]:
         return [(str(p.pk), p.prefix) for p in Prefix.objects.order_by("prefix")]
 
     def has_output(self) -> bool:
         return self.value() is not None or super().has_output()
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         if not value:
             return queryset
@@ -47,13 +56,15 @@ class ErrorGroupFilter(admin.SimpleListFilter):
     title = "error group"
     parameter_name = "signature"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[Any, str]]:
         value = request.GET.get(self.parameter_name)
         return [(value, value[:80])] if value else []
 
-    def queryset(self, request, queryset):
-        return with_signature(queryset.filter(status=HandleRequest.Status.ERROR), self.value()) if self.value() \
-            else queryset
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        signature = self.value()
+        if not signature:
+            return queryset
+        return with_signature(queryset.filter(status=HandleRequest.Status.ERROR), signature)
 
 
 class RequestViaFilter(admin.SimpleListFilter):
@@ -62,11 +73,11 @@ class RequestViaFilter(admin.SimpleListFilter):
     title = "made by"
     parameter_name = "via"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[Any, str]]:
         value = request.GET.get(self.parameter_name)
         return [(value, value[:80])] if value else []
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(requested_via=self.value()) if self.value() else queryset
 
 
@@ -77,7 +88,8 @@ class RequestDateFilter(admin.ListFilter):
     template = "admin/desk/date_filter.html"
     parameters = ("since", "until")
 
-    def __init__(self, request, params, model, model_admin):
+    def __init__(self, request: HttpRequest, params: dict[str, Any], model: type[Model],
+                 model_admin: ModelAdmin[Any]) -> None:
         super().__init__(request, params, model, model_admin)
         for name in self.parameters:
             if name in params:
@@ -88,10 +100,10 @@ class RequestDateFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self):
+    def expected_parameters(self) -> list[str | None]:
         return list(self.parameters)
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if not self.form.is_bound:
             return queryset
         if not self.form.is_valid():
@@ -103,7 +115,7 @@ class RequestDateFilter(admin.ListFilter):
             queryset = queryset.filter(created_at__lt=until)
         return queryset
 
-    def choices(self, changelist):
+    def choices(self, changelist: ChangeList) -> Iterator[_ListFilterChoices]:
         today = timezone.localdate()
         links = [("Any date", {}), ("Today", {"since": today}),
                  ("Past 7 days", {"since": today - datetime.timedelta(days=6)}),
@@ -135,7 +147,7 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
                        "to_status", "reason", "status_badge", "attempts", "max_attempts", "next_attempt_at",
                        "handle_version", "pushed_version", "requested_by", "requested_via", "idempotency_key",
                        "created_at", "started_at", "finished_at", "server_output", "server_error", "error"]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     @admin.display(description="Error")
     def short_error(self, obj: HandleRequest) -> str:
@@ -155,25 +167,26 @@ class HandleRequestAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         who = obj.requested_by.get_username() if obj.requested_by else ""
         return " ".join(filter(None, [who, f"({obj.requested_via})" if obj.requested_via else ""]))
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+                           ) -> tuple[QuerySet[Any], bool]:
         return request_search(queryset, search_term), False
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # the request log is kept forever
 
-    def get_actions(self, request):
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         if not may_change_handles(request):
             return {}
         return super().get_actions(request)
 
     @admin.action(description="Cancel selected queued requests (they end in error, unsent)")
-    def cancel_selected(self, request, queryset):
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         ids = list(queryset.filter(status=HandleRequest.Status.QUEUED).values_list("pk", flat=True)
                    [:settings.HANDLES_DESK_INLINE_LIMIT])
         cancelled = services.requests_cancel(request_ids=ids, actor=request.user)

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, NoReturn, Protocol
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
@@ -46,7 +46,7 @@ class NamedPrefix(Protocol):
 @dataclass(frozen=True)
 class Caller:
     token: ApiToken | None
-    user: AbstractBaseUser | None
+    user: User | None
     can_write: bool
     prefix_ids: frozenset[int] | None  # None: every prefix
 

@@ -202,6 +202,8 @@ IdempotencyKey = Annotated[str | None, PlainValidator(_idempotency_key), WithJso
 
 
 # --- Inputs ---------------------------------------------------------------------------------------
+# The field types are made by functions (text(), whole_number(), documented()), which pydantic reads and a type
+# checker cannot: each field that uses one says `# type: ignore[valid-type]` for that reason.
 class Strict(BaseModel):
     """Refuses the keys it does not know (typos such as "URL"), beside the other problems it finds.
 

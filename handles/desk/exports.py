@@ -8,7 +8,8 @@ server-side cursor open between batches, and sends its first bytes at once.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -69,11 +70,11 @@ HANDLE_COLUMNS = ["handle", "resolver_url", "target_url", "status", "sync", "syn
                   "successor_url", "tombstoned_at", "created_at", "updated_at", "synced_at"]
 
 
-def _when(value) -> str:
+def _when(value: datetime | None) -> str:
     return timezone.localtime(value).isoformat(timespec="seconds") if value else ""
 
 
-def handle_rows(queryset: QuerySet) -> Iterator[list[object]]:
+def handle_rows(queryset: QuerySet) -> Iterator[Sequence[object]]:
     yield HANDLE_COLUMNS
     rows = with_health(queryset.select_related("prefix", "asset"))
     for handle in keyset(rows):
@@ -100,7 +101,7 @@ def handles_csv(queryset: QuerySet) -> StreamingHttpResponse:
 JOB_COLUMNS = ["handle", "outcome", "message", "before", "after", "request_id", "request_status", "request_error"]
 
 
-def job_report_rows(job: BulkJob) -> Iterator[list[object]]:
+def job_report_rows(job: BulkJob) -> Iterator[Sequence[object]]:
     """One line per handle the job touched, with what became of its request since."""
     yield JOB_COLUMNS
     for item in keyset(job.items.select_related("request")):

@@ -113,7 +113,7 @@ def _search(value: str) -> str:
 
 def _by_id(model: type[Model], noun: str, code: str) -> Callable[[str], Model]:
     def clean(value: str) -> Model:
-        found = model.objects.filter(pk=int(value)).first() if ROW_ID.match(value) else None
+        found = model._default_manager.filter(pk=int(value)).first() if ROW_ID.match(value) else None
         if found is None:
             raise Refused(code, f"There is no {noun} with id {value!r}.")
         return found

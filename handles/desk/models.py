@@ -76,7 +76,9 @@ class BulkJob(Job):
     selection = models.JSONField(default=dict, blank=True,
                                  help_text='Which objects: {"ids": [...]} or {"filters": {...}} (the list filters).')
     description = models.CharField(max_length=500, blank=True, help_text="The selection, in words.")
-    progress_total = models.PositiveIntegerField(null=True, blank=True, help_text="Counted when the job starts.")
+    # Unlike the other jobs, null until the job starts and counts its selection (Job declares it not null).
+    progress_total = models.PositiveIntegerField(  # type: ignore[assignment]
+        null=True, blank=True, help_text="Counted when the job starts.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

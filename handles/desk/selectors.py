@@ -151,10 +151,11 @@ def health_of(handle: Handle) -> Health:
     """A handle's sync state from the with_health() annotations (or, without them, a few queries)."""
     if not hasattr(handle, "health_latest"):
         handle = with_health(Handle.objects.filter(pk=handle.pk)).get()
-    latest = handle.health_latest or {}
+    # with_health()'s annotations, which the model does not declare.
+    latest = getattr(handle, "health_latest", None) or {}
     if isinstance(latest, str):  # SQLite returns the JSON object as text
         latest = json.loads(latest)
-    if handle.health_unfinished:
+    if getattr(handle, "health_unfinished", False):
         return Health(SyncState.PENDING, "A request is queued or running.")
     if latest.get("status") == RStatus.ERROR:
         error = latest.get("error") or "The latest request failed."

@@ -22,7 +22,6 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
@@ -38,16 +37,12 @@ from handles.desk.models import BulkJob, BulkJobItem, Collection
 from handles.exceptions import HandleServiceError, HandleStateError
 from handles.models import Handle, HandleRequest
 from handles.selectors import failed_requests, open_failures_of, with_signature
+from handles.services.common import User, user_of
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = BulkJob.Kind
 Outcome = BulkJobItem.Outcome
 JState = jobs.JobState
-
-
-def _user(actor: User) -> AbstractBaseUser | None:
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 # --- Collections ----------------------------------------------------------------------------------
@@ -91,7 +86,11 @@ def _apply(kind: str, obj: Handle | HandleRequest, parameters: dict[str, Any], a
     """Run one service for one object. A refusal (the handle's state does not allow it) is `skipped`;
     invalid input (e.g. the rewritten URL is not a valid URL) is `failed`. Either leaves it unchanged."""
     if kind == Kind.RETRY:
+        if not isinstance(obj, HandleRequest):
+            raise HandleServiceError("Only a request can be retried.", code="invalid_kind")
         return ItemResult(Outcome.OK, request=handle_services.request_retry(request=obj, actor=actor))
+    if not isinstance(obj, Handle):
+        raise HandleServiceError(f"A {kind} job acts on handles, not requests.", code="invalid_kind")
     if kind == Kind.REDIRECT_RULE:
         # Read the URL under the row lock the service is about to take, so the rule rewrites what is there now.
         current = Handle.objects.select_for_update().get(pk=obj.pk).target_url
@@ -161,6 +160,7 @@ def selection_queryset(*, kind: str, selection: dict[str, Any], parameters: dict
     """The objects a job works on, re-read chunk by chunk as the job goes (keyset on the primary key)."""
     if kind == Kind.RETRY:
         return _request_selection(selection)
+    handles: QuerySet[Handle]
     if "ids" in selection:
         handles = Handle.objects.filter(pk__in=selection["ids"])
     else:
@@ -214,7 +214,7 @@ def bulk_job_create(*, kind: str, selection: dict[str, Any], parameters: dict[st
         except InvalidFilter as exc:  # never a job over more handles than were asked for
             raise HandleServiceError(str(exc), code="invalid_selection") from None
     job = BulkJob(kind=kind, selection=selection, parameters=parameters, description=description[:500],
-                  created_by=_user(actor))
+                  created_by=user_of(actor))
     try:
         job.full_clean()
     except ValidationError as exc:

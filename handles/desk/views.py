@@ -7,8 +7,11 @@ handles costs what page 1 costs. Access needs only the handles.view_handle permi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
@@ -24,7 +27,7 @@ PAGE_SIZE = 50
 CURSORS = ("after", "before")
 
 
-def _reader(view):
+def _reader(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """Logged in, with permission to view handles; GET only."""
     return login_required(permission_required("handles.view_handle", raise_exception=True)(require_GET(view)))
 
@@ -74,7 +77,7 @@ def browse(request: HttpRequest) -> HttpResponse:
 
 
 @_reader
-def export(request: HttpRequest) -> StreamingHttpResponse:
+def export(request: HttpRequest) -> HttpResponseBadRequest | StreamingHttpResponse:
     """The browse list's current filter as CSV, streamed: a million rows in bounded memory."""
     try:
         selection = BROWSE.parse(request.GET)  # the whole selection: a page position would be ignored

@@ -122,7 +122,8 @@ class SubscriptionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
             notification = services.test_send(actor=user, endpoints=endpoints)
             count = notification.deliveries.count()
             level = messages.SUCCESS if count else messages.WARNING
-            self.message_user(request, f"Test sent: {count} delivery(ies); their outcome is in the delivery log."
+            self.message_user(request, f"Test sent: {counted(count, 'delivery', 'deliveries')}; their outcome is in "
+                              "the delivery log."
                               if count else "Nothing to send to: give yourself an email address or a subscription.",
                               level)
             return HttpResponseRedirect(reverse("admin:handles_notify_notification_change", args=[notification.pk]))
@@ -252,7 +253,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.action(description="Send again (a fresh set of attempts)", permissions=["send"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = services.deliveries_retry(delivery_ids=queryset.values_list("pk", flat=True))
-        self.message_user(request, f"{count} delivery(ies) will be sent again.")
+        self.message_user(request, f"{counted(count, 'delivery', 'deliveries')} will be sent again.")
 
 
 @admin.register(WatchdogRun)

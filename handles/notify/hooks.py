@@ -52,18 +52,15 @@ def requests_failed(requests: Iterable[Any]) -> None:
 
 
 @never_raises
-def reconciliation_finished(run: Any) -> None:
-    """A reconciliation ended (handles.repair.services): drift found, or the run failed."""
+def reconciliation_finished(run: Any, *, drift: dict[str, int]) -> None:
+    """A reconciliation ended (handles.repair.services): drift found, or the run failed. `drift`: how many
+    handles drift in each way the run found, by the way's label (repair knows its kinds; notify does not)."""
     prefix = run.prefix
     url = services.admin_url("admin:handles_repair_reconciliationrun_change", run.pk)
     if run.error:
         services.emit(Kind.JOB, prefix=prefix, subject=f"Reconciliation of {prefix.prefix} failed",
                       details=f"{run.error}\n\n{url}")
         return
-    from handles.repair.models import ReconciliationRow
-
-    drift = {label: run.counts.get(value, 0) for value, label in ReconciliationRow.Kind.choices
-             if run.counts.get(value, 0)}
     if drift:
         total = sum(drift.values())
         lines = [f"{count} × {label}" for label, count in drift.items()]
@@ -72,30 +69,27 @@ def reconciliation_finished(run: Any) -> None:
 
 
 @never_raises
-def health_run_finished(run: Any) -> None:
+def health_run_finished(run: Any, *, previous: Any | None, watched: dict[str, str]) -> None:
     """A resolution health check ended (handles.repair.services): it failed, its share of correct handles
-    dropped by more than HANDLES_NOTIFY_HEALTH_DROP against the previous run over the same selection, or
-    it found more broken or wrong-object handles than that run."""
-    from handles.repair.models import HealthOutcome, HealthRun, JobState
-
+    dropped by more than HANDLES_NOTIFY_HEALTH_DROP against `previous` (the last finished run over the same
+    selection; None: nothing to compare with), or it found more handles of a `watched` outcome than that run
+    (outcome -> how to say it, e.g. "broken"). Repair hands over these facts: notify knows none of its models."""
     url = services.admin_url("admin:handles_repair_healthrun_change", run.pk)
     prefix_ids = run.filters.get("prefix_ids") or []
     prefix = int(prefix_ids[0]) if len(prefix_ids) == 1 else None
     if run.error:
         services.emit(Kind.JOB, prefix=prefix, subject=f"{run} failed", details=f"{run.error}\n\n{url}")
         return
-    previous = (HealthRun.objects.filter(state=JobState.DONE, filters=run.filters, pk__lt=run.pk)
-                .order_by("-pk").first())
     if previous is None:
         return
     problems = []
     now_share, before_share = run.share_correct, previous.share_correct
     if now_share is not None and before_share is not None and before_share - now_share > settings.HANDLES_NOTIFY_HEALTH_DROP:
         problems.append(f"The share of correctly resolving handles fell from {before_share:.1%} to {now_share:.1%}.")
-    for outcome in (HealthOutcome.BROKEN, HealthOutcome.WRONG_OBJECT):
+    for outcome, words in watched.items():
         more = run.counts.get(outcome, 0) - previous.counts.get(outcome, 0)
         if more > 0:
-            problems.append(f"{more} more {outcome.label.lower()} {'handle' if more == 1 else 'handles'} than {previous} "
+            problems.append(f"{more} more {words} {'handle' if more == 1 else 'handles'} than {previous} "
                             f"({run.counts.get(outcome, 0)} now).")
     if problems:
         services.emit(Kind.HEALTH, prefix=prefix, subject=f"{run}: resolution health got worse",

@@ -33,6 +33,7 @@ from handles.notify.models import (
     WatchdogRun,
     WebhookEndpoint,
 )
+from handles.selectors import commonest_error
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -186,8 +187,6 @@ def digests_make(*, now: datetime | None = None) -> int:
 
 
 def _digest_text(events: list[Notification], prefix_id: int | None) -> dict[str, str]:
-    from handles.jobs import commonest_error
-
     total = sum(e.occurrences for e in events)
     prefix = Prefix.objects.filter(pk=prefix_id).values_list("prefix", flat=True).first() if prefix_id else None
     where = f" under {prefix}" if prefix else ""

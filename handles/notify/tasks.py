@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
+from handles.labels import counted
+
 
 def enqueue_delivery(delivery_id: int) -> None:
     async_task("handles.notify.tasks.deliver", delivery_id, group="notify", task_name=f"notify delivery {delivery_id}")
@@ -29,7 +31,7 @@ def notify_sweep() -> str:
     due = services.deliveries_due()
     for delivery_id in due:
         enqueue_delivery(delivery_id)
-    return f"{digests} digest(s), {len(due)} delivery(ies) handed out"
+    return f"{counted(digests, 'digest')}, {counted(len(due), 'delivery', 'deliveries')} handed out"
 
 
 def watchdog_all() -> str:
@@ -41,7 +43,7 @@ def watchdog_all() -> str:
     for pk in pks:
         async_task("handles.notify.tasks.watch_prefix", pk, group="watchdog", task_name=f"watchdog prefix {pk}")
     pruned = services.watchdog_prune()
-    return f"watching {len(pks)} prefix(es); {pruned} old run(s) pruned"
+    return f"watching {counted(len(pks), 'prefix', 'prefixes')}; {counted(pruned, 'old run')} pruned"
 
 
 def watch_prefix(prefix_id: int) -> str:

@@ -115,9 +115,9 @@ def requests_claim_batch(limit: int, *, now: datetime | None = None, among: list
         due = HandleRequest.objects.due(now)
         if among is not None:
             due = due.filter(pk__in=among)
-        due = list(due.order_by("pk").values_list("pk", "handle_id")[:4 * limit])
-        heads = heads_of({handle_id for _, handle_id in due})
-        candidates = [pk for pk, handle_id in due if heads.get(handle_id) == pk]
+        oldest = list(due.order_by("pk").values_list("pk", "handle_id")[:4 * limit])
+        heads = heads_of({handle_id for _, handle_id in oldest})
+        candidates = [pk for pk, handle_id in oldest if heads.get(handle_id) == pk]
         locked = list(HandleRequest.objects.filter(pk__in=candidates).select_related("handle__prefix")
                       .select_for_update(of=("handle",), skip_locked=True).order_by("pk")[:limit])
         # The head test ran before the locks: check again now that the handles are ours.

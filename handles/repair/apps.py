@@ -1,7 +1,14 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from django.apps import AppConfig
 
+if TYPE_CHECKING:
+    from handles.models import Handle
 
-def _checks_section(handle) -> dict:
+
+def _checks_section(handle: Handle) -> dict[str, Any]:
     """A handle's page shows its resolution checks (the core's admin asks, it does not import us)."""
     from handles.repair.selectors import check_history
 

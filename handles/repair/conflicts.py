@@ -55,13 +55,16 @@ def read_server(batch_id: int) -> dict[tuple[int, str], tuple[str, str]]:
     prefixes = {}
     for group in conflict_groups(batch_id):
         row = group.rows[0]
+        if row.prefix_id is None:  # not so: file_conflicts() keeps the lines of one of our prefixes only
+            continue
+        key = (row.prefix_id, row.suffix_key)
         if row.prefix_id not in prefixes:
             prefixes[row.prefix_id] = client_for(Prefix.objects.get(pk=row.prefix_id).server_config())
         try:
             url, _ = prefixes[row.prefix_id].get_url(row.handle_text)
-            found[(row.prefix_id, row.suffix_key)] = (url or "", "" if url else "The server's record has no URL.")
+            found[key] = (url or "", "" if url else "The server's record has no URL.")
         except HandleNotFound:
-            found[(row.prefix_id, row.suffix_key)] = ("", NOT_ON_SERVER)
+            found[key] = ("", NOT_ON_SERVER)
         except HandleServerError as exc:
-            found[(row.prefix_id, row.suffix_key)] = ("", f"Could not be read from the server: {exc}"[:300])
+            found[key] = ("", f"Could not be read from the server: {exc}"[:300])
     return found

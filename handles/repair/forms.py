@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 
 from handles.models import Handle, Prefix
 from handles.repair.models import (
@@ -34,7 +37,7 @@ class UploadForm(forms.Form):
     encoding = forms.ChoiceField(choices=ImportPreset.Encoding.choices, initial=ImportPreset.Encoding.UTF8)
     delimiter = forms.ChoiceField(choices=ImportPreset.Delimiter.choices, initial=ImportPreset.Delimiter.AUTO)
 
-    def clean_file(self):
+    def clean_file(self) -> UploadedFile:
         upload = self.cleaned_data["file"]
         if upload.size > settings.HANDLES_IMPORT_MAX_BYTES:
             raise forms.ValidationError(f"The file is {upload.size:,} bytes; at most "
@@ -58,7 +61,8 @@ class ImportPresetForm(forms.ModelForm):
 class MappingForm(forms.Form):
     """Which column of this file is which of our fields; choices are the file's own column names."""
 
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), required=False,
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), required=False,  # type: ignore[assignment]
                                     help_text="For lines that give only a suffix. Its URL template is used "
                                     "when no column gives the target URL.")
     source_system = forms.CharField(max_length=64, required=False,
@@ -71,7 +75,7 @@ class MappingForm(forms.Form):
     save_preset_as = forms.CharField(max_length=100, required=False,
                                      help_text="Optional: save this mapping as a preset under this name.")
 
-    def __init__(self, *args, header: list[str], **kwargs) -> None:
+    def __init__(self, *args: Any, header: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         choices = [("", "(not in this file)")] + [(name, name) for name in header if name]
         for name in reversed(MAPPING_FIELDS):
@@ -89,7 +93,8 @@ class MappingForm(forms.Form):
 
 
 class ReconcileForm(forms.Form):
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ModelChoiceField(queryset=Prefix.objects.all(), empty_label=None)  # type: ignore[assignment]
 
 
 class RepairForm(forms.Form):
@@ -99,8 +104,9 @@ class RepairForm(forms.Form):
                                       widget=forms.CheckboxSelectMultiple)
     rows = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         try:
             data["row_ids"] = [int(pk) for pk in (data.get("rows") or "").split(",") if pk.strip()]
         except ValueError:
@@ -139,8 +145,9 @@ class HealthResultsFilter(forms.Form):
 
     run = forms.IntegerField(required=False, min_value=1, label="Health check #")
     outcome = forms.ChoiceField(required=False, choices=[("", "Not correct (all)"), *HealthOutcome.choices])
-    prefix = forms.ModelChoiceField(queryset=Prefix.objects.order_by("prefix"), required=False,
-                                    empty_label="Any prefix")
+    # A field named prefix: the stubs take it for BaseForm.prefix (the metaclass leaves that one alone).
+    prefix = forms.ModelChoiceField(  # type: ignore[assignment]
+        queryset=Prefix.objects.order_by("prefix"), required=False, empty_label="Any prefix")
     source = forms.CharField(required=False, max_length=64, label="Source system")
     origin = forms.ChoiceField(required=False, choices=ORIGINS, label="Vendor or legacy")
     page = forms.IntegerField(required=False, min_value=1)
@@ -148,7 +155,7 @@ class HealthResultsFilter(forms.Form):
     def clean_source(self) -> str:
         return self.cleaned_data["source"].strip().lower()
 
-    def clean_run(self):
+    def clean_run(self) -> int | None:
         run_id = self.cleaned_data["run"]
         if run_id and not HealthRun.objects.filter(pk=run_id).exists():
             raise forms.ValidationError(f"There is no health check #{run_id}.")
@@ -164,10 +171,10 @@ class HealthResultsFilter(forms.Form):
 class IdsField(forms.MultipleChoiceField):
     """Row ids ticked in a list: any positive integers (the service decides what each may be)."""
 
-    def valid_value(self, value) -> bool:
+    def valid_value(self, value: Any) -> bool:
         return str(value).isdigit() and len(str(value)) < 19
 
-    def clean(self, value) -> list[int]:
+    def clean(self, value: Any) -> list[int]:
         return [int(v) for v in super().clean(value)]
 
 
@@ -181,8 +188,9 @@ class HealthRepairForm(forms.Form):
     handles = IdsField(required=False)
     all_matching = forms.BooleanField(required=False)
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if not cleaned.get("handles") and not cleaned.get("all_matching"):
             raise forms.ValidationError("Choose the handles to act on (or all that match the filters).")
         return cleaned

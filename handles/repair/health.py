@@ -20,10 +20,11 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, QuerySet
@@ -153,7 +154,7 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
 
     lead = 0.0  # how long a check asks the Handle server before it asks the target's host (recent peak)
 
-    def collect(futures) -> None:
+    def collect(futures: Iterable[Future[Probe]]) -> None:
         nonlocal lead
         for future in futures:
             host, handle = in_flight.pop(future)
@@ -207,7 +208,7 @@ def check_slice(run: HealthRun, *, budget_seconds: float) -> int:
         fetcher.close()
     flush()
     if abandoned:
-        logger.warning("health check %s: %d check(s) abandoned at the end of a slice; the next slice "
+        logger.warning("health check %s: %d unfinished checks abandoned at the end of a slice; the next slice "
                        "checks them again", run.pk, abandoned)
     return recorded
 
@@ -293,7 +294,7 @@ def run_slice(run: HealthRun, work: jobs.Slice) -> str:
 RUNNER = jobs.Runner(name="health", label="health check", model=HealthRun, work=run_slice)
 
 
-def _check_row(handle: Handle, verdict: Verdict, run_id: int, now) -> HandleCheck:
+def _check_row(handle: Handle, verdict: Verdict, run_id: int, now: datetime) -> HandleCheck:
     fetch = verdict.fetch
     return HandleCheck(
         handle_id=handle.pk, run_id=run_id, checked_at=now, outcome=verdict.outcome,
@@ -361,6 +362,7 @@ def classify(handle: Handle, found: Probe, *, title_check: bool = False) -> Verd
         return Verdict(HealthOutcome.TIMEOUT, "The resolver did not answer in time, after retries.")
     if found.problem:
         return Verdict(HealthOutcome.BROKEN, found.problem)
+    assert found.fetch is not None, "a probe without a problem has fetched the target (probe())"
     verdict = _classify(handle, found.server_url, found.fetch, title_check)
     verdict.server_url, verdict.fetch = found.server_url, found.fetch
     return verdict

@@ -111,7 +111,7 @@ def screen(url: str, *, allow_private: bool) -> Screening:
     except (socket.gaierror, UnicodeError) as exc:
         return Screening(f"The host {parts.hostname} does not resolve ({exc}).")
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address.is_global:
             return Screening(f"{parts.hostname} is a private or local address ({address}); such targets are not "
                              "requested (HANDLES_HEALTH_ALLOW_PRIVATE allows them).", refused=True)

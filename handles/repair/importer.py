@@ -137,7 +137,7 @@ class _RowReader:
                 return verdict.invalid(f"The {name.replace('_', ' ')} cell {value[:40]!r} looks like a spreadsheet "
                                        "formula; it was not imported.")
         prefix, suffix, error = self._name(cell)
-        if error:
+        if prefix is None:  # and error says why
             return verdict.invalid(error)
         verdict.prefix_id, verdict.suffix, verdict.suffix_key = prefix.pk, suffix, ascii_upper(suffix)
         verdict.handle_text = f"{prefix.prefix}/{suffix}"
@@ -296,7 +296,7 @@ def _with_records(chunk: list[Verdict]) -> list[Verdict]:
     """Decide new / same / conflict for the lines the file itself did not decide."""
     by_prefix: dict[int, list[Verdict]] = {}
     for verdict in chunk:
-        if not verdict.outcome:
+        if not verdict.outcome and verdict.prefix_id is not None:  # undecided lines all have their prefix
             by_prefix.setdefault(verdict.prefix_id, []).append(verdict)
     for prefix_id, verdicts in by_prefix.items():
         existing = {row[1]: row for row in Handle.objects.filter(

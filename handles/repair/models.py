@@ -70,7 +70,7 @@ class ImportPreset(models.Model):
         return {name: getattr(self, f"{name}_column") for name in MAPPING_FIELDS}
 
 
-IMPORT_LABELS = {JobState.VERIFYING: "Applied; waiting for the server to confirm each handle",
+IMPORT_LABELS: dict[str, str] = {JobState.VERIFYING: "Applied; waiting for the server to confirm each handle",
                  JobState.INCOMPLETE: "Applied; some handles failed on the server"}
 
 
@@ -123,8 +123,9 @@ class ImportBatch(Job):
         if self.state in (JobState.QUEUED, JobState.RUNNING):
             return "Dry run in progress" if self.step == self.Step.ANALYSE else "Applying"
         if self.state == JobState.DONE:
-            return {self.Step.UPLOAD: "Uploaded: map the columns",
-                    self.Step.ANALYSE: "Dry run done: review and apply"}.get(self.step, "Applied and verified on the server")
+            done: dict[str, str] = {self.Step.UPLOAD: "Uploaded: map the columns",
+                                    self.Step.ANALYSE: "Dry run done: review and apply"}
+            return done.get(self.step, "Applied and verified on the server")
         return IMPORT_LABELS.get(self.state) or super().state_label
 
     @property

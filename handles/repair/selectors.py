@@ -7,6 +7,7 @@ counts) and `latest_health()` (the last finished health check and the current sh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
@@ -72,6 +73,12 @@ class HealthSummary:
         """The change in the share resolving correctly since the run before (the trend's last step)."""
         before = self.previous.share_correct if self.previous else None
         return self.share_correct - before if before is not None and self.share_correct is not None else None
+
+
+def previous_health_run(run: HealthRun) -> HealthRun | None:
+    """The last finished health check over the same selection before this one: what it is compared with."""
+    earlier = HealthRun.objects.filter(state=JobState.DONE, filters=run.filters, pk__lt=run.pk)
+    return earlier.order_by("-pk").first()
 
 
 def whole_runs() -> QuerySet[HealthRun]:
@@ -211,7 +218,7 @@ def import_requests(batch_id: int) -> QuerySet[HandleRequest]:
                                         .values("request_id"))
 
 
-def reconcile_schedule():
+def reconcile_schedule() -> Any:  # a django_q Schedule or None (django-q2 has no types)
     """The django-q2 schedule that reconciles every prefix nightly (made by migration), if still there."""
     from django_q.models import Schedule
 
@@ -219,7 +226,7 @@ def reconcile_schedule():
 
 
 # --- Reconciliation and repair -------------------------------------------------------------------------
-REPAIR_ACTIONS = {
+REPAIR_ACTIONS: dict[str, str] = {
     Kind.MISSING: "Create it on the server with our URL",
     Kind.URL_DIFFERS: "Update the server's URL to ours",
     Kind.TOMBSTONE_DRIFT: "Point it at its tombstone page",

@@ -14,6 +14,15 @@ def enqueue_job(kind: str, job_id: int) -> None:
     tasks.enqueue_job_slice(kind, job_id)
 
 
+def enqueue_conflict_read(batch_id: int) -> None:
+    """Hand the reading of an import's conflicting handles from the server to the task queue (one short
+    task, not a job); called after the transaction that asked for it commits."""
+    from django_q.tasks import async_task
+
+    async_task("handles.repair.tasks.read_import_conflicts", batch_id, group="handles-repair",
+               task_name=f"import conflicts {batch_id}")
+
+
 def enqueue_request_ids(request_ids: list[int]) -> None:
     """Hand thousands of new requests to the queue in background chunks (handles.tasks)."""
     from handles import tasks
@@ -45,7 +54,7 @@ def read_import_conflicts(batch_id: int) -> str:
 
     found = conflicts.read_server(batch_id)
     services.import_conflicts_record_server(batch_id, found)
-    return f"{len(found)} conflicting handle(s) read from the server"
+    return f"{counted(len(found), 'conflicting handle')} read from the server"
 
 
 def apply_import(batch_id: int) -> str:
@@ -83,4 +92,4 @@ def check_health_everywhere() -> str:
 
     pruned = health.prune_old_runs()
     run = services.health_start(filters={}, via="schedule")
-    return f"started health check #{run.pk}" + (f"; pruned the results of {pruned} old run(s)" if pruned else "")
+    return f"started health check #{run.pk}" + (f"; pruned the results of {counted(pruned, 'old run')}" if pruned else "")

@@ -10,6 +10,7 @@ background chunks; the minute sweep is the safety net for any id never handed ov
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from django.conf import settings
@@ -100,7 +101,7 @@ def handles_import_bulk(*, items: list[ImportItem], adopt: bool, actor: User = N
             names = ", ".join(h.full_handle for h in taken.select_related("prefix")[:3]) or "a handle"
             raise HandleExists(f"Since the dry run, {names} was created here by someone else. Nothing was "
                                "applied: run the dry run again.") from exc
-        request_ids: list[int | None] = [None] * len(chunk)
+        request_ids: Sequence[int | None] = [None] * len(chunk)
         if adopt:
             request_ids = insert_rows(
                 HandleRequest, ["handle_id", "op", "action", "full_handle", "url", "to_status", "reason",

@@ -4,7 +4,8 @@ version bump, and the HandleRequest that records a change and is handed to the q
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.utils import timezone
@@ -13,15 +14,19 @@ from handles.exceptions import HandleServiceError
 from handles.models import Handle, HandleRequest
 from handles.outbox import handover
 
-User = AbstractBaseUser | AnonymousUser | None
+# Who acts on a service: a request's user (the project's User, or AnonymousUser), or nobody (a command).
+User = AuthUser | AnonymousUser | None
 Op = HandleRequest.Op
 Action = HandleRequest.Action
 RStatus = HandleRequest.Status
 HStatus = Handle.Status
 
 
-def user_of(actor: User) -> AbstractBaseUser | None:
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+def user_of(actor: User) -> AuthUser | None:
+    """The user a change records as its author: nobody for an anonymous visitor or no actor."""
+    if actor is None or isinstance(actor, AnonymousUser) or not actor.is_authenticated:
+        return None
+    return actor
 
 
 def validation_error(exc: ValidationError) -> HandleServiceError:

@@ -233,3 +233,16 @@ def test_a_failed_reconciliation_notifies_as_a_failed_job(commit, prefix):
     commit(repair_services.reconciliation_finish, run.pk, counts={}, error="The server's listing failed")
     notification = Notification.objects.get()
     assert (notification.kind, notification.subject) == (Kind.JOB, f"Reconciliation of {prefix.prefix} failed")
+
+
+def test_a_reconciliation_that_found_drift_notifies_each_kind_by_its_label(commit, prefix):
+    run = repair_services.reconciliation_start(prefix=prefix, enqueue=False)
+    commit(repair_services.reconciliation_finish, run.pk, counts={"missing": 2, "url_differs": 1, "in_sync": 7})
+    notification = Notification.objects.get()
+    assert (notification.kind, notification.occurrences) == (Kind.DRIFT, 3)
+    assert notification.subject == f"Reconciliation found 3 drifting handles under {prefix.prefix}"
+    assert notification.details.splitlines()[:2] == ["2 × Missing on the server", "1 × URL differs"]
+
+
+def test_the_sweep_counts_in_words():
+    assert tasks.notify_sweep() == "0 digests, 0 deliveries handed out"

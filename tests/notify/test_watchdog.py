@@ -90,7 +90,7 @@ def test_the_watchdog_command_prints_each_check_and_fails_when_one_fails(registe
     assert out.startswith(f"{registered.prefix}: green") and "[pass] the global registry sends the prefix" in out
     registered.secret_env_var = "HANDLE_SECRET_NOT_SET"
     registered.save()
-    with pytest.raises(CommandError, match="1 prefix"):
+    with pytest.raises(CommandError, match="^1 prefix failing.$"):
         call_command("watchdog")
     assert "[FAIL] our credentials authenticate" in capsys.readouterr().out
     with pytest.raises(CommandError, match="No such prefix: 1.2"):

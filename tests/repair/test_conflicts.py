@@ -141,3 +141,24 @@ def test_the_grinnell_reports_two_conflicts_are_listed(grinnell_prefix, staff_cl
     assert all(len(g.rows) == 2 and g.rows[0].external_id != g.rows[1].external_id for g in groups)
     page = staff_client.get(reverse("admin:handles_repair_importbatch_conflicts", args=[batch.pk]))
     assert b"11084/1749071023" in page.content and b"not read yet" in page.content
+
+
+def test_reading_the_server_again_hands_one_task_to_the_queue(conflicted, grinnell_live, staff_client, monkeypatch,
+                                                             django_capture_on_commit_callbacks):
+    """The conflicts page's "read the server again": the read is one task, handed over once the POST commits
+    (it once went through the job hand-over with arguments that no longer fit and failed on commit)."""
+    from handles.repair import tasks
+
+    path, pages = conflicted
+    batch = _analysed(path, grinnell_live)
+    conflicting = ImportRow.objects.filter(batch=batch, outcome=ImportRow.Outcome.CONFLICT)
+    conflicting.update(server_url="")
+    queued = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda func, *args, **kwargs: queued.append((func, args)))
+    url = reverse("admin:handles_repair_importbatch_conflicts", args=[batch.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(url, {"_read_server": "1"})
+    assert response.status_code == 302
+    assert queued == [("handles.repair.tasks.read_import_conflicts", (batch.pk,))]
+    assert tasks.read_import_conflicts(batch.pk).startswith("1 conflicting handle")
+    assert set(conflicting.values_list("server_url", flat=True)) == {pages["222"]}

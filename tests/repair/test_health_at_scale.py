@@ -135,7 +135,7 @@ def test_the_schedule_prunes_before_it_starts_a_run(grinnell_prefix, settings, d
         run = HealthRun.objects.create(state="done", progress_total=1, counts={"correct": 1})
         HandleCheck.objects.create(run=run, handle=handle, checked_at=run.created_at, outcome="correct")
     with django_capture_on_commit_callbacks(execute=False):
-        assert "pruned the results of 2 old run(s)" in tasks.check_health_everywhere()
+        assert "pruned the results of 2 old runs" in tasks.check_health_everywhere()
     assert HandleCheck.objects.count() == 1
 
 

@@ -5,9 +5,12 @@ page). It extends the core's HandleAdmin and registers itself in its place."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import ModelAdmin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.db.models import QuerySet
@@ -53,15 +56,17 @@ class DeskListFilter(admin.SimpleListFilter):
     """A list filter that is one filter of DESK, so the admin list, the browse pages, CSV exports and bulk
     jobs select exactly the same handles for the same query string."""
 
+    parameter_name: str  # every subclass names its parameter
+
     def has_output(self) -> bool:
         # With a value given, the filter must run even when it offers no choice (no collection yet):
         # the admin would otherwise drop the parameter and list every handle.
         return self.value() is not None or super().has_output()
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[Any, str]]:
         return DESK.choices(self.parameter_name)
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return _selected(request, queryset, {self.parameter_name: value}) if value else queryset
 
@@ -89,7 +94,8 @@ class DeskHandleAdmin(HandleAdmin):
     actions = ["verify_selected", "retry_selected", "redirect_rule_selected", "tombstone_selected",
                "restore_selected", "delete_selected_handles"]
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # The export and browse links carry the list's filters only: /browse/ refuses the admin's own
         # parameters (sorting, page), as it refuses any parameter it does not know.
         try:
@@ -101,10 +107,11 @@ class DeskHandleAdmin(HandleAdmin):
             return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
         return super().changelist_view(request, {"filter_query": query, **(extra_context or {})})
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Handle]:
         return with_health(super().get_queryset(request))
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+                           ) -> tuple[QuerySet[Any], bool]:
         return _selected(request, queryset, {"q": search_term}), False
 
     @admin.display(description="Sync")
@@ -186,8 +193,9 @@ class DeskHandleAdmin(HandleAdmin):
         if len(refused) > 10:
             self.message_user(request, f"… and {len(refused) - 10} more.", messages.WARNING)
 
-    def _confirm(self, request: HttpRequest, queryset: QuerySet, action: str, verb: str, form,
-                 template: str = "admin/handles/handle/confirm_selection.html", **context) -> HttpResponse:
+    def _confirm(self, request: HttpRequest, queryset: QuerySet[Handle], action: str, verb: str,
+                 form: forms.Form, template: str = "admin/handles/handle/confirm_selection.html",
+                 **context: Any) -> HttpResponse:
         ids = selection_ids(queryset)
         count = len(ids)
         return self._page(
@@ -198,20 +206,20 @@ class DeskHandleAdmin(HandleAdmin):
             inline_limit=settings.HANDLES_DESK_INLINE_LIMIT, **context)
 
     @admin.action(description="Verify selected handles against the server now")
-    def verify_selected(self, request, queryset):
+    def verify_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         return self._run(request, queryset, Kind.VERIFY, "Verify")
 
     @admin.action(description="Retry the failed requests of selected handles")
-    def retry_selected(self, request, queryset):
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         return self._run(request, queryset, Kind.RETRY, "Retry", objects=open_failures_of(queryset)
                          .select_related("handle__prefix"))
 
     @admin.action(description="Restore selected tombstoned handles")
-    def restore_selected(self, request, queryset):
+    def restore_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         return self._run(request, queryset, Kind.RESTORE, "Restore")
 
     @admin.action(description="Redirect selected handles by find and replace…")
-    def redirect_rule_selected(self, request, queryset):
+    def redirect_rule_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         bound = any(step in request.POST for step in ("_preview", "confirm", "_edit"))
         form = RedirectRuleForm(request.POST if bound else None)
         if bound and "_edit" not in request.POST and form.is_valid():
@@ -229,7 +237,7 @@ class DeskHandleAdmin(HandleAdmin):
                              template="admin/handles/handle/redirect_rule.html", examples=None)
 
     @admin.action(description="Tombstone selected handles…")
-    def tombstone_selected(self, request, queryset):
+    def tombstone_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         form = TombstoneForm(request.POST if "confirm" in request.POST else None)
         changed = self._preview_changed(request, queryset) if form.is_bound and form.is_valid() else ""
         if form.is_bound and form.is_valid() and not changed:
@@ -237,7 +245,7 @@ class DeskHandleAdmin(HandleAdmin):
         return self._confirm(request, queryset, "tombstone_selected", "Tombstone", form, changed=changed)
 
     @admin.action(description="Delete selected handles from the Handle server…")
-    def delete_selected_handles(self, request, queryset):
+    def delete_selected_handles(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         form = ConfirmForm(request.POST if "confirm" in request.POST else None)
         changed = self._preview_changed(request, queryset) if form.is_bound and form.is_valid() else ""
         if form.is_bound and form.is_valid() and not changed:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.db.models import Model, QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
@@ -59,7 +68,7 @@ class BulkJobAdmin(admin.ModelAdmin):
     readonly_fields = ["kind", "description", "parameters", "state", "progress_total", "progress_done", "succeeded",
                        "skipped", "failed", "verification", "error", "created_by", "created_at", "started_at",
                        "finished_at"]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     @admin.display(description="Progress")
     def progress(self, obj: BulkJob) -> str:
@@ -69,13 +78,14 @@ class BulkJobAdmin(admin.ModelAdmin):
         total = obj.progress_total if obj.progress_total is not None else "?"
         return format_html('<progress max="100" value="{}"></progress> {} / {}', obj.percent, obj.progress_done, total)
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are started by the handle list's actions
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # a job's report is part of the history
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         job = self.get_object(request, object_id)
         context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                    "show_delete": False, **(extra_context or {})}
@@ -90,7 +100,7 @@ class BulkJobAdmin(admin.ModelAdmin):
             )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/status/", wrap(self.status_view), name="handles_desk_bulkjob_status"),
@@ -150,12 +160,12 @@ class CollectionAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     def browse_link(self, obj: Collection) -> str:
         return format_html('<a href="{}?collection={}">browse</a>', reverse("desk:browse"), obj.pk)
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.collection_save(collection=obj)
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
         services.collection_delete(collection=obj)
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for collection in queryset:
             services.collection_delete(collection=collection)

@@ -4,13 +4,15 @@ and registers itself in its place."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from handles.admin import HandleRequestAdmin
@@ -33,7 +35,7 @@ class DeskHandleRequestAdmin(HandleRequestAdmin):
     actions = ["retry_selected", *HandleRequestAdmin.actions]
 
     @admin.action(description="Retry selected failed requests")
-    def retry_selected(self, request, queryset):
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         failed = queryset.filter(status=HandleRequest.Status.ERROR)
         _, too_many = capped_count(failed, settings.HANDLES_DESK_INLINE_LIMIT)
         if not too_many:
@@ -57,7 +59,7 @@ class DeskHandleRequestAdmin(HandleRequestAdmin):
         return HttpResponseRedirect(job.get_absolute_url())
 
     # --- Failures grouped by error ----------------------------------------------------------------------
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("failures/", wrap(self.failures_view), name="handles_handlerequest_failures"),
@@ -65,7 +67,7 @@ class DeskHandleRequestAdmin(HandleRequestAdmin):
                  name="handles_handlerequest_retry_group"),
         ] + super().get_urls()
 
-    def _failures(self, params) -> tuple[QuerySet | None, DateRangeForm, str]:
+    def _failures(self, params: QueryDict) -> tuple[QuerySet[HandleRequest] | None, DateRangeForm, str]:
         """The failed requests the page's filters select, or None (and the form's errors) when a filter
         is invalid: never all failures in place of the ones asked for."""
         form = DateRangeForm(params)

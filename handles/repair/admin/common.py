@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model
+from django.forms import BaseForm
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -15,6 +20,7 @@ from django.http import (
 from django.shortcuts import render
 from django.urls import reverse
 
+from handles import jobs
 from handles.admin_log import log_desk_action
 from handles.exceptions import HandleServiceError
 from handles.labels import counted
@@ -33,7 +39,7 @@ def require_write(request: HttpRequest) -> None:
         raise PermissionDenied
 
 
-def job_status(job) -> JsonResponse:
+def job_status(job: jobs.Job) -> JsonResponse:
     """The JSON the progress bars poll: state, done/total, percent, counts, message, error. While an import
     or repair is verifying, done/total are its requests verified on the server of all it queued, and
     `verification` tallies them by status; `finished` is false until it is applied/done or incomplete."""
@@ -45,7 +51,8 @@ def job_status(job) -> JsonResponse:
     })
 
 
-def retry_failed_requests(model_admin: admin.ModelAdmin, request: HttpRequest, retry, **job) -> None:
+def retry_failed_requests(model_admin: admin.ModelAdmin[Any], request: HttpRequest, retry: Callable[..., int],
+                          **job: Any) -> None:
     """Retry the failed requests of an import or repair, and say what happened."""
     try:
         retried = retry(actor=request.user, **job)
@@ -57,13 +64,13 @@ def retry_failed_requests(model_admin: admin.ModelAdmin, request: HttpRequest, r
                                           "the server.", messages.SUCCESS)
 
 
-def bad_filter(form) -> HttpResponse:
+def bad_filter(form: BaseForm) -> HttpResponse:
     """A filter value that is not one of its choices: 400 with the reason, never a wider list."""
-    problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+    problems = "; ".join(f"{name}: {' '.join(map(str, errors))}" for name, errors in form.errors.items())
     return HttpResponseBadRequest(f"Bad filter: {problems}", content_type="text/plain; charset=utf-8")
 
 
-def csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
+def csv_response(filename: str, header: list[str], rows: Iterable[Iterable[object]]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
@@ -72,22 +79,22 @@ def csv_response(filename: str, header: list[str], rows) -> StreamingHttpRespons
 class ReadOnlyJobAdmin(admin.ModelAdmin):
     """Jobs are started from their own forms and never edited or deleted by hand."""
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     def _require_view(self, request: HttpRequest) -> None:
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
 
-    def _page(self, request: HttpRequest, template: str, title: str, **context) -> HttpResponse:
+    def _page(self, request: HttpRequest, template: str, title: str, **context: Any) -> HttpResponse:
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title,
                    "may_write": may_write(request), **context}
         return render(request, f"admin/handles_repair/{template}", context)
 
-    def _cancel(self, request: HttpRequest, kind: str, pk: int, back: str, *back_args) -> HttpResponse:
+    def _cancel(self, request: HttpRequest, kind: str, pk: int, back: str, *back_args: Any) -> HttpResponse:
         """Staff stop a job; it stops at the end of the slice under way, and its page says so."""
         require_write(request)
         if request.method == "POST":

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
@@ -45,10 +49,10 @@ from handles.repair.trend import trend_svg
 class HealthRunAdmin(ReadOnlyJobAdmin):
     """The changelist is the health page: shares, trend, failing handles, and the form to check again."""
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return may_write(request)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_healthrun_status"),
@@ -56,10 +60,11 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
             path("<int:pk>/cancel/", wrap(self.cancel_view), name="handles_repair_healthrun_cancel"),
         ] + super().get_urls()
 
-    def cancel_view(self, request, pk):
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._cancel(request, "health", pk, "admin:handles_repair_healthrun_change")
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """The health page: a run's results filtered (by outcome, prefix, source system, vendor or legacy),
         with the handles chosen there repaired or verified through the queue."""
         self._require_view(request)
@@ -88,13 +93,14 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
                           query=urlencode(filters.as_params()), repair_form=HealthRepairForm(),
                           handle_list_query=urlencode({"health": data["outcome"]}) if data["outcome"] else "")
 
-    def _repair(self, request: HttpRequest, results, run) -> HttpResponse:
+    def _repair(self, request: HttpRequest, results: QuerySet[HandleCheck] | None, run: HealthRun | None
+                ) -> HttpResponse:
         back = HttpResponseRedirect(request.get_full_path())
         form = HealthRepairForm(request.POST)
         if results is None or not form.is_valid():
             for error in form.errors.get("__all__", []) or (["There are no health results to act on."]
                                                             if results is None else ["Choose an action."]):
-                self.message_user(request, error, messages.ERROR)
+                self.message_user(request, str(error), messages.ERROR)
             return back
         chosen = results if form.cleaned_data["all_matching"] else results.filter(
             handle_id__in=form.cleaned_data["handles"])
@@ -109,10 +115,12 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
                                        "server (see each handle's history).", messages.SUCCESS)
         return back
 
-    def add_view(self, request, form_url="", extra_context=None):
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         return HttpResponseRedirect(reverse("admin:handles_repair_healthrun_changelist"))
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         self._require_view(request)
         run = get_object_or_404(HealthRun, pk=object_id)
         checks = HandleCheck.objects.filter(run=run).failing().select_related("handle__prefix", "handle__asset")
@@ -120,11 +128,11 @@ class HealthRunAdmin(ReadOnlyJobAdmin):
         return self._page(request, "health_run.html", str(run), run=run, page=page,
                           outcomes=[(o, label, run.counts.get(o, 0)) for o, label in HealthOutcome.choices])
 
-    def status_view(self, request, pk):
+    def status_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         self._require_view(request)
         return job_status(get_object_or_404(HealthRun, pk=pk))
 
-    def failing_csv_view(self, request):
+    def failing_csv_view(self, request: HttpRequest) -> HttpResponseBase:
         """The health page's list as CSV: the same filters (a run's results not resolving correctly)."""
         self._require_view(request)
         filters = HealthResultsFilter(request.GET)
@@ -159,20 +167,20 @@ class HandleCheckAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:handles_handle_change", args=[obj.handle_id]),
                            obj.handle.full_handle)
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def get_actions(self, request):
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return super().get_actions(request) if may_write(request) else {}
 
     @admin.action(description="Check the selected handles again")
-    def recheck_selected(self, request, queryset):
+    def recheck_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         run = services.health_start(filters={"handle_ids": list(queryset.order_by().values_list("handle_id", flat=True)
                                                                   .distinct()[:10000])},
                                     actor=request.user)

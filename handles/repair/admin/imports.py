@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import (
+    HttpRequest,
+    HttpResponse,
     HttpResponseRedirect,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from handles import services as core
 from handles.admin_log import ADDITION, log_desk_action
@@ -51,7 +56,7 @@ class ImportPresetAdmin(LabelledFieldsAdmin, admin.ModelAdmin):
     list_display = ["name", "handle_column", "external_id_column", "url_column", "prefix", "source_system", "mode"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.preset_save(preset=obj, actor=request.user)  # the form has checked the template
 
 
@@ -68,10 +73,10 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             return "—"
         return ", ".join(f"{counts.get(o, 0):,} {o}" for o in ImportRow.Outcome.values if counts.get(o))
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return may_write(request)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_importbatch_status"),
@@ -85,10 +90,11 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             path("<int:pk>/conflicts/", wrap(self.conflicts_view), name="handles_repair_importbatch_conflicts"),
         ] + super().get_urls()
 
-    def cancel_view(self, request, pk):
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._cancel(request, "import", pk, "admin:handles_repair_importbatch_change")
 
-    def add_view(self, request, form_url="", extra_context=None):
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Step 1: upload. A file whose header cannot be read is refused here, with the reason."""
         require_write(request)
         form = UploadForm(request.POST or None, request.FILES or None)
@@ -105,7 +111,8 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                 return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[batch.pk]))
         return self._page(request, "import_upload.html", "Import handles from a CSV file", form=form)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Step 2: map the columns and run the dry run; step 3: review the report and apply."""
         self._require_view(request)
         batch = get_object_or_404(ImportBatch.objects.select_related("prefix", "preset"), pk=object_id)
@@ -142,11 +149,11 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             verification=batch.verification if batch.applied_at else None, mapping_fields=MAPPING_FIELDS,
         )
 
-    def status_view(self, request, pk):
+    def status_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         self._require_view(request)
         return job_status(get_object_or_404(ImportBatch, pk=pk))
 
-    def report_view(self, request, pk):
+    def report_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         self._require_view(request)
         batch = get_object_or_404(ImportBatch, pk=pk)
         rows = batch.rows.order_by("line").values_list("line", "handle_text", "outcome", "reason", "target_url",
@@ -155,7 +162,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                                                                "source_system", "external_id", "title", "vendor",
                                                                "primary"], rows.iterator(chunk_size=5000))
 
-    def apply_view(self, request, pk):
+    def apply_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         require_write(request)
         batch = get_object_or_404(ImportBatch, pk=pk)
         if request.method == "POST":
@@ -167,7 +174,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                 log_desk_action(request, [batch], "Applied.")
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
 
-    def continue_push_view(self, request, pk):
+    def continue_push_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         require_write(request)
         batch = get_object_or_404(ImportBatch, pk=pk)
         if request.method == "POST":
@@ -179,7 +186,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                 log_desk_action(request, [batch], "Continued pushing.")
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
 
-    def conflicts_view(self, request, pk):
+    def conflicts_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """Handles the file cites for several records: both records, where the server resolves the handle
         now, and the choice of the record that keeps it (the others flagged, or given new handles)."""
         self._require_view(request)
@@ -194,7 +201,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
             elif not form.is_valid():
                 for errors in form.errors.values():
                     for error in errors:
-                        self.message_user(request, error, messages.ERROR)
+                        self.message_user(request, str(error), messages.ERROR)
             else:
                 try:
                     services.import_conflict_resolve(batch=batch, keep_row_id=form.cleaned_data["keep"],
@@ -208,7 +215,7 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
         return self._page(request, "import_conflicts.html", f"Conflicts of {batch}", batch=batch,
                           groups=conflict_groups(batch.pk))
 
-    def retry_failed_view(self, request, pk):
+    def retry_failed_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         require_write(request)
         batch = get_object_or_404(ImportBatch.objects.defer("content"), pk=pk)
         if request.method == "POST":
@@ -225,26 +232,27 @@ class AssetWithSeveralHandlesAdmin(admin.ModelAdmin):
     search_fields = ["external_id", "title"]
     show_full_result_count = False
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AssetWithSeveralHandles]:
         return (super().get_queryset(request).annotate(handle_count=Count("handles"))
                 .filter(handle_count__gt=1).annotate(primaries=Count("handles", filter=Q(handles__is_primary=True))))
 
     @admin.display(description="Handles", ordering="handle_count")
-    def handle_count(self, obj) -> int:
+    def handle_count(self, obj: Any) -> int:
         return obj.handle_count
 
     @admin.display(description="Primary handle")
-    def primary_handle(self, obj) -> str:
+    def primary_handle(self, obj: Any) -> str:
         primary = obj.handles.filter(is_primary=True).select_related("prefix").first()
         return primary.full_handle if primary else "— choose one"
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """The asset's handles, primary first, vendor ones flagged; staff choose the primary."""
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied

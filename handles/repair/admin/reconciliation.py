@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.http import (
+    HttpRequest,
+    HttpResponse,
     HttpResponseRedirect,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from handles.admin_log import ADDITION, log_desk_action
 from handles.exceptions import HandleServiceError
@@ -48,10 +53,10 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
     def drift_display(self, obj: ReconciliationRun) -> int:
         return obj.drift
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return may_write(request)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/status.json", wrap(self.status_view), name="handles_repair_reconciliationrun_status"),
@@ -64,14 +69,15 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
             path("repair-cancel/<int:pk>/", wrap(self.repair_cancel_view), name="handles_repair_repairjob_cancel"),
         ] + super().get_urls()
 
-    def cancel_view(self, request, pk):
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         return self._cancel(request, "reconcile", pk, "admin:handles_repair_reconciliationrun_change")
 
-    def repair_cancel_view(self, request, pk):
+    def repair_cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         job = get_object_or_404(RepairJob, pk=pk)
         return self._cancel(request, "repair", pk, "admin:handles_repair_reconciliationrun_change", job.run_id)
 
-    def add_view(self, request, form_url="", extra_context=None):
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
         require_write(request)
         form = ReconcileForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -81,7 +87,8 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         return self._page(request, "reconcile_start.html", "Reconcile a prefix with its Handle server", form=form,
                           latest=selectors.latest_reconciliations(), schedule=selectors.reconcile_schedule())
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         self._require_view(request)
         run = get_object_or_404(ReconciliationRun.objects.select_related("prefix"), pk=object_id)
         kind = request.GET.get("kind", "")
@@ -94,29 +101,29 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
                           repairs=run.repairs.select_related("created_by")[:10],
                           verification=selectors.repair_verification(run))
 
-    def status_view(self, request, pk):
+    def status_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         self._require_view(request)
         return job_status(get_object_or_404(ReconciliationRun, pk=pk))
 
-    def repair_status_view(self, request, pk):
+    def repair_status_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         self._require_view(request)
         return job_status(get_object_or_404(RepairJob, pk=pk))
 
-    def repair_retry_view(self, request, pk):
+    def repair_retry_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         require_write(request)
         job = get_object_or_404(RepairJob, pk=pk)
         if request.method == "POST":
             retry_failed_requests(self, request, services.repair_job_retry_failed, job=job)
         return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[job.run_id]))
 
-    def repair_view(self, request, pk):
+    def repair_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """Repairs: a dry run first (what would be queued), then the same choice confirmed."""
         require_write(request)
         run = get_object_or_404(ReconciliationRun.objects.select_related("prefix"), pk=pk)
         form = RepairForm(request.POST or None)
         if request.method != "POST" or not form.is_valid():
             for error in form.errors.get("__all__", []):
-                self.message_user(request, error, messages.ERROR)
+                self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:handles_repair_reconciliationrun_change", args=[pk]))
         kinds, row_ids = form.cleaned_data["kinds"], form.cleaned_data["row_ids"]
         if "confirm" in request.POST:
@@ -133,7 +140,7 @@ class ReconciliationRunAdmin(ReadOnlyJobAdmin):
         return self._page(request, "repair_plan.html", f"Repair: dry run for {run}", run=run, plan=plan,
                           kinds=kinds, rows=",".join(map(str, row_ids)))
 
-    def rows_csv_view(self, request, pk):
+    def rows_csv_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         self._require_view(request)
         run = get_object_or_404(ReconciliationRun, pk=pk)
         rows = run.rows.order_by("kind", "pk").values_list("kind", "full_handle", "server_url", "our_url", "vendor",

@@ -6,7 +6,6 @@ import logging
 from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,19 +13,20 @@ from handles import services as core
 from handles.exceptions import HandleServiceError
 from handles.models import Handle, HandleRequest
 from handles.notify import hooks as notify_hooks
-from handles.repair import tasks
+from handles.repair import selectors, tasks
 from handles.repair.models import (
     NOT_ON_SERVER,
     HandleCheck,
+    HealthOutcome,
     HealthRun,
     ImportBatch,
     JobState,
     ReconciliationRow,
 )
-from handles.repair.services.common import CHUNK, _user
+from handles.repair.services.common import CHUNK
+from handles.services.common import User, user_of
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
@@ -42,7 +42,7 @@ def health_start(*, filters: dict[str, Any], actor: User = None, via: str = "adm
     unknown = set(filters) - set(HEALTH_FILTERS)
     if unknown:
         raise HandleServiceError(f"Unknown health check filter {sorted(unknown)[0]!r}.", code="invalid_filter")
-    run = HealthRun.objects.create(filters=filters, created_by=_user(actor), requested_via=via,
+    run = HealthRun.objects.create(filters=filters, created_by=user_of(actor), requested_via=via,
                                    message="Waiting for a worker" if enqueue else "Starting",
                                    enqueued_at=timezone.now())
     if enqueue:
@@ -108,5 +108,9 @@ def health_finish(run_id: int, *, counts: dict[str, int], error: str = "") -> He
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts, error=error,
         message="" if error else "Done")
     run = HealthRun.objects.get(pk=run_id)
-    notify_hooks.health_run_finished(run)
+    # The outcomes whose growth staff hear of, in the words of the notification.
+    watched = {outcome.value: outcome.label.lower()
+               for outcome in (HealthOutcome.BROKEN, HealthOutcome.WRONG_OBJECT)}
+    notify_hooks.health_run_finished(run, previous=None if error else selectors.previous_health_run(run),
+                                     watched=watched)
     return run

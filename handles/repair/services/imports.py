@@ -7,7 +7,6 @@ import logging
 from functools import partial
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -36,14 +35,13 @@ from handles.repair.services.common import (
     _internal_error,
     _record_verification,
     _retry,
-    _user,
     chunked,
     job_progress,
 )
+from handles.services.common import User, user_of
 from handles.validators import ascii_upper
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
@@ -56,7 +54,7 @@ def preset_save(*, preset: ImportPreset, actor: User = None) -> ImportPreset:
         raise HandleServiceError(problem, code="invalid_template")
     preset.source_system = preset.source_system.strip().lower()
     if preset.created_by_id is None:
-        preset.created_by = _user(actor)
+        preset.created_by = user_of(actor)
     preset.full_clean()
     preset.save()
     return preset
@@ -91,7 +89,7 @@ def import_batch_create(*, file_name: str, content: bytes, encoding: str = "utf-
         mapping={k: v for k, v in mapping.items() if v in csv_layout.header},
         prefix=preset.prefix if preset else None, source_system=preset.source_system if preset else "",
         url_template=preset.url_template if preset else "", mode=preset.mode if preset else ImportMode.ADOPT,
-        preset=preset, created_by=_user(actor), requested_via=via,
+        preset=preset, created_by=user_of(actor), requested_via=via,
     )
 
 
@@ -228,7 +226,7 @@ def import_batch_start_apply(*, batch: ImportBatch, actor: User = None) -> Impor
                                  "finished dry run.", code="invalid_state")
     batch.step, batch.state, batch.error, batch.message = Step.APPLY, JobState.QUEUED, "", "Waiting for a worker"
     batch.progress_done = batch.progress_total = 0  # one transaction: no steps to count until it commits
-    batch.created_by = batch.created_by or _user(actor)
+    batch.created_by = batch.created_by or user_of(actor)
     batch.finished_at = None
     for field, value in jobs.FRESH.items():
         setattr(batch, field, value)
@@ -395,7 +393,7 @@ def import_conflicts_record_server(batch_id: int, found: dict[tuple[int, str], t
 @transaction.atomic
 def import_conflict_start_read(*, batch: ImportBatch) -> None:
     """Read the conflicting handles from the server again, in the background."""
-    transaction.on_commit(partial(tasks.enqueue_job, "read_import_conflicts", batch.pk, "import conflicts"))
+    transaction.on_commit(partial(tasks.enqueue_conflict_read, batch.pk))
 
 
 @transaction.atomic
@@ -424,7 +422,7 @@ def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str
     if Handle.objects.filter(prefix=prefix, suffix_key=keep.suffix_key).exists():
         raise HandleServiceError(f"{keep.handle_text} has been recorded here since the dry run; run the dry run "
                                  "again (or reconcile) to see where it stands.", code="stale_dry_run")
-    assets = {}
+    assets: dict[tuple[str, str], int] = {}
     wanted = [r for r in rows if r.external_id and (r.pk == keep.pk or others == "new_handle")]
     if wanted:
         assets, _ = core.assets_get_or_create_bulk([core.AssetSpec(r.source_system, r.external_id, r.title,
@@ -440,6 +438,7 @@ def import_conflict_resolve(*, batch: ImportBatch, keep_row_id: int, others: str
     if not resolves_there:
         op = Op.CREATE if keep.server_note == conflicts.NOT_ON_SERVER else Op.UPDATE
         request_id = core.handles_queue_bulk(ops=[(handle_id, op)], actor=actor, via=via, reason=reason)[handle_id]
+    assert request_id is not None, "adopted (a verify request is recorded) or queued just above"
     request_ids = [request_id]
     now_note = {True: "verified where the server already resolves", False: "pushed to the server"}[resolves_there]
     ImportRow.objects.filter(pk=keep.pk).update(resolution=ConflictResolution.KEPT, handle_id=handle_id,

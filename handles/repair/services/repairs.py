@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Value
+from django.db.models import QuerySet, Value
 from django.utils import timezone
 
 from handles import jobs
@@ -30,13 +30,12 @@ from handles.repair.services.common import (
     VERIFYING_MESSAGE,
     _record_verification,
     _retry,
-    _user,
 )
 from handles.repair.services.imports import import_batch_settle
+from handles.services.common import User, user_of
 from handles.validators import ascii_upper
 
 logger = logging.getLogger(__name__)
-User = AbstractBaseUser | AnonymousUser | None
 Kind = ReconciliationRow.Kind
 Op = HandleRequest.Op
 Step = ImportBatch.Step
@@ -48,7 +47,7 @@ def reconciliation_start(*, prefix: Prefix, actor: User = None, via: str = "admi
                          enqueue: bool = True) -> ReconciliationRun:
     """Record a reconciliation and hand it to the task queue (enqueue=False: the caller runs it itself)."""
     # enqueued_at: a job run in the caller's process is not "lost" to the sweep while it starts.
-    run = ReconciliationRun.objects.create(prefix=prefix, created_by=_user(actor), requested_via=via,
+    run = ReconciliationRun.objects.create(prefix=prefix, created_by=user_of(actor), requested_via=via,
                                            message="Waiting for a worker" if enqueue else "Starting",
                                            enqueued_at=timezone.now())
     if enqueue:
@@ -75,14 +74,16 @@ def reconciliation_finish(run_id: int, *, counts: dict[str, int], error: str = "
         state=JobState.FAILED if error else JobState.DONE, finished_at=timezone.now(), counts=counts,
         error=error, message="" if error else "Done")
     run = ReconciliationRun.objects.select_related("prefix").get(pk=run_id)
-    notify_hooks.reconciliation_finished(run)
+    drift = {str(label): run.counts[value] for value, label in ReconciliationRow.Kind.choices
+             if run.counts.get(value)}
+    notify_hooks.reconciliation_finished(run, drift=drift)
     return run
 
 
 # --- Repairs ---------------------------------------------------------------------------------------
 # What a repair asks of the server for each class of drift. Orphans are adopted: recorded here with the
 # server's URL (and the asset that URL belongs to), then verified.
-REPAIR_OPS = {Kind.MISSING: Op.CREATE, Kind.URL_DIFFERS: Op.UPDATE, Kind.TOMBSTONE_DRIFT: Op.UPDATE,
+REPAIR_OPS: dict[str, str] = {Kind.MISSING: Op.CREATE, Kind.URL_DIFFERS: Op.UPDATE, Kind.TOMBSTONE_DRIFT: Op.UPDATE,
               Kind.DELETED_ON_SERVER: Op.DELETE, Kind.UNREADABLE: Op.VERIFY, Kind.ORPHAN: "adopt"}
 
 
@@ -96,14 +97,14 @@ def repair_start(*, run: ReconciliationRun, kinds: list[str] | None = None, row_
         raise HandleServiceError(f"Unknown class {sorted(unknown)[0]!r}.", code="invalid_kind")
     if not run.finished or run.state != JobState.DONE:
         raise HandleServiceError("Repairs follow a finished reconciliation.", code="invalid_state")
-    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, created_by=_user(actor),
+    job = RepairJob.objects.create(run=run, kinds=kinds, row_ids=row_ids, created_by=user_of(actor),
                                    requested_via=via, message="Waiting for a worker", enqueued_at=timezone.now())
     if enqueue:
         transaction.on_commit(partial(tasks.enqueue_job, "repair", job.pk))
     return job
 
 
-def repair_rows(job: RepairJob):
+def repair_rows(job: RepairJob) -> QuerySet[ReconciliationRow]:
     return ReconciliationRow.objects.filter(run_id=job.run_id).to_repair(kinds=job.kinds, row_ids=job.row_ids)
 
 
@@ -204,7 +205,8 @@ def _repair_chunk(job: RepairJob, chunk: list[ReconciliationRow]) -> Counter[str
     return counts
 
 
-def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str], now) -> list[int]:
+def _adopt_orphans(job: RepairJob, orphans: list[ReconciliationRow], counts: Counter[str],
+                   now: datetime) -> list[int]:
     """Record orphans here with the URL the server gives, linked to the asset that URL belongs to. The
     asset's primary handle is left as it is: a vendor handle becomes primary only of an asset without one."""
     if not orphans:

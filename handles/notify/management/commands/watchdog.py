@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from handles.labels import counted
 from handles.models import Prefix
 from handles.notify import watchdog
 from handles.notify.services import CHECK_LABELS
@@ -36,4 +37,4 @@ class Command(BaseCommand):
                 self.stdout.write(f"  [{MARKS[result['ok']]}] {label}: {result['detail']}")
             failing += bool(run.failing)
         if failing:
-            raise CommandError(f"{failing} prefix(es) failing.")
+            raise CommandError(f"{counted(failing, 'prefix', 'prefixes')} failing.")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from handles.jobs import Tally
-from handles.repair.models import ImportBatch, RepairJob
+from handles.jobs import Job, Tally
 
-Job = ImportBatch | RepairJob
+J = TypeVar("J", bound=Job)  # the job waited for: an import, a repair, a reconciliation...
 TIMED_OUT = 2  # the exit status when --timeout ran out: the job goes on without the command
 
 
@@ -23,9 +23,9 @@ def add_wait_arguments(parser: CommandParser, what: str) -> None:
                         help=f"With --wait: give up waiting after this long (default 3600; exit status {TIMED_OUT}).")
 
 
-def wait_until_settled(command: BaseCommand, job: Job, *, reload: Callable[[int], Job],
-                       settle: Callable[[int], Job], timeout: float, poll: float = 2.0,
-                       task_name: str = "", since: datetime | None = None) -> Job:
+def wait_until_settled(command: BaseCommand, job: J, *, reload: Callable[[int], J],
+                       settle: Callable[[int], J], timeout: float, poll: float = 2.0,
+                       task_name: str = "", since: datetime | None = None) -> J:
     """Poll the job until it ends (its apply, push and verification), settling it each time (the worker does too: a
     settle is idempotent). Prints the tally and the job's error whenever they change. `task_name`: the
     worker's task that moves the job on (an import's push); if it failed since `since`, waiting ends
@@ -86,7 +86,7 @@ def report_settled(command: BaseCommand, job: Job) -> None:
 
 
 # --- --background: through the queue and the worker, as the admin and the schedule start a job -----------
-def ended_done(job) -> bool:
+def ended_done(job: Job) -> bool:
     return job.state == "done"
 
 
@@ -96,13 +96,13 @@ def add_background_arguments(parser: CommandParser, what: str) -> None:
                              "`manage.py qcluster`, runs it in slices), instead of running it here.")
 
 
-def progress_line(job) -> str:
+def progress_line(job: Job) -> str:
     state = job.get_state_display()
     done = f" {job.progress_done:,} of {job.progress_total:,}" if job.progress_total else ""
     return f"{state}:{done} {job.message}".rstrip()
 
 
-def wait_for_job(command: BaseCommand, kind: str, job_id: int, *, timeout: float):
+def wait_for_job(command: BaseCommand, kind: str, job_id: int, *, timeout: float) -> Any:
     """Wait until the worker ended the job (a verifying job is settled on the way), printing its progress.
     Gives up with exit status TIMED_OUT after `timeout`; a failed or cancelled job ends the wait at once."""
     from handles import jobs
@@ -115,7 +115,7 @@ def wait_for_job(command: BaseCommand, kind: str, job_id: int, *, timeout: float
     return job
 
 
-def report_end(command: BaseCommand, job, *, ended_well: Callable[[Job], bool] = ended_done) -> None:
+def report_end(command: BaseCommand, job: J, *, ended_well: Callable[[J], bool] = ended_done) -> None:
     """Print how the job ended with its counts; anything but done (`ended_well`: an import's apply must
     have applied) is a CommandError (exit status 1)."""
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(job.counts.items())) or "none"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -41,7 +42,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=24 * 3600, metavar="SECONDS",
                             help=f"With --wait: give up waiting after this long (exit status {TIMED_OUT}).")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         filters = {"source_system": options["source_system"], "status": options["status"] or "",
                    "limit": options["limit"], "via_proxy": options["proxy"], "title_check": options["title_check"],
                    "prefix_ids": self._prefixes(options["prefix"]), "handle_ids": self._handles(options["handles"])}

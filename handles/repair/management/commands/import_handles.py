@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
@@ -52,7 +53,7 @@ class Command(BaseCommand):
         add_wait_arguments(parser, "handle")
         add_background_arguments(parser, "dry run (and with --apply, the apply)")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["file"])
         if not path.is_file():
             raise CommandError(f"{path} is not a file.")

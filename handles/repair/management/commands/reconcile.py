@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from handles.exceptions import HandleServiceError
@@ -15,7 +17,7 @@ from handles.repair.management.commands._wait import (
     wait_for_job,
     wait_until_settled,
 )
-from handles.repair.models import JobState, ReconciliationRow, RepairJob
+from handles.repair.models import JobState, ReconciliationRow, ReconciliationRun, RepairJob
 
 KINDS = ReconciliationRow.Kind
 
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         add_wait_arguments(parser, "repair")
         add_background_arguments(parser, "reconciliation (and the repair)")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         prefix = Prefix.objects.filter(prefix__iexact=options["prefix"]).first()
         if prefix is None:
             raise CommandError(f"The prefix {options['prefix']} is not configured here.")
@@ -66,7 +68,7 @@ class Command(BaseCommand):
         if options["repair"]:
             self._repair(run, options["repair"], options["apply"], options)
 
-    def _repair(self, run, kinds: list[str], apply: bool, options: dict) -> None:
+    def _repair(self, run: ReconciliationRun, kinds: list[str], apply: bool, options: dict[str, Any]) -> None:
         plan = selectors.repair_plan(run, kinds=kinds)
         if not plan.total:
             self.stdout.write("Nothing to repair in these classes.")

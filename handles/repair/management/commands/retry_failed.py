@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from handles.exceptions import HandleServiceError
@@ -27,7 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("id", type=int, help="The import's or repair's number (Import #12: 12).")
         add_wait_arguments(parser, "retried change")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         load, retry, settle = KINDS[options["kind"]]
         try:
             job = load(options["id"])
