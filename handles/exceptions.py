@@ -19,20 +19,11 @@ class HandleExists(HandleServiceError):
     http_status = 409
 
 
-class HandleNotFoundError(HandleServiceError):
-    code = "handle_not_found"
-    http_status = 404
-
-
 class HandleStateError(HandleServiceError):
     """The change does not fit the handle's status (e.g. redirecting a deleted handle)."""
 
     code = "invalid_state"
     http_status = 409
-
-
-class PrefixError(HandleServiceError):
-    code = "invalid_prefix"
 
 
 class PrefixForbidden(HandleServiceError):
