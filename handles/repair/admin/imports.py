@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -163,27 +164,22 @@ class ImportBatchAdmin(ReadOnlyJobAdmin):
                                                                "primary"], rows.iterator(chunk_size=5000))
 
     def apply_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
-        require_write(request)
-        batch = get_object_or_404(ImportBatch, pk=pk)
-        if request.method == "POST":
-            try:
-                services.import_batch_start_apply(batch=batch, actor=request.user)
-            except HandleServiceError as exc:
-                self.message_user(request, exc.message, messages.ERROR)
-            else:
-                log_desk_action(request, [batch], "Applied.")
-        return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
+        return self._batch_step(request, pk, services.import_batch_start_apply, "Applied.")
 
     def continue_push_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
+        return self._batch_step(request, pk, services.import_batch_continue_push, "Continued pushing.")
+
+    def _batch_step(self, request: HttpRequest, pk: int, start: Callable[..., object], logged: str) -> HttpResponseBase:
+        """A POST that starts one step of an import through its service, then back to the import's page."""
         require_write(request)
         batch = get_object_or_404(ImportBatch, pk=pk)
         if request.method == "POST":
             try:
-                services.import_batch_continue_push(batch=batch, actor=request.user)
+                start(batch=batch, actor=request.user)
             except HandleServiceError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
-                log_desk_action(request, [batch], "Continued pushing.")
+                log_desk_action(request, [batch], logged)
         return HttpResponseRedirect(reverse("admin:handles_repair_importbatch_change", args=[pk]))
 
     def conflicts_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
