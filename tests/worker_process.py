@@ -55,6 +55,13 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def pause(self) -> None:
+        """SIGSTOP the whole cluster: nothing it does changes while a test looks (kill or resume it after)."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """kill -9 the whole cluster (sentinel, workers, monitor): a crash, not a shutdown."""
         if self.process and self.process.poll() is None:

@@ -62,11 +62,24 @@ def run_batch_with_a_crash(*, prefix, sim, clusters, settings, stem: str, reques
     def kill_once_a_third_is_done() -> None:
         if crash or HandleRequest.objects.filter(status="success").count() < requests // 3:
             return
-        # Slow enough that a push seen in flight is still in flight when the kill lands, on a busy machine too.
+        # Slow pushes keep requests in flight. A request seen running may still finish before a kill lands on
+        # a busy machine, so the cluster is stopped (SIGSTOP) before looking: what is running then is exactly
+        # what the kill cuts off. Nothing running at that instant: let it go on and look again.
         sim.set_fault("slow", delay=3.0)
-        wait_for(lambda: HandleRequest.objects.filter(status="running").exists(), what="a request in flight")
+
+        def stopped_with_requests_in_flight() -> list[int]:
+            if not HandleRequest.objects.filter(status="running").exists():
+                return []
+            worker.pause()
+            running = list(HandleRequest.objects.filter(status="running").values_list("pk", flat=True))
+            if not running:
+                worker.resume()
+            return running
+
+        in_flight = wait_for(stopped_with_requests_in_flight, timeout=120,
+                             what="the cluster stopped with a request in flight")
         worker.kill()
-        crash["in_flight"] = list(HandleRequest.objects.filter(status="running").values_list("pk", flat=True))
+        crash["in_flight"] = in_flight
         crash["unfinished"] = HandleRequest.objects.unfinished().count()
         sim.clear_faults()
 
